@@ -1,0 +1,431 @@
+"""CIFAR-100: locating or downloading it, checking its content, class subsets, the device loader.
+
+Where the data comes from, in order:
+1. `data_root` passed by the caller (`--data-root PATH` on the command line),
+2. the environment variable `CCQL_DATA_ROOT`,
+3. the default folder `<project>/data`, where torchvision downloads it if it is absent.
+A root may be the folder that holds `cifar-100-python/` or that folder itself. An existing copy
+is never overwritten; a copy is accepted when its decoded arrays match the published content
+(checksums below, the same for a torchvision download and for repacked copies).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .provenance import PROJECT_ROOT
+
+DATA_ROOT_ENV = "CCQL_DATA_ROOT"
+DEFAULT_DATA_ROOT = PROJECT_ROOT / "data"
+FOLDER_NAME = "cifar-100-python"
+
+# sha256 of the decoded arrays (data as uint8 [N, 3072], labels as uint8), see CIFAR100_PROVENANCE.
+CONTENT_SHA256 = {
+    "train": {"data": "de64658905c6b161606e3649ddafce7cf86c7634a0cf9116d518e64ef46a33c5",
+              "fine_labels": "9f11b9f97aad759ba6df0a33e3218b01d8deaf4ed3a14aa1185d69b9ad7ebcb3",
+              "coarse_labels": "1804078d4e89b6b90bd5da6ffead1404596f6eecba15ceb8d95b6a09dfbba4c0"},
+    "test": {"data": "83c56492b2c11211ad1bb2dbd4f2eef4170a0441e41a41f3039c3144b1f5a511",
+             "fine_labels": "4dad7d09c7c97d33f6cb928d705cf4196221316fd6e31bdd978a08ed9103ee0b",
+             "coarse_labels": "48df17fb3bf299f43dd7e131db11ca0ea8b07d750be8b6dcf7ad6ff1b4cc721d"},
+}
+SPLIT_SIZES = {"train": 50_000, "test": 10_000}
+
+# Per-channel statistics of the CIFAR-100 training images, in [0, 1] units.
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+
+# The published CIFAR-100 class names (meta) and the standard fine -> coarse map.
+FINE_NAMES = (
+    'apple', 'aquarium_fish', 'baby', 'bear', 'beaver', 'bed', 'bee', 'beetle', 'bicycle',
+    'bottle', 'bowl', 'boy', 'bridge', 'bus', 'butterfly', 'camel', 'can', 'castle',
+    'caterpillar', 'cattle', 'chair', 'chimpanzee', 'clock', 'cloud', 'cockroach', 'couch',
+    'crab', 'crocodile', 'cup', 'dinosaur', 'dolphin', 'elephant', 'flatfish', 'forest', 'fox',
+    'girl', 'hamster', 'house', 'kangaroo', 'keyboard', 'lamp', 'lawn_mower', 'leopard', 'lion',
+    'lizard', 'lobster', 'man', 'maple_tree', 'motorcycle', 'mountain', 'mouse', 'mushroom',
+    'oak_tree', 'orange', 'orchid', 'otter', 'palm_tree', 'pear', 'pickup_truck', 'pine_tree',
+    'plain', 'plate', 'poppy', 'porcupine', 'possum', 'rabbit', 'raccoon', 'ray', 'road',
+    'rocket', 'rose', 'sea', 'seal', 'shark', 'shrew', 'skunk', 'skyscraper', 'snail', 'snake',
+    'spider', 'squirrel', 'streetcar', 'sunflower', 'sweet_pepper', 'table', 'tank',
+    'telephone', 'television', 'tiger', 'tractor', 'train', 'trout', 'tulip', 'turtle',
+    'wardrobe', 'whale', 'willow_tree', 'wolf', 'woman', 'worm',
+)
+COARSE_NAMES = (
+    'aquatic_mammals', 'fish', 'flowers', 'food_containers', 'fruit_and_vegetables',
+    'household_electrical_devices', 'household_furniture', 'insects', 'large_carnivores',
+    'large_man-made_outdoor_things', 'large_natural_outdoor_scenes',
+    'large_omnivores_and_herbivores', 'medium_mammals', 'non-insect_invertebrates', 'people',
+    'reptiles', 'small_mammals', 'trees', 'vehicles_1', 'vehicles_2',
+)
+FINE_TO_COARSE = (
+    4, 1, 14, 8, 0, 6, 7, 7, 18, 3, 3, 14, 9, 18, 7, 11, 3, 9, 7, 11, 6, 11, 5, 10, 7, 6, 13,
+    15, 3, 15, 0, 11, 1, 10, 12, 14, 16, 9, 11, 5, 5, 19, 8, 8, 15, 13, 14, 17, 18, 10, 16, 4,
+    17, 4, 2, 0, 17, 4, 18, 17, 10, 3, 2, 12, 12, 16, 12, 1, 9, 19, 2, 10, 0, 1, 16, 12, 9, 13,
+    15, 13, 16, 19, 2, 4, 6, 19, 5, 5, 8, 19, 18, 1, 2, 15, 6, 0, 17, 8, 14, 13,
+)
+
+MAMMAL_SUPERCLASSES = ("aquatic_mammals", "small_mammals", "medium_mammals", "large_carnivores",
+                       "large_omnivores_and_herbivores")
+SUBSET_KINDS = ("random", "all", "mammals")
+
+
+class DataError(RuntimeError):
+    """CIFAR-100 is missing, truncated or not the published content."""
+
+
+def _how_to_point() -> str:
+    return (f"Point the project at a copy in torchvision's layout ({FOLDER_NAME}/ with train, "
+            f"test, meta) with --data-root PATH or the environment variable {DATA_ROOT_ENV}=PATH.")
+
+
+def _as_cifar_folder(root: Path) -> Path | None:
+    """`root/cifar-100-python` or `root` itself, whichever holds the three pickles."""
+    for folder in (root / FOLDER_NAME, root):
+        if all((folder / name).is_file() for name in ("train", "test", "meta")):
+            return folder
+    return None
+
+
+def locate_cifar100(data_root: str | os.PathLike | None = None, download: bool = True) -> Path:
+    """Return the `cifar-100-python` folder, downloading into the default folder if needed.
+
+    An explicit root (argument or CCQL_DATA_ROOT) that holds no copy is an error: the user
+    asked for that copy, and nothing is downloaded or overwritten there.
+    """
+    explicit = data_root if data_root is not None else os.environ.get(DATA_ROOT_ENV) or None
+    if explicit is not None:
+        root = Path(explicit).expanduser()
+        folder = _as_cifar_folder(root)
+        if folder is None:
+            source = "--data-root" if data_root is not None else DATA_ROOT_ENV
+            raise DataError(f"No CIFAR-100 copy at {root} (from {source}): expected "
+                            f"{root / FOLDER_NAME}/train, test and meta. {_how_to_point()}")
+        return folder
+    folder = _as_cifar_folder(DEFAULT_DATA_ROOT)
+    if folder is not None:
+        return folder
+    if (DEFAULT_DATA_ROOT / FOLDER_NAME).exists():
+        raise DataError(f"{DEFAULT_DATA_ROOT / FOLDER_NAME} exists but is incomplete (train, test "
+                        f"and meta expected); it is not overwritten. Remove it to download "
+                        f"again, or: {_how_to_point()}")
+    if not download:
+        raise DataError(f"CIFAR-100 not found under {DEFAULT_DATA_ROOT}. {_how_to_point()}")
+    try:
+        import torchvision
+        DEFAULT_DATA_ROOT.mkdir(parents=True, exist_ok=True)
+        torchvision.datasets.CIFAR100(str(DEFAULT_DATA_ROOT), train=True, download=True)
+    except Exception as exc:  # offline machines fail here with URLError / OSError
+        raise DataError(f"Could not download CIFAR-100 into {DEFAULT_DATA_ROOT} ({exc}). "
+                        f"{_how_to_point()}") from exc
+    folder = _as_cifar_folder(DEFAULT_DATA_ROOT)
+    if folder is None:
+        raise DataError(f"The download into {DEFAULT_DATA_ROOT} did not produce {FOLDER_NAME}/. "
+                        f"{_how_to_point()}")
+    return folder
+
+
+@dataclass(frozen=True)
+class Cifar100:
+    """The whole data set in memory. Images uint8 [N, 3, 32, 32]; labels int64 [N]."""
+
+    train_images: np.ndarray
+    train_fine: np.ndarray
+    train_coarse: np.ndarray
+    test_images: np.ndarray
+    test_fine: np.ndarray
+    test_coarse: np.ndarray
+    fine_names: tuple[str, ...]
+    coarse_names: tuple[str, ...]
+    folder: str
+    verified: bool
+
+    @property
+    def fine_to_coarse(self) -> np.ndarray:
+        """[100] int64: the coarse label of each fine class, read off the training labels."""
+        mapping = np.full(len(self.fine_names), -1, dtype=np.int64)
+        mapping[self.train_fine] = self.train_coarse
+        return mapping
+
+
+def _sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def _read_pickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="latin1")
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
+            ImportError, IndexError, MemoryError) as exc:
+        raise DataError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc}). Replace "
+                        f"it with a complete copy. {_how_to_point()}") from exc
+
+
+def _read_split(folder: Path, split: str, verify: bool):
+    raw = _read_pickle(folder / split)
+    if not isinstance(raw, dict) or not {"data", "fine_labels", "coarse_labels"} <= set(raw):
+        raise DataError(f"{folder / split} is not a CIFAR-100 pickle (needs data, fine_labels, "
+                        f"coarse_labels). {_how_to_point()}")
+    data = np.asarray(raw["data"])
+    fine = np.asarray(raw["fine_labels"])
+    coarse = np.asarray(raw["coarse_labels"])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise DataError(f"{folder / split}: data must be uint8 [N, 3072], got {data.dtype} "
+                        f"{list(data.shape)}; the file is corrupt. {_how_to_point()}")
+    if not (len(fine) == len(coarse) == len(data)):
+        raise DataError(f"{folder / split}: {len(data)} images but {len(fine)} fine and "
+                        f"{len(coarse)} coarse labels; the file is corrupt.")
+    if len(fine) and (fine.min() < 0 or fine.max() > 99 or coarse.min() < 0 or coarse.max() > 19):
+        raise DataError(f"{folder / split}: labels out of range (fine 0..99, coarse 0..19).")
+    if verify:
+        if len(data) != SPLIT_SIZES[split]:
+            raise DataError(f"{folder / split} holds {len(data)} images, CIFAR-100's {split} split "
+                            f"has {SPLIT_SIZES[split]}: the copy is truncated. {_how_to_point()}")
+        arrays = {"data": data, "fine_labels": fine.astype(np.uint8),
+                  "coarse_labels": coarse.astype(np.uint8)}
+        for key, array in arrays.items():
+            if _sha256(array) != CONTENT_SHA256[split][key]:
+                raise DataError(f"{folder / split}: the decoded {key} differ from the published "
+                                f"CIFAR-100 content (sha256 mismatch); the copy is corrupt or "
+                                f"not CIFAR-100. {_how_to_point()}")
+    images = data.reshape(-1, 3, 32, 32)
+    return images, fine.astype(np.int64), coarse.astype(np.int64)
+
+
+def load_cifar100(data_root: str | os.PathLike | None = None, verify: bool = True,
+                  download: bool = True) -> Cifar100:
+    """Locate (see module docstring), read and check CIFAR-100.
+
+    verify=True (the default) accepts only the published content: 50,000/10,000 images whose
+    decoded arrays match CONTENT_SHA256. verify=False checks structure only (for synthetic
+    stand-ins in tests). Takes about half a second.
+    """
+    folder = locate_cifar100(data_root, download=download)
+    meta = _read_pickle(folder / "meta")
+    if not isinstance(meta, dict) or "fine_label_names" not in meta or "coarse_label_names" not in meta:
+        raise DataError(f"{folder / 'meta'} lacks fine_label_names/coarse_label_names; corrupt.")
+    fine_names = tuple(meta["fine_label_names"])
+    coarse_names = tuple(meta["coarse_label_names"])
+    if len(fine_names) != 100 or len(coarse_names) != 20:
+        raise DataError(f"{folder / 'meta'}: expected 100 fine and 20 coarse names, got "
+                        f"{len(fine_names)} and {len(coarse_names)}.")
+    if verify and (fine_names != FINE_NAMES or coarse_names != COARSE_NAMES):
+        raise DataError(f"{folder / 'meta'}: class names differ from CIFAR-100's; corrupt copy.")
+    train = _read_split(folder, "train", verify)
+    test = _read_split(folder, "test", verify)
+    return Cifar100(*train, *test, fine_names=fine_names, coarse_names=coarse_names,
+                    folder=str(folder), verified=verify)
+
+
+# ----------------------------------------------------------------------------- class subsets
+def random_classes(k: int, seed: int, num_classes: int = 100) -> list[int]:
+    """k of range(num_classes) drawn uniformly without replacement, sorted ascending.
+
+    The draw orders classes by sha256("seed:class") and keeps the first k: a uniformly random
+    permutation that depends on nothing but (seed, class), so every machine and every version
+    of numpy/torch/Python picks the same classes.
+    """
+    if int(k) != k or not 2 <= k <= num_classes:
+        raise ValueError(f"a random subset needs 2 <= k <= {num_classes} classes, got {k}")
+    keys = {c: hashlib.sha256(f"{int(seed)}:{c}".encode()).hexdigest() for c in range(num_classes)}
+    return sorted(sorted(range(num_classes), key=keys.__getitem__)[:k])
+
+
+def select_classes(kind: str | Sequence[str], data: Cifar100, k: int | None = None,
+                   seed: int = 0) -> list[int]:
+    """Original fine-class indices (ascending) of a subset.
+
+    kind: 'random' (k classes from seed), 'all' (100), 'mammals' (the 25 fine classes of the
+    five mammal superclasses, read off the coarse labels), or a list of fine class names.
+    """
+    if isinstance(kind, str):
+        if kind == "random":
+            if k is None:
+                raise ValueError("the 'random' class subset needs k (the number of classes)")
+            return random_classes(k, seed, len(data.fine_names))
+        if kind == "all":
+            if k not in (None, len(data.fine_names)):
+                raise ValueError(f"'all' means K = {len(data.fine_names)}, got k = {k}")
+            return list(range(len(data.fine_names)))
+        if kind == "mammals":
+            coarse = [data.coarse_names.index(name) for name in MAMMAL_SUPERCLASSES]
+            chosen = sorted(np.flatnonzero(np.isin(data.fine_to_coarse, coarse)).tolist())
+            if k not in (None, len(chosen)):
+                raise ValueError(f"'mammals' has {len(chosen)} classes, got k = {k}")
+            return chosen
+        raise ValueError(f"unknown class subset {kind!r}: choose one of {', '.join(SUBSET_KINDS)} "
+                         f"or give a list of CIFAR-100 class names")
+    names = check_class_names(kind, data.fine_names)
+    if k not in (None, len(names)):
+        raise ValueError(f"{len(names)} class names given but k = {k}")
+    return sorted(data.fine_names.index(n) for n in names)
+
+
+def check_class_names(names: Sequence[str], valid: Sequence[str] = FINE_NAMES) -> list[str]:
+    """The names as a list if they are >= 2 distinct CIFAR-100 fine class names, else ValueError."""
+    names = list(names)
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        raise ValueError(f"unknown CIFAR-100 class names {unknown}; valid names are in "
+                         f"ccql_utils.data.FINE_NAMES")
+    if len(set(names)) != len(names) or len(names) < 2:
+        raise ValueError(f"an explicit class list needs >= 2 distinct names, got {names}")
+    return names
+
+
+@dataclass(frozen=True)
+class ClassificationSubset:
+    """A K-class subset: images uint8 [N, 3, 32, 32], labels int64 [N] in 0..K-1."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    class_indices: tuple[int, ...]
+    class_names: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_indices)
+
+
+def make_subset(data: Cifar100, class_indices: Sequence[int],
+                train_per_class: int | None = None) -> ClassificationSubset:
+    """Keep the images of `class_indices` (original fine indices), labels remapped to 0..K-1 in
+    ascending original index. train_per_class caps the training images per class (the first
+    ones in the original order); the test split is always complete.
+    """
+    classes = sorted(int(c) for c in class_indices)
+    if train_per_class is not None and (int(train_per_class) != train_per_class or train_per_class < 1):
+        raise ValueError(f"train_per_class must be a positive integer or None, got {train_per_class}")
+    remap = np.full(len(data.fine_names), -1, dtype=np.int64)
+    remap[classes] = np.arange(len(classes))
+
+    def pick(images, fine, cap):
+        keep = np.isin(fine, classes)
+        if cap is not None:
+            # rank of each image within its class, in original order
+            rank = np.zeros(len(fine), dtype=np.int64)
+            for c in classes:
+                members = np.flatnonzero(fine == c)
+                rank[members] = np.arange(len(members))
+            keep &= rank < cap
+        return np.ascontiguousarray(images[keep]), remap[fine[keep]]
+
+    train_images, train_labels = pick(data.train_images, data.train_fine, train_per_class)
+    test_images, test_labels = pick(data.test_images, data.test_fine, None)
+    return ClassificationSubset(train_images, train_labels, test_images, test_labels,
+                                tuple(classes), tuple(data.fine_names[c] for c in classes))
+
+
+# ----------------------------------------------------------------------------- device loader
+class DeviceLoader:
+    """One split held on `device` as uint8, batched and augmented there.
+
+    Each epoch draws a permutation, crop offsets and flips from a CPU generator seeded by
+    (seed, epoch), so epoch e is the same on every run and device, and resuming needs no
+    loader state. Augmentation: random 32x32 crop of the 4-pixel zero-padded image and a
+    horizontal flip with probability 1/2, done for a whole batch by one gather; then
+    normalisation with the CIFAR-100 training mean/std.
+    """
+
+    PAD = 4
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, device: torch.device | str,
+                 seed: int = 0, channels_last: bool = False):
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (3, 32, 32):
+            raise ValueError(f"images must be uint8 [N, 3, 32, 32], got {images.dtype} {images.shape}")
+        if len(labels) != len(images):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.device = torch.device(device)
+        self.seed = int(seed)
+        self.channels_last = channels_last
+        self.images = torch.from_numpy(images).to(self.device)
+        self.padded = torch.nn.functional.pad(self.images, (self.PAD,) * 4)  # [N, 3, 40, 40]
+        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(self.device)
+        self.mean = torch.tensor(CIFAR100_MEAN, device=self.device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(CIFAR100_STD, device=self.device).view(1, 3, 1, 1) * 255
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def normalize(self, images_uint8: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, 3, 32, 32] -> float32 [B, 3, 32, 32], standardised per channel."""
+        out = (images_uint8.float() - self.mean) / self.std
+        return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
+
+    def epoch_plan(self, epoch: int, rank: int = 0, world_size: int = 1):
+        """This rank's share of epoch `epoch`: (indices [n], dy [n], dx [n], flip [n]) on device."""
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + int(epoch))
+        n = len(self.labels)
+        order = torch.randperm(n, generator=gen)
+        offsets = torch.randint(0, 2 * self.PAD + 1, (2, n), generator=gen)
+        flip = torch.rand(n, generator=gen) < 0.5
+        share = slice(rank, None, world_size)
+        plan = (order[share], offsets[0][share], offsets[1][share], flip[share])
+        return tuple(t.to(self.device, non_blocking=True) for t in plan)
+
+    def augmented_batch(self, indices, dy, dx, flip) -> torch.Tensor:
+        """Crop-and-flip of images `indices` by one gather: uint8 [B, 3, 32, 32]."""
+        steps = torch.arange(32, device=self.device)
+        rows = dy[:, None] + steps                                       # [B, 32]
+        cols = torch.where(flip[:, None], dx[:, None] + 31 - steps, dx[:, None] + steps)
+        channels = torch.arange(3, device=self.device)
+        return self.padded[indices[:, None, None, None], channels[None, :, None, None],
+                           rows[:, None, :, None], cols[:, None, None, :]]
+
+    def train_batches(self, epoch: int, batch_size: int, rank: int = 0,
+                      world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Shuffled, augmented batches (float [B, 3, 32, 32], int64 [B]) of one epoch.
+
+        The last batch may be smaller; a final batch of one image is dropped (BatchNorm needs two).
+        """
+        indices, dy, dx, flip = self.epoch_plan(epoch, rank, world_size)
+        for start in range(0, len(indices), batch_size):
+            sl = slice(start, start + batch_size)
+            if len(indices[sl]) < 2:
+                break
+            yield self.normalize(self.augmented_batch(indices[sl], dy[sl], dx[sl], flip[sl])), \
+                self.labels[indices[sl]]
+
+    def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """All images in order, no augmentation."""
+        for start in range(0, len(self.labels), batch_size):
+            yield (self.normalize(self.images[start:start + batch_size]),
+                   self.labels[start:start + batch_size])
+
+
+# ----------------------------------------------------------------------------- synthetic stand-in
+def write_synthetic_cifar100(root: str | os.PathLike, train_per_class: int = 20,
+                             test_per_class: int = 5, seed: int = 0) -> Path:
+    """Write a small learnable stand-in in torchvision's layout under `root/cifar-100-python`.
+
+    Each class is a fixed random low-frequency colour pattern plus pixel noise, so a small
+    network learns it in a few epochs. Load it with `load_cifar100(root, verify=False)`.
+    It uses CIFAR-100's class names and superclass map, so every subset kind works on it.
+    """
+    rng = np.random.default_rng(seed)
+    fine_to_coarse = np.asarray(FINE_TO_COARSE, dtype=np.int64)
+    low_res = rng.integers(30, 226, size=(100, 3, 4, 4)).astype(np.float64)
+    templates = low_res.repeat(8, axis=2).repeat(8, axis=3)          # [100, 3, 32, 32]
+    folder = Path(root) / FOLDER_NAME
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+        fine = np.repeat(np.arange(100), per_class)
+        rng.shuffle(fine)
+        noise = rng.normal(0, 40, size=(len(fine), 3, 32, 32))
+        images = np.clip(templates[fine] + noise, 0, 255).astype(np.uint8)
+        payload = {"data": images.reshape(len(fine), 3072), "fine_labels": fine.tolist(),
+                   "coarse_labels": fine_to_coarse[fine].tolist(), "batch_label": split,
+                   "filenames": [f"{split}_{i:05d}.png" for i in range(len(fine))]}
+        with open(folder / split, "wb") as f:
+            pickle.dump(payload, f)
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": list(FINE_NAMES), "coarse_label_names": list(COARSE_NAMES)}, f)
+    return folder

@@ -1,0 +1,175 @@
+"""Classification losses on raw network outputs: CE, QL, CCQL(w) and Hui & Belkin's rescaled square loss.
+
+Every loss maps (outputs [B, K] float, labels [B] int64) to the batch mean of a per-sample value
+(REPRODUCTION.md, "Notation and losses"):
+
+| name              | per-sample value                                  | reference (outputs == 0) |
+| ----------------- | ------------------------------------------------- | ------------------------ |
+| `ce`              | -log softmax(f)[y]                                | log K                    |
+| `ql`              | 1/2 * sum_i (onehot(y)_i - f_i)^2                 | 1/2                      |
+| `ccql`            | QL + (w/2) * (1 - f_y)^2, default w = sqrt(K-1)-1 | (w + 1)/2                |
+| `rescaled_square` | (1/K) * [k (f_y - M)^2 + sum_{i != y} f_i^2]      | k M^2 / K                |
+
+`reference_value` is used for normalized losses (loss / reference_value starts near 1).
+CCQL(w) equals K/2 times the rescaled square loss with k = 1 + w, M = 1.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOSS_NAMES = ("ce", "ql", "ccql", "rescaled_square")
+
+
+def _check_inputs(outputs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
+    if outputs.dim() != 2 or outputs.shape[1] != num_classes:
+        raise ValueError(f"outputs must have shape [B, {num_classes}], got {list(outputs.shape)}")
+    if labels.dim() != 1 or labels.shape[0] != outputs.shape[0]:
+        raise ValueError(f"labels must have shape [B] with B = {outputs.shape[0]}, "
+                         f"got {list(labels.shape)}")
+    if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
+
+
+def _check_label_range(labels: torch.Tensor, num_classes: int) -> None:
+    """Range check; costs a host sync, so the trainer skips it (`validate=False`)."""
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"labels must lie in 0..{num_classes - 1}, got range "
+                         f"{int(labels.min())}..{int(labels.max())}")
+
+
+class _ClassificationLoss(nn.Module):
+    """Common checks; subclasses implement `per_sample(outputs, labels) -> [B]`."""
+
+    name = ""
+
+    def __init__(self, num_classes: int, validate: bool = True):
+        super().__init__()
+        if int(num_classes) != num_classes or num_classes < 2:
+            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.validate = validate
+
+    @property
+    def reference_value(self) -> float:
+        """The loss at all-zero outputs (any labels)."""
+        raise NotImplementedError
+
+    def per_sample(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """outputs: [B, K] float; labels: [B] int. Returns the batch mean, a scalar."""
+        _check_inputs(outputs, labels, self.num_classes)
+        if self.validate:
+            _check_label_range(labels, self.num_classes)
+        return self.per_sample(outputs, labels.long()).mean()
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}"
+
+
+class CrossEntropyLoss(_ClassificationLoss):
+    name = "ce"
+
+    @property
+    def reference_value(self) -> float:
+        return math.log(self.num_classes)
+
+    def per_sample(self, outputs, labels):
+        return F.cross_entropy(outputs, labels, reduction="none")
+
+
+class RescaledSquareLoss(_ClassificationLoss):
+    """Hui & Belkin (ICLR 2021): (1/K) [k (f_y - M)^2 + sum_{i != y} f_i^2] per sample."""
+
+    name = "rescaled_square"
+
+    def __init__(self, num_classes: int, k: float = 1.0, M: float = 1.0, validate: bool = True):
+        super().__init__(num_classes, validate)
+        if not (k > 0 and math.isfinite(k)):
+            raise ValueError(f"rescaled_square needs k > 0, got {k}")
+        if not (M > 0 and math.isfinite(M)):
+            raise ValueError(f"rescaled_square needs M > 0, got {M}")
+        self.k, self.M = float(k), float(M)
+
+    @property
+    def reference_value(self) -> float:
+        return self.k * self.M ** 2 / self.num_classes
+
+    def per_sample(self, outputs, labels):
+        outputs = outputs.float() if outputs.dtype in (torch.float16, torch.bfloat16) else outputs
+        f_y = outputs.gather(1, labels[:, None]).squeeze(1)
+        others = outputs.pow(2).sum(1) - f_y.pow(2)
+        return (self.k * (f_y - self.M).pow(2) + others) / self.num_classes
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, k={self.k}, M={self.M}"
+
+
+class CorrectClassQuadraticLoss(_ClassificationLoss):
+    """CCQL(w) = 1/2 [(1 + w)(f_y - 1)^2 + sum_{i != y} f_i^2]; w = 0 is QL."""
+
+    name = "ccql"
+
+    def __init__(self, num_classes: int, w: float | None = None, validate: bool = True):
+        super().__init__(num_classes, validate)
+        if w is None:
+            w = default_ccql_weight(self.num_classes)
+        if not (w >= 0 and math.isfinite(w)):
+            raise ValueError(f"ccql needs a finite weight w >= 0, got {w}")
+        self.w = float(w)
+
+    @property
+    def reference_value(self) -> float:
+        return (self.w + 1.0) / 2.0
+
+    def per_sample(self, outputs, labels):
+        outputs = outputs.float() if outputs.dtype in (torch.float16, torch.bfloat16) else outputs
+        f_y = outputs.gather(1, labels[:, None]).squeeze(1)
+        others = outputs.pow(2).sum(1) - f_y.pow(2)
+        return 0.5 * ((1.0 + self.w) * (f_y - 1.0).pow(2) + others)
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, w={self.w:.4g}"
+
+
+class QuadraticLoss(CorrectClassQuadraticLoss):
+    """QL = 1/2 ||onehot(y) - f||^2 on raw outputs (CCQL with w = 0)."""
+
+    name = "ql"
+
+    def __init__(self, num_classes: int, validate: bool = True):
+        super().__init__(num_classes, w=0.0, validate=validate)
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}"
+
+
+def default_ccql_weight(num_classes: int) -> float:
+    """w = sqrt(K - 1) - 1: CCQL = QL at K = 2; 3.899 at K = 25; 8.950 at K = 100."""
+    return math.sqrt(num_classes - 1) - 1.0
+
+
+_LOSSES = {"ce": (CrossEntropyLoss, ()), "ql": (QuadraticLoss, ()),
+           "ccql": (CorrectClassQuadraticLoss, ("w",)),
+           "rescaled_square": (RescaledSquareLoss, ("k", "M"))}
+
+
+def make_loss(name: str, num_classes: int, validate: bool = True, **options) -> _ClassificationLoss:
+    """Build a loss by name: 'ce', 'ql', 'ccql' (option w), 'rescaled_square' (options k, M).
+
+    validate=True checks that labels lie in 0..K-1 on every call (a host sync); the trainer
+    turns it off. Options set to None take their defaults.
+    """
+    if name not in _LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
+    cls, allowed = _LOSSES[name]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"loss {name!r} takes options {list(allowed) or 'none'}, got {unknown}")
+    options = {k: v for k, v in options.items() if v is not None}
+    return cls(num_classes, validate=validate, **options)

@@ -1,0 +1,106 @@
+"""Provenance records and figure saving: every figure in `figures/` says how it was made.
+
+`save_figure(fig, name, data, params)` writes `<name>.png`, `<name>.pdf`, `<name>.csv` (the data
+behind the figure) and `<name>.provenance.json` (parameters, package versions, commit, date).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any, Mapping
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_FIGURES_DIR = PROJECT_ROOT / "figures"
+
+
+def git_commit(repo: Path = PROJECT_ROOT) -> str:
+    """The current commit hash (with '-dirty' if the work tree has changes), or 'unknown'."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def environment_record() -> dict[str, Any]:
+    """Versions of Python and the packages that shape results, the host and the date (UTC)."""
+    import numpy
+    record: dict[str, Any] = {
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "host": platform.node(),
+        "platform": platform.platform(),
+    }
+    try:
+        from importlib.metadata import version
+        record["ccql_utils"] = version("ccql_utils")
+    except Exception:  # not installed as a distribution (e.g. run from a source tree)
+        record["ccql_utils"] = "source"
+    try:
+        import torch
+        record["torch"] = torch.__version__
+        record["cuda_device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        record["torch"] = None
+    return record
+
+
+def _jsonable(value: Any) -> Any:
+    """Make numpy scalars/arrays, paths and dataclasses JSON-serialisable."""
+    import dataclasses
+    import numpy as np
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(dataclasses.asdict(value))
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` so readers see the old or the new file, never a partial one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_figure(fig, name: str, data=None, params: Mapping[str, Any] | None = None,
+                figures_dir: str | Path | None = None, caption: str = "") -> dict[str, Path]:
+    """Save `fig` as PNG and PDF, `data` (a pandas DataFrame) as CSV, and a provenance JSON.
+
+    name: file stem, e.g. 'fig1_k25_random'; params: everything that determined the figure
+    (preset, hyper-parameters, seeds, class names, ...); caption: one line on what it shows.
+    Returns the paths written, keyed 'png', 'pdf', 'csv' (if data), 'provenance'.
+    """
+    out_dir = Path(figures_dir) if figures_dir is not None else DEFAULT_FIGURES_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"png": out_dir / f"{name}.png", "pdf": out_dir / f"{name}.pdf",
+             "provenance": out_dir / f"{name}.provenance.json"}
+    fig.savefig(paths["png"], dpi=150, bbox_inches="tight")
+    # A fixed CreationDate keeps the PDF byte-stable when the figure itself did not change.
+    fig.savefig(paths["pdf"], bbox_inches="tight", metadata={"CreationDate": None})
+    if data is not None:
+        paths["csv"] = out_dir / f"{name}.csv"
+        data.to_csv(paths["csv"], index=False)
+    record = {"figure": name, "caption": caption, "parameters": _jsonable(dict(params or {})),
+              "environment": environment_record(),
+              "files": sorted(p.name for p in paths.values())}
+    atomic_write_text(paths["provenance"], json.dumps(record, indent=2, sort_keys=False) + "\n")
+    return paths
