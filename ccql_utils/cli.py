@@ -62,6 +62,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     e = parser.add_argument_group("execution")
     e.add_argument("--data-root", default=None,
                    help="folder holding cifar-100-python/ (default: $CCQL_DATA_ROOT, else ./data)")
+    e.add_argument("--unverified-data", action="store_true",
+                   help="accept a copy whose content differs from CIFAR-100's (structure is still "
+                        "checked; such runs get their own run ids)")
     e.add_argument("--runs-dir", default="runs")
     e.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
     e.add_argument("--compile", action="store_true", help="torch.compile the model")
@@ -99,7 +102,7 @@ def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     run = get_run(config, runs_dir=args.runs_dir, data_root=args.data_root,
-                  progress=False if args.quiet else None)
+                  verify_data=not args.unverified_data, progress=False if args.quiet else None)
     final = run.final()
     if final:
         print(f"{run.state}: {len(run.history)} epochs; final train acc {final['train_acc']:.4f}, "

@@ -28,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-from .data import Cifar100, load_cifar100
+from .data import Cifar100, load_cifar100, locate_cifar100
 from .provenance import atomic_write_text
 from .train import RunDiverged, Trainer, TrainConfig, resolve_device
 
@@ -115,18 +115,21 @@ def _write_history(run_dir: Path, history: list[dict]) -> None:
 
 
 def get_run(config: TrainConfig, runs_dir: str | Path = "runs", data: Cifar100 | None = None,
-            data_root: str | os.PathLike | None = None, progress: bool | None = None,
-            train: bool = True) -> Run:
+            data_root: str | os.PathLike | None = None, verify_data: bool = True,
+            progress: bool | None = None, train: bool = True) -> Run:
     """The run of `config`: stored if finished or diverged, else trained (or resumed) now.
 
     data: CIFAR-100 already loaded (else loaded from data_root / CCQL_DATA_ROOT / the default
-    folder, only if training is needed). Stand-in data (loaded with verify=False) gets its own
-    run ids. train=False returns whatever is stored without training. A diverged run is
+    folder, only if training is needed). Unverified data (data loaded with verify=False, or
+    verify_data=False) gets run ids of its own, tied to its folder. train=False returns whatever is stored without training. A diverged run is
     returned with `diverged` True and is never reported as finished.
     """
     config = config.resolved()
-    if data is not None and not data.verified:
-        config = dataclasses.replace(config, dataset=f"unverified-{Path(data.folder).resolve()}")
+    if data is not None:
+        verify_data = data.verified
+    if not verify_data:
+        folder = data.folder if data is not None else locate_cifar100(data_root, download=False)
+        config = dataclasses.replace(config, dataset=f"unverified-{Path(folder).resolve()}")
     run_dir = run_dir_for(config, runs_dir)
     stored = load_run(run_dir)
     if stored.state in FINAL_STATES or not train:
@@ -139,7 +142,7 @@ def get_run(config: TrainConfig, runs_dir: str | Path = "runs", data: Cifar100 |
         if stored.state in FINAL_STATES:
             return stored
         if data is None:
-            data = load_cifar100(data_root)
+            data = load_cifar100(data_root, verify=verify_data)
         status = {"state": "running", "run_id": run_dir.name, "pid": os.getpid(),
                   "host": socket.gethostname(), "started": _now(), "epochs_completed": 0,
                   "epochs": config.epochs}

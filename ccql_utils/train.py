@@ -150,10 +150,11 @@ def _check_model(c: TrainConfig) -> None:
 def lr_at_epoch(config: TrainConfig, epoch: int) -> float:
     """Learning rate of 0-based `epoch`: lr * lr_factor ** (milestones passed).
 
-    Milestone fraction f falls at epoch round(f * epochs); with 200 epochs the LR is divided by
-    4 after epochs 50, 80, 110, 150 and 170 (the paper's schedule).
+    Milestone fraction f falls after epoch max(1, round-half-up(f * epochs)): with 200 epochs
+    the LR is divided by 4 after epochs 50, 80, 110, 150 and 170 (the paper's schedule); the
+    first epoch of a short run always uses the initial LR.
     """
-    passed = sum(epoch >= round(f * config.epochs) for f in config.lr_milestones)
+    passed = sum(epoch >= max(1, math.floor(f * config.epochs + 0.5)) for f in config.lr_milestones)
     return config.lr * config.lr_factor ** passed
 
 
