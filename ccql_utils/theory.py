@@ -22,10 +22,18 @@ Closed forms (population, i.e. expectations over the mixture):
 * Exact CCQL optimum: rows decouple, theta_i = A_i^{-1} b_i with
   A_i = (1/K) sum_k (1 + w [k = i]) (mu_k mu_k^T + sigma^2 I_d), b_i = ((1 + w)/K) mu_i.
 
+Empirical counterparts: least squares for QL/CCQL, CE by projected GD within its norm budget,
+full-batch GD for each loss. The `*_frame` functions and `verification_table` build the data
+behind notebooks/00_theory.ipynb (they run with OpenBLAS capped at one thread, see
+`blas_threads`).
+
 Everything is seeded through numpy Generators; no function touches global random state.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
 import math
 from typing import Iterable, Sequence
 
@@ -90,6 +98,53 @@ def _check_loss(loss: str) -> str:
 
 def _rng(seed) -> np.random.Generator:
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
+def _openblas_thread_controls() -> list[tuple]:
+    """(get, set) thread-count functions of every OpenBLAS loaded in this process (Linux)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "openblas" in line.lower()
+                     and line.split()[-1].startswith("/")}
+    except OSError:
+        return []
+    names = [(f"{prefix}_get_num_threads{suffix}", f"{prefix}_set_num_threads{suffix}")
+             for prefix in ("scipy_openblas", "openblas") for suffix in ("64_", "")]
+    controls = []
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        found = [(getattr(lib, get), getattr(lib, set_)) for get, set_ in names
+                 if hasattr(lib, get) and hasattr(lib, set_)]
+        controls.extend(found[:1])
+    return controls
+
+
+@contextlib.contextmanager
+def blas_threads(n_threads: int = 1):
+    """Temporarily cap OpenBLAS threads. The matrices here are small (n x K, K, d <= a few
+    thousand), where BLAS threads only add overhead, and on a CPU shared with another job a
+    spinning thread pool can make them 10x slower. No-op where OpenBLAS cannot be found."""
+    controls = _openblas_thread_controls()
+    previous = [get() for get, _ in controls]
+    for _, set_ in controls:
+        set_(int(n_threads))
+    try:
+        yield
+    finally:
+        for (_, set_), count in zip(controls, previous):
+            set_(int(count))
+
+
+def _single_blas_thread(function):
+    """Run `function` inside `blas_threads(1)`."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with blas_threads(1):
+            return function(*args, **kwargs)
+    return wrapper
 
 
 def default_ccql_weight(K: int) -> float:
@@ -277,11 +332,9 @@ def ccql_population_optimum(M: np.ndarray, sigma: float, w: float,
     """
     M, sigma, w = _check_M(M), _check_sigma(sigma), _check_w(w)
     A, b, c_t, p = _ccql_row_systems(M, sigma, w, intercept)
-    try:
-        if sigma == 0.0:
-            raise np.linalg.LinAlgError
+    if sigma > 0.0:   # every A_i is positive definite
         Theta = np.linalg.solve(A, b[:, :, None])[:, :, 0]
-    except np.linalg.LinAlgError:
+    else:
         Theta = np.stack([np.linalg.lstsq(A[i], b[i], rcond=None)[0] for i in range(len(b))])
     per_row = 0.5 * (c_t - np.einsum("ip,ip->i", b, Theta))
     return Theta, float(np.sum(per_row))
@@ -436,6 +489,15 @@ def ccql_least_squares(X: np.ndarray, y: np.ndarray, K: int, w: float) -> np.nda
     return Theta
 
 
+def class_means(X: np.ndarray, y: np.ndarray, K: int) -> np.ndarray:
+    """Per-class sample means (K x d); a class without samples gets a zero row."""
+    K = _check_K(K)
+    sums = np.zeros((K, X.shape[1]))
+    np.add.at(sums, y, X)
+    counts = np.bincount(y, minlength=K)[:, None]
+    return sums / np.maximum(counts, 1)
+
+
 def smoothness(X: np.ndarray, y: np.ndarray, K: int, loss: str, w: float = 0.0) -> float:
     """Upper bound L on the Hessian of the mean loss in Theta, so GD with step 1/L is monotone.
 
@@ -518,6 +580,7 @@ DEFAULT_TABLE_CONFIGS = (
 )
 
 
+@_single_blas_thread
 def verification_table(configs: Iterable[Sequence] = DEFAULT_TABLE_CONFIGS, n: int = 20000,
                        seed: int = 0, ce_eps: float = 0.01, n_ce: int = 2000) -> pd.DataFrame:
     """One row per (K, d, sigma, rho, kind): closed forms vs independent computations.
@@ -586,6 +649,7 @@ def format_verification_table(table: pd.DataFrame) -> pd.DataFrame:
     })
 
 
+@_single_blas_thread
 def min_loss_vs_k_frame(d: int, Ks: Sequence[int], sigmas: Sequence[float],
                         rhos: Sequence[float], R: float, n: int, seed: int = 0,
                         ce_iters: int = 0) -> pd.DataFrame:
@@ -641,6 +705,7 @@ def output_statistics(Theta: np.ndarray, X: np.ndarray, y: np.ndarray) -> dict[s
             "wrong_class_output": float(np.mean(off_mean))}
 
 
+@_single_blas_thread
 def ccql_vs_w_frame(d: int, Ks: Sequence[int], sigma: float, rho: float,
                     ws: Sequence[float], n_test: int, seed: int = 0) -> pd.DataFrame:
     """Normalized min CCQL and the test accuracy of the CCQL optimum's argmax vs w.
@@ -673,6 +738,7 @@ def record_iterations(iters: int, n_points: int = 40) -> np.ndarray:
     return np.unique(np.r_[0, points, int(iters)])
 
 
+@_single_blas_thread
 def gd_dynamics_frame(d: int, Ks: Sequence[int], sigma: float, rho: float, n_train: int,
                       n_test: int, iters: int, n_record: int = 40, seed: int = 0) -> pd.DataFrame:
     """GD dynamics of linear classifiers with CE, QL, CCQL (w = sqrt(K-1) - 1) for each K.
@@ -680,8 +746,10 @@ def gd_dynamics_frame(d: int, Ks: Sequence[int], sigma: float, rho: float, n_tra
     Each loss runs full-batch GD from Theta = 0 at step 1/L (its own smoothness bound) on the
     same n_train samples, recorded at ~n_record log-spaced iterations. Columns: K, loss,
     iteration, train_loss, train_loss_norm, train_acc, test_acc. Reference rows (iteration =
-    iters): 'ql_ls_optimum' and 'ccql_ls_optimum' (exact empirical minimisers) and
-    'nearest_center' (Theta = M, argmax_k mu_k^T x; its loss columns are QL values).
+    iters): 'ql_ls_optimum' and 'ccql_ls_optimum' (exact empirical minimisers),
+    'ql_population_optimum' and 'ccql_population_optimum' (closed forms; loss = population loss),
+    'nearest_center' (oracle Theta = M, argmax_k mu_k^T x) and 'class_means' (Theta rows = the
+    training class means); for these two the loss columns hold QL values.
     """
     frames = []
     record_at = record_iterations(iters, n_record)
@@ -696,12 +764,46 @@ def gd_dynamics_frame(d: int, Ks: Sequence[int], sigma: float, rho: float, n_tra
             df.insert(0, "loss", loss)
             df.insert(0, "K", K)
             frames.append(df)
-        for name, loss, Theta in (("ql_ls_optimum", "ql", ql_least_squares(X, y, K)),
-                                  ("ccql_ls_optimum", "ccql", ccql_least_squares(X, y, K, w)),
-                                  ("nearest_center", "ql", M)):
-            value = empirical_loss(Theta, X, y, loss, w)
+        references = (
+            ("ql_ls_optimum", "ql", ql_least_squares(X, y, K)),
+            ("ccql_ls_optimum", "ccql", ccql_least_squares(X, y, K, w)),
+            ("ql_population_optimum", "ql", ql_population_minimizer(M, sigma)),
+            ("ccql_population_optimum", "ccql", ccql_population_optimum(M, sigma, w)[0]),
+            ("nearest_center", "ql", M),
+            ("class_means", "ql", class_means(X, y, K)))
+        for name, loss, Theta in references:
+            if name.endswith("population_optimum"):   # exact population loss
+                value = population_quadratic_loss(Theta, M, sigma, w if loss == "ccql" else 0.0)
+            else:
+                value = empirical_loss(Theta, X, y, loss, w)
             frames.append(pd.DataFrame([{
                 "K": K, "loss": name, "iteration": iters, "train_loss": value,
                 "train_loss_norm": value / reference_loss(loss, K, w),
                 "train_acc": accuracy(Theta, X, y), "test_acc": accuracy(Theta, Xt, yt)}]))
     return pd.concat(frames, ignore_index=True)
+
+
+@_single_blas_thread
+def least_squares_accuracy_vs_n(d: int, K: int, sigma: float, rho: float, ns: Sequence[int],
+                                n_test: int, seed: int = 0) -> pd.DataFrame:
+    """Test accuracy of the empirical QL and CCQL (w = sqrt(K-1) - 1) minimisers vs sample size.
+
+    Same centers and test set as `gd_dynamics_frame` for this K and seed; the population
+    optima and the nearest-center classifier are given as n = inf rows. Columns: n, ql_acc,
+    ccql_acc, samples_per_class.
+    """
+    M = sample_centers(K, d, rho, "random", seed=np.random.default_rng([seed, 5]))
+    Xt, yt = sample_mixture(M, n_test, sigma, "gaussian", seed=np.random.default_rng([seed, 7, K]))
+    w = default_ccql_weight(K)
+    rows = []
+    for n in ns:
+        X, y = sample_mixture(M, n, sigma, "gaussian", seed=np.random.default_rng([seed, 8, n]))
+        rows.append({"n": n, "samples_per_class": n / K,
+                     "ql_acc": accuracy(ql_least_squares(X, y, K), Xt, yt),
+                     "ccql_acc": accuracy(ccql_least_squares(X, y, K, w), Xt, yt)})
+    rows.append({"n": float("inf"), "samples_per_class": float("inf"),
+                 "ql_acc": accuracy(ql_population_minimizer(M, sigma), Xt, yt),
+                 "ccql_acc": accuracy(ccql_population_optimum(M, sigma, w)[0], Xt, yt)})
+    frame = pd.DataFrame(rows)
+    frame["nearest_center_acc"] = accuracy(M, Xt, yt)
+    return frame

@@ -1,0 +1,348 @@
+"""Tests of ccql_utils.theory: every closed form against brute force, bad parameters, GD."""
+import math
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+
+from ccql_utils.theory import (
+    accuracy, ccql_at_centers, ccql_large_w_limit, ccql_least_squares, ccql_normalized_min,
+    ccql_population_min, ccql_population_min_generic, ccql_population_optimum, ccql_vs_w_frame,
+    ce_fit_norm_budget, ce_lemma32_bound, ce_lemma32_construction, ce_lemma32_radius,
+    center_margin, class_means, default_ccql_weight, empirical_loss, format_verification_table,
+    gd_dynamics_frame, gradient_descent, least_squares_accuracy_vs_n, loss_and_grad,
+    min_loss_vs_k_frame, numerical_rank,
+    per_sample_loss, population_quadratic_grad, population_quadratic_loss, ql_least_squares,
+    ql_normalized_min, ql_population_min, ql_population_minimizer, ql_rank_bound,
+    record_iterations, reference_loss, sample_centers, sample_mixture, verification_table,
+)
+from ccql_utils.theory import _openblas_thread_controls, blas_threads
+
+# (K, d, sigma, rho, kind): K < d, K = d and rank-deficient K > d
+SIZES = [(3, 5, 0.2, 0.0, "random"), (8, 12, 0.1, 0.4, "equicorrelated"),
+         (10, 10, 0.3, 0.2, "random"), (30, 6, 0.1, 0.0, "random"), (40, 8, 0.5, 0.5, "random")]
+
+
+def _brute_force_min(M, sigma, w):
+    """Minimise the population CCQL(w) over all K*d entries with L-BFGS (no closed form used)."""
+    K, d = M.shape
+    res = minimize(lambda v: (population_quadratic_loss(v.reshape(K, d), M, sigma, w),
+                              population_quadratic_grad(v.reshape(K, d), M, sigma, w).ravel()),
+                   np.zeros(K * d), jac=True, method="L-BFGS-B",
+                   options={"maxiter": 20000, "gtol": 1e-12, "ftol": 1e-15})
+    return res.fun
+
+
+# ----------------------------------------------------------------------------------------------
+# Population loss itself (Monte Carlo) and its gradient (finite differences)
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("w", [0.0, 2.5])
+def test_population_loss_matches_monte_carlo(w):
+    M = sample_centers(6, 4, 0.3, seed=1)
+    Theta = np.random.default_rng(2).standard_normal((6, 4)) * 0.5
+    X, y = sample_mixture(M, 200_000, 0.3, seed=3)
+    mc = empirical_loss(Theta, X, y, "ccql" if w else "ql", w)
+    assert mc == pytest.approx(population_quadratic_loss(Theta, M, 0.3, w), rel=0.01)
+
+
+def test_population_gradient_matches_finite_differences():
+    M = sample_centers(5, 3, 0.0, seed=4)
+    Theta = np.random.default_rng(5).standard_normal((5, 3))
+    G = population_quadratic_grad(Theta, M, 0.2, 1.5)
+    eps = 1e-6
+    for i, j in [(0, 0), (2, 1), (4, 2)]:
+        E = np.zeros_like(Theta)
+        E[i, j] = eps
+        fd = (population_quadratic_loss(Theta + E, M, 0.2, 1.5)
+              - population_quadratic_loss(Theta - E, M, 0.2, 1.5)) / (2 * eps)
+        assert fd == pytest.approx(G[i, j], rel=1e-6, abs=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------
+# QL (Lemma 3.4, corrected) and the rank bound
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("K,d,sigma,rho,kind", SIZES)
+def test_ql_closed_form_matches_normal_equations_and_solver(K, d, sigma, rho, kind):
+    M = sample_centers(K, d, rho, kind, seed=K + d)
+    closed = ql_population_min(M, sigma)
+    Theta = ql_population_minimizer(M, sigma)
+    assert population_quadratic_loss(Theta, M, sigma) == pytest.approx(closed, rel=1e-10)
+    assert np.abs(population_quadratic_grad(Theta, M, sigma)).max() < 1e-12
+    assert _brute_force_min(M, sigma, 0.0) == pytest.approx(closed, rel=1e-7)
+    # normalized minimum >= 1 - rank/K, strictly above it for sigma > 0
+    assert ql_normalized_min(M, sigma) > ql_rank_bound(M)
+    assert ql_rank_bound(M) == pytest.approx(1 - min(K, d) / K)
+
+
+@pytest.mark.parametrize("K,d,sigma,rho,kind", SIZES[2:])
+def test_ql_closed_form_matches_large_sample_least_squares(K, d, sigma, rho, kind):
+    M = sample_centers(K, d, rho, kind, seed=7)
+    X, y = sample_mixture(M, 100_000, sigma, seed=8)
+    Theta = ql_least_squares(X, y, K)
+    assert empirical_loss(Theta, X, y, "ql") == pytest.approx(ql_population_min(M, sigma), rel=0.02)
+    assert np.abs(Theta - ql_population_minimizer(M, sigma)).max() < 0.05
+
+
+def test_reproduction_check_k50_d20():
+    """REPRODUCTION.md: K=50, d=20, sigma=0.1, random unit centers: min QL ~ 0.34 >= 0.30."""
+    M = sample_centers(50, 20, 0.0, "random", seed=2024)
+    closed = ql_population_min(M, 0.1)
+    normal = population_quadratic_loss(ql_population_minimizer(M, 0.1), M, 0.1)
+    assert normal == pytest.approx(closed, rel=1e-10)
+    X, y = sample_mixture(M, 200_000, 0.1, seed=2025)
+    fit = empirical_loss(ql_least_squares(X, y, 50), X, y, "ql")
+    assert fit == pytest.approx(closed, rel=0.01)
+    assert 0.5 * (1 - 20 / 50) == pytest.approx(0.30)
+    assert 0.30 < closed < 0.40          # 0.3423 for the centers REPRODUCTION.md drew
+
+
+def test_ql_rank_deficient_and_sigma_limits():
+    rng = np.random.default_rng(0)
+    base = sample_centers(4, 10, 0.0, seed=rng)
+    M = np.vstack([base, base[:2]])      # K = 6 < d = 10 but rank 4 (repeated centers)
+    assert numerical_rank(M) == 4
+    assert ql_rank_bound(M) == pytest.approx(1 - 4 / 6)
+    assert ql_normalized_min(M, 0.0) == pytest.approx(1 - 4 / 6)
+    assert ql_normalized_min(M, 1e-4) == pytest.approx(1 - 4 / 6, abs=1e-6)
+    assert _brute_force_min(M, 0.2, 0.0) == pytest.approx(ql_population_min(M, 0.2), rel=1e-7)
+    # sigma = 0 with K > d: the minimum is exactly the bound, and the pinv minimiser attains it
+    M = sample_centers(25, 5, 0.0, seed=1)
+    assert population_quadratic_loss(ql_population_minimizer(M, 0.0), M, 0.0) == \
+        pytest.approx(0.5 * (1 - 5 / 25), rel=1e-10)
+    # d fixed, K growing: normalized min QL tends to 1
+    values = [ql_normalized_min(sample_centers(K, 5, 0.0, seed=3), 0.1) for K in (10, 100, 400)]
+    assert values[0] < values[1] < values[2] and values[2] > 0.97
+
+
+def test_ql_loss_grows_with_center_correlation():
+    values = [ql_population_min(sample_centers(10, 20, rho, "equicorrelated", seed=0), 0.2)
+              for rho in (0.0, 0.3, 0.6, 0.9)]
+    assert all(a < b for a, b in zip(values, values[1:]))
+
+
+# ----------------------------------------------------------------------------------------------
+# CCQL: Lemma 3.5 and the exact row-decoupled optimum
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("K,d,sigma,rho,kind", SIZES)
+@pytest.mark.parametrize("w", [0.0, 1.0, 7.0])
+def test_ccql_exact_minimum_matches_solver(K, d, sigma, rho, kind, w):
+    M = sample_centers(K, d, rho, kind, seed=K * d)
+    Theta, exact = ccql_population_optimum(M, sigma, w)
+    assert exact == pytest.approx(ccql_population_min(M, sigma, w))
+    assert population_quadratic_loss(Theta, M, sigma, w) == pytest.approx(exact, rel=1e-10)
+    assert np.abs(population_quadratic_grad(Theta, M, sigma, w)).max() < 1e-10
+    assert _brute_force_min(M, sigma, w) == pytest.approx(exact, rel=1e-7)
+    assert ccql_population_min_generic(M, sigma, w)[1] == pytest.approx(exact, rel=1e-7)
+    # min QL <= min CCQL <= CCQL at Theta = M (Lemma 3.5); w = 0 is QL
+    assert ql_population_min(M, sigma) <= exact + 1e-12
+    assert exact <= ccql_at_centers(M, sigma, w) + 1e-12
+    if w == 0:
+        assert exact == pytest.approx(ql_population_min(M, sigma), rel=1e-10)
+
+
+@pytest.mark.parametrize("K,d,sigma", [(5, 8, 0.2), (30, 6, 0.1)])
+def test_ccql_at_centers_is_population_loss_at_M(K, d, sigma):
+    M = sample_centers(K, d, 0.3, seed=11)
+    for w in (0.0, 3.0):
+        assert ccql_at_centers(M, sigma, w) == pytest.approx(
+            population_quadratic_loss(M, M, sigma, w), rel=1e-12)
+
+
+def test_ccql_least_squares_matches_population_optimum():
+    M = sample_centers(12, 6, 0.2, seed=21)
+    w = default_ccql_weight(12)
+    X, y = sample_mixture(M, 100_000, 0.2, seed=22)
+    Theta = ccql_least_squares(X, y, 12, w)
+    Theta_star, value = ccql_population_optimum(M, 0.2, w)
+    assert empirical_loss(Theta, X, y, "ccql", w) == pytest.approx(value, rel=0.02)
+    assert np.abs(Theta - Theta_star).max() < 0.05
+
+
+def test_ccql_normalized_min_falls_with_w_to_its_limit():
+    M = sample_centers(40, 10, 0.0, seed=5)
+    sigma = 0.3
+    ws = [0.0, 1.0, 10.0, 100.0, 1e4, 1e7]
+    values = [ccql_normalized_min(M, sigma, w) for w in ws]
+    assert all(a > b for a, b in zip(values, values[1:]))
+    assert values[0] == pytest.approx(ql_normalized_min(M, sigma))
+    assert values[-1] == pytest.approx(ccql_large_w_limit(sigma), rel=1e-4)
+    # with an intercept the all-ones output is reachable and the loss goes to 0
+    affine = [ccql_normalized_min(M, sigma, w, intercept=True) for w in (10.0, 1e4, 1e7)]
+    assert affine[0] > affine[1] > affine[2] and affine[2] < 1e-5
+    # and the rows tend to mu_i / (1 + sigma^2) without intercept
+    Theta, _ = ccql_population_optimum(M, sigma, 1e9)
+    assert np.allclose(Theta, M / (1 + sigma ** 2), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# CE: Lemma 3.2 on bounded samples
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("K,d,rho,kind", [(5, 10, 0.2, "equicorrelated"), (20, 20, 0.0, "random"),
+                                          (60, 10, 0.0, "random")])
+def test_lemma32_bound_holds_on_bounded_samples(K, d, rho, kind):
+    M = sample_centers(K, d, rho, kind, seed=K)
+    gamma = center_margin(M)
+    assert gamma > 0
+    X, y = sample_mixture(M, 3000, gamma / math.sqrt(d), "bounded", seed=1)
+    assert np.allclose(np.linalg.norm(X - M[y], axis=1), gamma)
+    for R in (1.0, 10.0, ce_lemma32_radius(K, gamma, 0.01)):
+        Theta = ce_lemma32_construction(M, R)
+        assert np.linalg.norm(Theta) == pytest.approx(R * math.sqrt(K))
+        ce = per_sample_loss(Theta, X, y, "ce")
+        assert ce.max() <= ce_lemma32_bound(K, R, gamma) + 1e-12
+    assert ce_lemma32_bound(K, ce_lemma32_radius(K, gamma, 0.01), gamma) <= 0.01
+
+
+def test_ce_fit_within_norm_budget():
+    M = sample_centers(15, 8, 0.0, seed=3)
+    X, y = sample_mixture(M, 1500, 0.2, seed=4)
+    R = 3.0
+    start = ce_lemma32_construction(M, R)
+    Theta, losses = ce_fit_norm_budget(X, y, 15, R, iters=60, Theta0=start)
+    assert np.linalg.norm(Theta) <= R * math.sqrt(15) * (1 + 1e-12)
+    assert np.all(np.diff(losses) <= 1e-12)
+    assert losses[-1] < empirical_loss(start, X, y, "ce")
+
+
+# ----------------------------------------------------------------------------------------------
+# Empirical losses, gradients and GD
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("loss", ["ce", "ql", "ccql"])
+def test_loss_and_grad_matches_finite_differences(loss):
+    M = sample_centers(6, 4, 0.0, seed=0)
+    X, y = sample_mixture(M, 50, 0.3, seed=1)
+    Theta = np.random.default_rng(2).standard_normal((6, 4))
+    value, G = loss_and_grad(Theta, X, y, loss, 2.0)
+    assert value == pytest.approx(empirical_loss(Theta, X, y, loss, 2.0))
+    eps = 1e-6
+    for i, j in [(0, 0), (3, 2), (5, 3)]:
+        E = np.zeros_like(Theta)
+        E[i, j] = eps
+        fd = (loss_and_grad(Theta + E, X, y, loss, 2.0)[0]
+              - loss_and_grad(Theta - E, X, y, loss, 2.0)[0]) / (2 * eps)
+        assert fd == pytest.approx(G[i, j], rel=1e-5, abs=1e-8)
+
+
+@pytest.mark.parametrize("loss", ["ce", "ql", "ccql"])
+@pytest.mark.parametrize("K,d", [(5, 10), (40, 8)])
+def test_gradient_descent_decreases_each_loss(loss, K, d):
+    M = sample_centers(K, d, 0.0, seed=K)
+    X, y = sample_mixture(M, 800, 0.2, seed=1)
+    w = default_ccql_weight(K)
+    df = gradient_descent(X, y, K, loss, iters=40, w=w, X_test=X, y_test=y)
+    assert df["train_loss_norm"].iloc[0] == pytest.approx(1.0)
+    assert np.all(np.diff(df["train_loss"]) <= 1e-12)          # monotone at step 1/L
+    assert df["train_loss_norm"].iloc[-1] < 0.9
+    assert df["test_acc"].iloc[-1] > 2.0 / K
+    if loss != "ce":   # quadratic losses converge to the least-squares optimum
+        Theta = ql_least_squares(X, y, K) if loss == "ql" else ccql_least_squares(X, y, K, w)
+        df = gradient_descent(X, y, K, loss, iters=400, w=w, record_at=[400])
+        assert df["train_loss"].iloc[-1] == pytest.approx(
+            empirical_loss(Theta, X, y, loss, w), rel=1e-4)
+
+
+def test_reference_losses_and_helpers():
+    assert reference_loss("ce", 10) == pytest.approx(math.log(10))
+    assert reference_loss("ql", 10) == 0.5
+    assert reference_loss("ccql", 10, 3.0) == 2.0
+    assert default_ccql_weight(2) == 0.0
+    assert default_ccql_weight(25) == pytest.approx(3.899, abs=1e-3)
+    assert default_ccql_weight(100) == pytest.approx(8.950, abs=1e-3)
+    it = record_iterations(100, 10)
+    assert it[0] == 0 and it[1] == 1 and it[-1] == 100 and np.all(np.diff(it) > 0)
+    X = np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0]])
+    assert np.allclose(class_means(X, np.array([0, 0, 1]), 3), [[2, 0], [0, 2], [0, 0]])
+    assert accuracy(np.eye(2), X, np.array([0, 0, 1])) == 1.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Sampling and bad parameters
+# ----------------------------------------------------------------------------------------------
+def test_sample_centers_properties():
+    M = sample_centers(6, 9, 0.4, "equicorrelated", seed=0)
+    G = M @ M.T
+    assert np.allclose(np.diag(G), 1.0)
+    assert np.allclose(G[~np.eye(6, dtype=bool)], 0.4)
+    R = sample_centers(50, 7, 0.3, seed=1)
+    assert np.allclose(np.linalg.norm(R, axis=1), 1.0)
+    assert np.allclose(sample_centers(20, 7, 0.3, seed=1), R[:20])      # nested in K
+    assert np.array_equal(sample_centers(5, 3, seed=9), sample_centers(5, 3, seed=9))
+    X, y = sample_mixture(R, 50_000, 0.2, seed=2)
+    Z = X - R[y]
+    assert np.allclose(np.cov(Z.T), 0.04 * np.eye(7), atol=0.003)
+    Xb, yb = sample_mixture(R, 50_000, 0.2, "bounded", seed=2)
+    Zb = Xb - R[yb]
+    assert np.allclose(np.linalg.norm(Zb, axis=1), 0.2 * math.sqrt(7))
+    assert np.allclose(np.cov(Zb.T), 0.04 * np.eye(7), atol=0.003)
+    assert np.bincount(y, minlength=50).min() > 0
+
+
+@pytest.mark.parametrize("call", [
+    lambda: sample_centers(5, 0),                      # d < 1
+    lambda: sample_centers(5, -3),
+    lambda: sample_centers(1, 5),                      # K < 2
+    lambda: sample_centers(5, 5, rho=-0.1),            # rho outside [0, 1)
+    lambda: sample_centers(5, 5, rho=1.0),
+    lambda: sample_centers(10, 5, 0.2, "equicorrelated"),   # needs K <= d
+    lambda: sample_centers(5, 5, kind="nope"),
+    lambda: sample_mixture(np.eye(3), 10, -0.1),       # sigma < 0
+    lambda: sample_mixture(np.eye(3), 10, 0.1, noise="nope"),
+    lambda: sample_mixture(np.eye(3), 0, 0.1),
+    lambda: ql_population_min(np.eye(3), -1.0),
+    lambda: ql_population_min(np.ones((1, 3)), 0.1),   # K < 2
+    lambda: ccql_population_min(np.eye(3), 0.1, -1.0),  # w < 0
+    lambda: ccql_at_centers(np.eye(3), -0.1, 1.0),
+    lambda: ce_lemma32_bound(1, 1.0, 0.1),
+    lambda: ce_lemma32_radius(5, 0.0, 0.1),
+    lambda: min_loss_vs_k_frame(0, [2], [0.1], [0.0], 1.0, 10),
+    lambda: reference_loss("mse", 5),
+])
+def test_bad_parameters_raise_value_error(call):
+    with pytest.raises(ValueError):
+        call()
+
+
+# ----------------------------------------------------------------------------------------------
+# The frames behind the notebook (small sizes)
+# ----------------------------------------------------------------------------------------------
+def test_verification_table_small():
+    configs = [(5, 8, 0.1, 0.2, "equicorrelated"), (30, 6, 0.2, 0.0, "random"),
+               (20, 5, 0.0, 0.0, "random")]
+    table = verification_table(configs, n=20_000, seed=0, n_ce=500)
+    assert len(table) == 3
+    assert (table["relerr_normal_eq"] < 1e-10).all()
+    assert (table["relerr_mc"] < 0.05).all()
+    assert (table["relerr_ccql"] < 1e-6).all()
+    assert (table["ql_closed"] >= table["ql_bound"] - 1e-12).all()
+    assert (table["ce_max"] <= table["ce_bound"]).all()
+    assert (table["ccql_exact"] <= table["ccql_at_M"]).all()
+    shown = format_verification_table(table)
+    assert (shown["QL >= bound"] == "yes").all() and (shown["CE max <= bound"] == "yes").all()
+    assert (shown["rel err NE"] == "< 1e-10").all()
+
+
+def test_figure_frames_small():
+    df = min_loss_vs_k_frame(5, [2, 5, 20], [0.1], [0.0, 0.5], R=5.0, n=300, seed=0, ce_iters=3)
+    assert set(df["quantity"]) == {"rank_bound", "ql_min", "ccql_min", "ccql_at_M", "ce_at_RM",
+                                   "ce_budget"}
+    ql = df[df.quantity == "ql_min"].set_index(["rho", "K"])["value"]
+    bound = df[df.quantity == "rank_bound"].set_index(["rho", "K"])["value"]
+    assert (ql >= bound).all()
+    cc = df[df.quantity == "ccql_min"].set_index(["rho", "K"])["value"]
+    assert (cc.loc[:, 20] < ql.loc[:, 20]).all()        # CCQL sits below QL at K > d
+    df = ccql_vs_w_frame(5, [4, 12], 0.3, 0.0, [0.0, 1.0, 1e6], n_test=500)
+    assert len(df) == 2 * 3 * 2
+    affine = df[(df.model == "affine") & (df.w == 1e6)]
+    assert (affine["wrong_class_output"] > 0.99).all() and (affine["margin"] < 1e-3).all()
+    df = gd_dynamics_frame(5, [4, 12], 0.2, 0.0, n_train=300, n_test=300, iters=10, n_record=5)
+    assert set(df["loss"]) >= {"ce", "ql", "ccql", "ql_ls_optimum", "nearest_center"}
+    by_n = least_squares_accuracy_vs_n(5, 12, 0.2, 0.0, [200, 2000], n_test=300)
+    assert list(by_n["n"][:2]) == [200, 2000] and np.isinf(by_n["n"].iloc[-1])
+    assert ((by_n[["ql_acc", "ccql_acc"]] > 0) & (by_n[["ql_acc", "ccql_acc"]] <= 1)).all().all()
+
+
+def test_blas_threads_restores_thread_count():
+    before = [get() for get, _ in _openblas_thread_controls()]
+    with blas_threads(1):
+        assert all(get() == 1 for get, _ in _openblas_thread_controls())
+    assert [get() for get, _ in _openblas_thread_controls()] == before
