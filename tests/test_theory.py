@@ -18,6 +18,14 @@ from ccql_utils.theory import (
 )
 from ccql_utils.theory import _openblas_thread_controls, blas_threads
 
+
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    """Small matrices: BLAS threads only slow these tests down on a shared CPU."""
+    with blas_threads(1):
+        yield
+
+
 # (K, d, sigma, rho, kind): K < d, K = d and rank-deficient K > d
 SIZES = [(3, 5, 0.2, 0.0, "random"), (8, 12, 0.1, 0.4, "equicorrelated"),
          (10, 10, 0.3, 0.2, "random"), (30, 6, 0.1, 0.0, "random"), (40, 8, 0.5, 0.5, "random")]
@@ -343,6 +351,9 @@ def test_figure_frames_small():
 
 def test_blas_threads_restores_thread_count():
     before = [get() for get, _ in _openblas_thread_controls()]
-    with blas_threads(1):
-        assert all(get() == 1 for get, _ in _openblas_thread_controls())
+    with blas_threads(2):
+        assert all(get() == 2 for get, _ in _openblas_thread_controls())
+        with blas_threads(1):
+            assert all(get() == 1 for get, _ in _openblas_thread_controls())
+        assert all(get() == 2 for get, _ in _openblas_thread_controls())
     assert [get() for get, _ in _openblas_thread_controls()] == before
