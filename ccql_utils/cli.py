@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .data import DataError
 from .losses import LOSS_NAMES
@@ -112,12 +113,125 @@ def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 3 if run.diverged else 0
 
 
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+
+
+def cmd_sweep_lr(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import pandas as pd
+    from .data import load_cifar100
+    from .presets import experiment_configs
+    from .sweep import sweep_lr
+    try:
+        if args.experiment:
+            configs = list(experiment_configs(
+                args.experiment, args.preset, seed=args.seed, epochs=args.epochs,
+                depth=args.depth, width=args.width, train_per_class=args.train_per_class,
+                device=args.device).values())
+            if args.losses:
+                configs = [c for c in configs if c.loss in args.losses]
+        else:
+            defaults = TrainConfig()
+            for name in ("epochs", "depth", "width"):
+                if getattr(args, name) is None:
+                    setattr(args, name, getattr(defaults, name))
+            configs = [config_from_args(args)]
+    except ValueError as exc:
+        parser.error(str(exc))
+    data = load_cifar100(args.data_root, verify=not args.unverified_data)
+    tables = [sweep_lr(c, args.lrs, runs_dir=args.runs_dir, data=data,
+                       progress=False if args.quiet else None) for c in configs]
+    table = pd.concat(tables, ignore_index=True)
+    print(table.drop(columns="run_dir").to_string(index=False))
+    if args.output:
+        table.to_csv(args.output, index=False)
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_notebook(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .notebooks import execute_notebook, parse_parameter
+    parameters = {name: parse_parameter(value) for name, value in args.parameter}
+    # Paths on the command line are relative to where the command runs (the notebook runs in
+    # its own folder), so make them absolute.
+    for name in ("data_root", "runs_dir", "figures_dir"):
+        if isinstance(parameters.get(name), str):
+            parameters[name] = str(Path(parameters[name]).expanduser().resolve())
+    output = args.output or str(Path("outputs") / Path(args.path).name)
+    try:
+        execute_notebook(args.path, output, parameters, prepare_only=args.prepare_only,
+                         log_output=not args.quiet)
+    except ValueError as exc:
+        parser.error(str(exc))
+    except Exception as exc:  # papermill's execution error names the failing cell
+        print(f"error: notebook {args.path} failed; executed copy with the error: {output}\n{exc}",
+              file=sys.stderr)
+        return 1
+    print(output)
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Each figure's path (from its provenance record) and each run's final test accuracy."""
+    import json
+    from .runs import load_run
+    records = sorted(Path(args.figures_dir).glob("*.provenance.json"))
+    if args.preset:
+        records = [r for r in records
+                   if json.loads(r.read_text())["parameters"].get("preset", args.preset) == args.preset]
+    if not records:
+        print(f"no figures in {args.figures_dir}", file=sys.stderr)
+        return 1
+    for record_path in records:
+        record = json.loads(record_path.read_text())
+        png = record_path.with_name(record["figure"] + ".png")
+        print(f"{png}  [{record['environment']['date_utc']}, commit {record['environment']['commit'][:12]}]")
+        for label, run in record["parameters"].get("runs", {}).items():
+            run_dir = Path(args.runs_dir) / run["run_id"]
+            final = load_run(run_dir).final() if run_dir.exists() else {}
+            acc = f"{final['test_acc']:.4f}" if final else "n/a (run not in this runs folder)"
+            print(f"    {label:<20} {run['state']:<9} {run['epochs_completed']:>3} epochs  "
+                  f"final test acc {acc}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ccql_utils", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train (or resume, or fetch) one run")
     add_train_arguments(train)
     train.set_defaults(func=cmd_train, subparser=train)
+
+    nb = sub.add_parser("notebook", help="execute a notebook with papermill (unknown parameters are errors)")
+    nb.add_argument("path")
+    nb.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                    metavar=("NAME", "VALUE"), help="VALUE is JSON if it parses, else a string")
+    nb.add_argument("--output", default=None, help="executed copy (default outputs/NAME)")
+    nb.add_argument("--prepare-only", action="store_true", help="inject parameters, do not run")
+    nb.add_argument("--quiet", action="store_true", help="do not echo cell output")
+    nb.set_defaults(func=cmd_notebook, subparser=nb)
+
+    summary = sub.add_parser("summary", help="figures and the final test accuracy of their runs")
+    summary.add_argument("--figures-dir", default="figures")
+    summary.add_argument("--runs-dir", default="runs")
+    summary.add_argument("--preset", default=None, help="only figures of this preset")
+    summary.set_defaults(func=cmd_summary, subparser=summary)
+
+    sweep = sub.add_parser("sweep-lr", help="short runs over a grid of initial LRs; best by test accuracy",
+                           description="Either one run configuration (the train options) or a "
+                                       "preset experiment's runs (--experiment, --preset) with "
+                                       "--epochs etc. as overrides.")
+    sweep.add_argument("--lrs", type=_floats, required=True, help="e.g. 0.01,0.03,0.1,0.3")
+    sweep.add_argument("--experiment", choices=("k25_random", "k100", "mammals_vs_random"))
+    sweep.add_argument("--preset", default="quick", choices=("paper", "quick", "tiny"))
+    sweep.add_argument("--losses", type=lambda t: t.split(","), default=None,
+                       help="with --experiment: only these losses (comma-separated)")
+    sweep.add_argument("--output", default=None, help="write the table as CSV here")
+    add_train_arguments(sweep)
+    sweep.set_defaults(func=cmd_sweep_lr, subparser=sweep, epochs=None, depth=None, width=None)
     return parser
 
 

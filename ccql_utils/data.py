@@ -295,15 +295,16 @@ class ClassificationSubset:
         return len(self.class_indices)
 
 
-def make_subset(data: Cifar100, class_indices: Sequence[int],
-                train_per_class: int | None = None) -> ClassificationSubset:
+def make_subset(data: Cifar100, class_indices: Sequence[int], train_per_class: int | None = None,
+                test_per_class: int | None = None) -> ClassificationSubset:
     """Keep the images of `class_indices` (original fine indices), labels remapped to 0..K-1 in
-    ascending original index. train_per_class caps the training images per class (the first
-    ones in the original order); the test split is always complete.
+    ascending original index. train_per_class / test_per_class cap the images per class (the
+    first ones in the original order); None keeps them all (the paper's protocol).
     """
     classes = sorted(int(c) for c in class_indices)
-    if train_per_class is not None and (int(train_per_class) != train_per_class or train_per_class < 1):
-        raise ValueError(f"train_per_class must be a positive integer or None, got {train_per_class}")
+    for name, cap in (("train_per_class", train_per_class), ("test_per_class", test_per_class)):
+        if cap is not None and (int(cap) != cap or cap < 1):
+            raise ValueError(f"{name} must be a positive integer or None, got {cap}")
     remap = np.full(len(data.fine_names), -1, dtype=np.int64)
     remap[classes] = np.arange(len(classes))
 
@@ -319,7 +320,7 @@ def make_subset(data: Cifar100, class_indices: Sequence[int],
         return np.ascontiguousarray(images[keep]), remap[fine[keep]]
 
     train_images, train_labels = pick(data.train_images, data.train_fine, train_per_class)
-    test_images, test_labels = pick(data.test_images, data.test_fine, None)
+    test_images, test_labels = pick(data.test_images, data.test_fine, test_per_class)
     return ClassificationSubset(train_images, train_labels, test_images, test_labels,
                                 tuple(classes), tuple(data.fine_names[c] for c in classes))
 

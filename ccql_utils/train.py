@@ -49,6 +49,7 @@ class TrainConfig:
     num_classes: int | None = 25           # K (required for random; implied otherwise)
     class_seed: int | None = None          # seed of the random class draw; None: same as seed
     train_per_class: int | None = None     # cap on training images per class (small presets)
+    test_per_class: int | None = None      # cap on test images per class (tests only)
     depth: int = 28
     width: int = 10
     dropout: float = 0.0
@@ -114,8 +115,11 @@ class TrainConfig:
         return c
 
     def identity(self) -> dict[str, Any]:
-        """The fields that define what the run computes (resolved), as JSON-able values."""
-        d = dataclasses.asdict(self.resolved())
+        """The fields that define what the run computes (resolved), as JSON-able values.
+
+        Fields left at None are omitted, so adding an optional field later keeps old run ids.
+        """
+        d = {k: v for k, v in dataclasses.asdict(self.resolved()).items() if v is not None}
         for name in EXECUTION_FIELDS:
             d.pop(name)
         d["lr_milestones"] = list(d["lr_milestones"])
@@ -199,8 +203,9 @@ class EpochSums:
 class Trainer:
     """Trains one run in `run_dir`, resuming from its checkpoint if one is there.
 
-    data: the loaded CIFAR-100 (see data.load_cifar100). on_epoch(row) is called after each
-    epoch with the history row (a dict) — the run store uses it to write metrics.csv.
+    data: the loaded CIFAR-100 (see data.load_cifar100). on_epoch(history) is called after each
+    epoch with the history so far (the run store writes metrics.csv from it). progress: one line
+    per epoch on stderr, plus a per-batch bar when stderr is a terminal (None: only then).
     """
 
     def __init__(self, config: TrainConfig, data: Cifar100, run_dir: str | Path,
@@ -222,7 +227,7 @@ class Trainer:
             torch.set_flush_denormal(True)
 
         self.class_indices = select_classes(c.classes, data, c.num_classes, c.class_seed)
-        subset = make_subset(data, self.class_indices, c.train_per_class)
+        subset = make_subset(data, self.class_indices, c.train_per_class, c.test_per_class)
         self.class_names = list(subset.class_names)
         self.train_loader = DeviceLoader(subset.train_images, subset.train_labels, self.device,
                                          seed=c.seed, channels_last=cuda)
@@ -282,7 +287,7 @@ class Trainer:
         sums = EpochSums.zeros(self.device)
         num_batches = math.ceil(len(self.train_loader) / c.batch_size)
         batches = self.train_loader.train_batches(epoch, c.batch_size)
-        if self.progress:
+        if self.progress and sys.stderr.isatty():  # a bar in terminals; per-epoch lines anywhere
             from tqdm import tqdm
             batches = tqdm(batches, total=num_batches, leave=False, file=sys.stderr,
                            desc=f"epoch {epoch + 1}/{c.epochs}", dynamic_ncols=True)

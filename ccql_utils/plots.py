@@ -1,0 +1,56 @@
+"""Figure layouts of the paper: train solid, test dashed, one colour per run, normalized losses."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from .experiments import ExperimentResult
+from .provenance import save_figure
+
+COLOURS = {"CE": "tab:blue", "QL": "tab:red", "CCQL": "tab:green",
+           "25 random classes": "tab:red", "25 mammal classes": "tab:purple"}
+PANELS = {
+    "acc": ("accuracy", "train_acc", "test_acc"),
+    "loss_norm": ("normalized loss", "train_loss_norm", "test_loss_norm"),
+    "train_loss_norm": ("normalized training loss", "train_loss_norm", None),
+}
+
+
+def plot_experiment(result: ExperimentResult, panels=("acc", "loss_norm"), title: str = ""):
+    """One subplot per panel ('acc', 'loss_norm', 'train_loss_norm'); returns the figure.
+
+    Each run is one colour; train is solid, test dashed. Diverged runs are marked in the legend.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.9), squeeze=False)
+    for ax, panel, letter in zip(axes[0], panels, "abcdef"):
+        ylabel, train_col, test_col = PANELS[panel]
+        for label, run in result.runs.items():
+            h = run.history
+            if h.empty:
+                continue
+            colour = COLOURS.get(label)
+            name = label + (" (diverged)" if run.diverged else "")
+            ax.plot(h.epoch, h[train_col], color=colour, ls="-", label=f"{name} train")
+            if test_col:
+                ax.plot(h.epoch, h[test_col], color=colour, ls="--", label=f"{name} test")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"({letter}) {ylabel}", fontsize=10)
+        if panel == "acc":
+            ax.set_ylim(0, 1.02)
+        else:
+            ax.axhline(1.0, color="grey", lw=0.6, ls=":")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{title}\n{result.caption()}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def save_experiment_figure(fig, result: ExperimentResult, name: str,
+                           figures_dir: str | Path | None = None, extra: dict | None = None):
+    """Save PNG + PDF + the histories as CSV + provenance (preset, configs, class names, ...)."""
+    params = {**result.provenance(), **(extra or {})}
+    return save_figure(fig, name, data=result.histories(), params=params,
+                       figures_dir=figures_dir, caption=result.caption())

@@ -1,0 +1,49 @@
+"""Refresh the expected outputs that nbval compares in the experiment notebooks.
+
+Executes each experiment notebook at the tiny preset (into a temporary folder) and copies the
+outputs of the cells tagged `nbval-check-output` back into notebooks/; every other output in
+those notebooks is cleared (executed notebooks of real runs live in outputs/, not in git).
+
+    .venv/bin/python scripts/refresh_expected_outputs.py --data-root ../shared/data
+"""
+import argparse
+import tempfile
+from pathlib import Path
+
+import nbformat
+
+from ccql_utils.notebooks import EXPERIMENT_NOTEBOOKS, NOTEBOOKS_DIR, execute_notebook
+
+CHECK_TAG = "nbval-check-output"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser.add_argument("--data-root", required=True)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in EXPERIMENT_NOTEBOOKS:
+            source = NOTEBOOKS_DIR / name
+            executed = Path(tmp) / name
+            execute_notebook(source, executed, {
+                "preset": "tiny", "data_root": str(Path(args.data_root).resolve()),
+                "runs_dir": f"{tmp}/runs", "figures_dir": f"{tmp}/figures", "device": "cpu",
+                "progress": False}, log_output=False)
+            ran = [c for c in nbformat.read(executed, as_version=4).cells
+                   if "injected-parameters" not in c.metadata.get("tags", [])]
+            nb = nbformat.read(source, as_version=4)
+            for cell, done in zip(nb.cells, ran):
+                assert cell.source == done.source, f"{name}: cells out of step"
+                if cell.cell_type != "code":
+                    continue
+                checked = CHECK_TAG in cell.metadata.get("tags", [])
+                cell.outputs = done.outputs if checked else []
+                cell.execution_count = done.execution_count if checked else None
+                cell.metadata.pop("papermill", None)
+                cell.metadata.pop("execution", None)
+            nbformat.write(nb, source)
+            print(f"refreshed {source}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+import json
+
+import pytest
+
+from ccql_utils.experiments import PAPER_REPORTS, resolve_preset, run_experiment
+from ccql_utils.plots import plot_experiment, save_experiment_figure
+from ccql_utils.presets import EXPERIMENTS, PRESETS, experiment_configs
+
+
+def test_paper_preset_is_the_papers_protocol():
+    for label, c in experiment_configs("k25_random", "paper").items():
+        assert (c.depth, c.width, c.epochs, c.batch_size) == (28, 10, 200, 128)
+        assert c.train_per_class is None and c.test_per_class is None
+        assert (c.momentum, c.weight_decay, c.lr_factor) == (0.9, 5e-4, 0.25)
+        assert c.lr_milestones == (0.25, 0.4, 0.55, 0.75, 0.85)
+    assert experiment_configs("k25_random", "paper")["CE"].lr == 0.1
+    assert experiment_configs("k100", "paper")["CCQL"].loss_options["w"] == pytest.approx(8.95, abs=1e-3)
+
+
+def test_experiments_have_the_papers_runs():
+    assert [(c.loss, c.classes, c.num_classes) for c in experiment_configs("k25_random").values()] == [
+        ("ce", "random", 25), ("ql", "random", 25), ("ccql", "random", 25)]
+    assert {c.classes for c in experiment_configs("k100").values()} == {"all"}
+    fig3 = experiment_configs("mammals_vs_random")
+    assert [(c.loss, c.classes) for c in fig3.values()] == [("ql", "random"), ("ql", "mammals")]
+    # Fig 3's random-class run is Fig 1's QL run: the run store trains it once
+    assert fig3["25 random classes"].run_id() == experiment_configs("k25_random")["QL"].run_id()
+
+
+def test_overrides():
+    configs = experiment_configs("k25_random", "quick", seed=3, epochs=7, lr={"ql": 0.02}, w=2.0,
+                                 width=2)
+    assert {c.epochs for c in configs.values()} == {7}
+    assert configs["QL"].lr == 0.02 and configs["CE"].lr == PRESETS["quick"].lr[25]["ce"]
+    assert configs["CCQL"].loss_options == {"w": 2.0} and configs["CE"].width == 2
+    assert configs["CE"].class_seed == 3
+    assert {c.lr for c in experiment_configs("k100", "quick", lr=0.3).values()} == {0.3}
+    with pytest.raises(ValueError, match="unknown override"):
+        experiment_configs("k25_random", "quick", epoch=3)
+    with pytest.raises(ValueError, match="unknown preset"):
+        experiment_configs("k25_random", "fast")
+    with pytest.raises(ValueError, match="unknown experiment"):
+        experiment_configs("k50", "quick")
+
+
+def test_resolve_preset():
+    assert resolve_preset("auto", "cpu") == "quick"
+    assert resolve_preset("auto", "cuda") == "paper"
+    assert resolve_preset("tiny") == "tiny"
+    with pytest.raises(ValueError):
+        resolve_preset("huge")
+
+
+def test_every_run_has_a_paper_report():
+    for experiment in EXPERIMENTS:
+        assert set(experiment_configs(experiment)) == set(PAPER_REPORTS[experiment])
+
+
+def test_run_experiment_table_figure_and_provenance(synthetic_root, tmp_path):
+    kwargs = dict(preset="tiny", data_root=synthetic_root, runs_dir=tmp_path / "runs",
+                  verify_data=False, progress=False, device="cpu")
+    result = run_experiment("k25_random", **kwargs)
+    assert all(run.finished for run in result.runs.values())
+    table = result.results_table()
+    assert list(table.run) == ["CE", "QL", "CCQL"] and set(table.preset) == {"tiny"}
+    assert (table.epochs == "2/2").all()
+    histories = result.histories()
+    assert len(histories) == 6 and set(histories.run) == {"CE", "QL", "CCQL"}
+
+    fig = plot_experiment(result, panels=("acc", "loss_norm"), title="t")
+    paths = save_experiment_figure(fig, result, "fig_test", tmp_path / "figures")
+    record = json.loads(paths["provenance"].read_text())
+    assert record["parameters"]["runs"]["QL"]["class_names"] == result.runs["QL"].class_names
+    assert record["parameters"]["diverged_runs"] == []
+
+
+def test_finished_experiment_is_read_back_without_loading_data(synthetic_root, tmp_path, monkeypatch):
+    from ccql_utils import experiments
+    kwargs = dict(preset="tiny", data_root=synthetic_root, runs_dir=tmp_path / "runs",
+                  verify_data=False, progress=False, device="cpu", epochs=1)
+    first = run_experiment("mammals_vs_random", **kwargs)
+
+    def no_data(*args, **kw):
+        raise AssertionError("data loaded for finished runs")
+    monkeypatch.setattr(experiments, "load_cifar100", no_data)
+    again = run_experiment("mammals_vs_random", **kwargs)
+    assert again.histories().equals(first.histories())

@@ -1,0 +1,82 @@
+"""Every notebook under nbval (tagged outputs compared) at the tiny preset, and what it writes."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ccql_utils.notebooks import (EXPERIMENT_NOTEBOOKS, NOTEBOOKS_DIR, check_parameters,
+                                  execute_notebook, notebook_parameters)
+
+ALL_NOTEBOOKS = sorted(p.name for p in NOTEBOOKS_DIR.glob("*.ipynb"))
+FIGURES = {"00_theory.ipynb": ["theory_min_loss_vs_k", "theory_ccql_vs_w", "theory_gd_dynamics"],
+           "01_k25_random.ipynb": ["fig1_k25_random_tiny"], "02_k100.ipynb": ["fig2_k100_tiny"],
+           "03_mammals_vs_random.ipynb": ["fig3_mammals_vs_random_tiny"]}
+
+
+def test_every_notebook_is_covered():
+    assert ALL_NOTEBOOKS == sorted(FIGURES)
+
+
+@pytest.fixture(scope="module")
+def data_parameters(tmp_path_factory):
+    """Real data when CCQL_DATA_ROOT is set, else a synthetic stand-in (verify_data=False)."""
+    root = os.environ.get("CCQL_DATA_ROOT")
+    if root:
+        return {"data_root": str(Path(root).resolve()), "verify_data": True}
+    from ccql_utils.data import write_synthetic_cifar100
+    synthetic = tmp_path_factory.mktemp("synthetic")
+    write_synthetic_cifar100(synthetic, train_per_class=12, test_per_class=6)
+    return {"data_root": str(synthetic), "verify_data": False}
+
+
+@pytest.mark.parametrize("name", ALL_NOTEBOOKS)
+def test_notebook_runs_under_nbval_and_writes_its_figures(name, tmp_path, data_parameters):
+    parameters = {"figures_dir": str(tmp_path / "figures")}
+    if name in EXPERIMENT_NOTEBOOKS:
+        parameters.update(data_parameters, preset="tiny", runs_dir=str(tmp_path / "runs"),
+                          device="cpu", progress=False)
+    prepared = tmp_path / "notebooks" / name
+    execute_notebook(NOTEBOOKS_DIR / name, prepared, parameters, prepare_only=True)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", str(prepared), "-q",
+                           "-p", "no:cacheprovider"], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "MPLBACKEND": "Agg"})
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout
+    for figure in FIGURES[name]:
+        for suffix in (".png", ".pdf", ".csv", ".provenance.json"):
+            path = tmp_path / "figures" / f"{figure}{suffix}"
+            assert path.exists() and path.stat().st_size > 0, path
+        record = json.loads((tmp_path / "figures" / f"{figure}.provenance.json").read_text())
+        env = record["environment"]
+        assert env["commit"] and env["torch"] and env["date_utc"]
+        if name in EXPERIMENT_NOTEBOOKS:
+            p = record["parameters"]
+            assert p["preset"] == "tiny" and "NOT the paper's scale" in record["caption"]
+            for run in p["runs"].values():
+                assert run["state"] == "finished" and run["epochs_completed"] == 2
+                assert len(run["class_names"]) == run["config"]["num_classes"]
+                assert run["config"]["depth"] == 10 and run["device"].startswith("cpu")
+
+
+def test_unknown_parameter_names_fail_loudly(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['epoch'\]"):
+        execute_notebook(NOTEBOOKS_DIR / "01_k25_random.ipynb", tmp_path / "x.ipynb", {"epoch": 5})
+    check_parameters(NOTEBOOKS_DIR / "01_k25_random.ipynb", {"epochs": 5, "lr": {"ce": 0.1}})
+
+
+def test_experiment_notebooks_declare_the_same_parameters():
+    expected = {"preset", "seed", "data_root", "verify_data", "device", "runs_dir", "figures_dir",
+                "progress", "epochs", "depth", "width", "train_per_class", "lr"}
+    for name in EXPERIMENT_NOTEBOOKS:
+        declared = set(notebook_parameters(NOTEBOOKS_DIR / name))
+        assert expected <= declared, (name, expected - declared)
+
+
+def test_cli_notebook_command_refuses_unknown_parameters():
+    proc = subprocess.run([sys.executable, "-m", "ccql_utils", "notebook",
+                           str(NOTEBOOKS_DIR / "02_k100.ipynb"), "-p", "epoch", "3"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "unknown parameter" in proc.stderr
