@@ -403,34 +403,10 @@ def count_flops(model_names, num_classes: int = K) -> dict:
     return out
 
 
-class TakeDeviceLoader(DeviceLoader):
-    """DeviceLoader with the crop + flip done as one 1-D gather (torch.take) from the flattened
-    padded images instead of a 4-index advanced-indexing gather. Same output, bit for bit
-    (checked in measure_data_ours); measured here as a proposal for ccql_utils.data."""
-
-    def augmented_batch(self, indices, dy, dx, flip) -> torch.Tensor:
-        side = 32 + 2 * self.PAD
-        steps = torch.arange(32, device=self.device)
-        rows = dy[:, None] + steps                                          # [B, 32]
-        cols = torch.where(flip[:, None], dx[:, None] + 31 - steps, dx[:, None] + steps)
-        channels = torch.arange(3, device=self.device) * (side * side)
-        index = ((indices * (3 * side * side))[:, None, None, None] + channels[None, :, None, None]
-                 + (rows * side)[:, None, :, None] + cols[:, None, None, :])  # [B, 3, 32, 32]
-        return torch.take(self.padded, index)
-
-
-def measure_data_ours(subset, device: torch.device, batch: int, repeats: int,
-                      loader_class=DeviceLoader) -> dict:
+def measure_data_ours(subset, device: torch.device, batch: int, repeats: int) -> dict:
     """DeviceLoader: shuffled, cropped, flipped, normalised batches of one epoch, images/s."""
-    loader = loader_class(subset.train_images, subset.train_labels, device, seed=0,
+    loader = DeviceLoader(subset.train_images, subset.train_labels, device, seed=0,
                           channels_last=device.type == "cuda")
-    identical = None
-    if loader_class is not DeviceLoader:
-        reference = DeviceLoader(subset.train_images, subset.train_labels, device, seed=0,
-                                 channels_last=device.type == "cuda")
-        identical = all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in
-                        zip(loader.train_batches(0, batch), reference.train_batches(0, batch)))
-        del reference
 
     def epoch(e: int) -> None:
         for _ in loader.train_batches(e, batch):
@@ -439,9 +415,7 @@ def measure_data_ours(subset, device: torch.device, batch: int, repeats: int,
     warm = time_call(lambda: epoch(0), device)
     times = [time_call(lambda e=r: epoch(1 + e), device) for r in range(repeats)]
     t = median(times)
-    name = "ours (DeviceLoader, on device)" if loader_class is DeviceLoader else \
-        f"proposed ({loader_class.__name__}: torch.take gather)"
-    return {"path": name, "images": len(loader), "batch": batch, "identical_to_deviceloader": identical,
+    return {"path": "ours (DeviceLoader, on device)", "images": len(loader), "batch": batch,
             "warmup_s": warm, "times_s": times, "epoch_s": t, "images_per_s": len(loader) / t}
 
 
@@ -667,14 +641,11 @@ def render_markdown(d: dict) -> str:
     if d.get("data_path"):
         dp = d["data_path"]
         lines += ["## Data path alone (images/s)", "", "| path | images/s |", "| --- | ---: |"]
-        for key in ("ours", "baseline", "proposed"):
+        for key in ("ours", "baseline"):
             if dp.get(key):
                 lines.append(f"| {dp[key]['path']} | {_fmt(dp[key]['images_per_s'], ',.0f')} |")
         if dp.get("ratio"):
             lines += ["", f"ratio ours / baseline: **{dp['ratio']:.1f}x**"]
-        if dp.get("ratio_proposed"):
-            lines += ["", f"ratio proposed / baseline: {dp['ratio_proposed']:.1f}x (output identical "
-                          f"to DeviceLoader's: {dp['proposed'].get('identical_to_deviceloader')})"]
         if dp.get("epoch_share") is not None:
             lines += [f"data path share of a training epoch: **{100 * dp['epoch_share']:.2f}%**"]
         lines.append("")
@@ -812,12 +783,8 @@ def run_benchmark(args) -> Record:
                                                                         preset.data_repeats))
         dp["baseline"] = record.part("data baseline", lambda: measure_data_baseline(
             subset, device, 128, preset.workers, preset.data_repeats, preset.data_batches))
-        dp["proposed"] = record.part("data proposed", lambda: measure_data_ours(
-            subset, device, 128, preset.data_repeats, TakeDeviceLoader))
         if dp["ours"] and dp["baseline"]:
             dp["ratio"] = dp["ours"]["images_per_s"] / dp["baseline"]["images_per_s"]
-        if dp["proposed"] and dp["baseline"]:
-            dp["ratio_proposed"] = dp["proposed"]["images_per_s"] / dp["baseline"]["images_per_s"]
         record.write()
 
     if "overhead" in parts and preset.overhead:
@@ -845,10 +812,6 @@ def cpu_goals(d: dict) -> list[dict]:
     if dp.get("ratio") is not None:
         goals.append({"goal": "on-device batch augmentation vs DataLoader + PIL (2-core CPU)",
                       "measured": f"{dp['ratio']:.1f}x", "target": ">= 10x", "met": dp["ratio"] >= 10})
-    if dp.get("ratio_proposed") is not None:
-        goals.append({"goal": "the same with the proposed torch.take gather (not in ccql_utils yet)",
-                      "measured": f"{dp['ratio_proposed']:.1f}x", "target": ">= 10x",
-                      "met": dp["ratio_proposed"] >= 10})
     o = d.get("overhead")
     if o:
         goals.append({"goal": "trainer overhead over the bare loop (2-core CPU)",
@@ -869,7 +832,7 @@ def print_summary(d: dict) -> None:
         print(f"  ours/baseline {r['model']} b{r['batch']}{' compiled' if r['compile'] else ''}: "
               f"{r['ratio']:.2f}x")
     dp = d.get("data_path") or {}
-    for key in ("ours", "baseline", "proposed"):
+    for key in ("ours", "baseline"):
         if dp.get(key):
             print(f"  data {dp[key]['path']}: {dp[key]['images_per_s']:,.0f} img/s")
     if dp.get("ratio"):

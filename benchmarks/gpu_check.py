@@ -347,12 +347,8 @@ def main(argv=None) -> int:
     dp["ours"] = record.part("data ours", lambda: measure_data_ours(subset, device, batch, 3))
     dp["baseline"] = record.part("data baseline", lambda: measure_data_baseline(
         subset, device, batch, workers, 3 if not dry else 2, data_batches))
-    dp["proposed"] = record.part("data proposed", lambda: measure_data_ours(
-        subset, device, batch, 3, bench.TakeDeviceLoader))
     if dp["ours"] and dp["baseline"]:
         dp["ratio"] = dp["ours"]["images_per_s"] / dp["baseline"]["images_per_s"]
-    if dp["proposed"] and dp["baseline"]:
-        dp["ratio_proposed"] = dp["proposed"]["images_per_s"] / dp["baseline"]["images_per_s"]
     record.write()
 
     # 4. real epochs of each loss. The first compiled epoch compiles two more graphs (the
