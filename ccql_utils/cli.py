@@ -142,7 +142,7 @@ def cmd_sweep_lr(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     except ValueError as exc:
         parser.error(str(exc))
     data = load_cifar100(args.data_root, verify=not args.unverified_data)
-    tables = [sweep_lr(c, args.lrs, runs_dir=args.runs_dir, data=data,
+    tables = [sweep_lr(c, args.lrs, runs_dir=args.runs_dir, data=data, tolerance=args.tolerance,
                        progress=False if args.quiet else None) for c in configs]
     table = pd.concat(tables, ignore_index=True)
     print(table.drop(columns="run_dir").to_string(index=False))
@@ -229,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--preset", default="quick", choices=("paper", "quick", "tiny"))
     sweep.add_argument("--losses", type=lambda t: t.split(","), default=None,
                        help="with --experiment: only these losses (comma-separated)")
+    sweep.add_argument("--tolerance", type=float, default=0.005,
+                       help="best = the smallest LR within this much test accuracy of the top")
     sweep.add_argument("--output", default=None, help="write the table as CSV here")
     add_train_arguments(sweep)
     sweep.set_defaults(func=cmd_sweep_lr, subparser=sweep, epochs=None, depth=None, width=None)

@@ -18,11 +18,14 @@ from .train import TrainConfig
 
 
 def sweep_lr(config: TrainConfig, lrs: Sequence[float], runs_dir: str | Path = "runs",
-             data: Cifar100 | None = None, data_root=None, progress: bool | None = None) -> pd.DataFrame:
+             data: Cifar100 | None = None, data_root=None, progress: bool | None = None,
+             tolerance: float = 0.005) -> pd.DataFrame:
     """Train `config` once per LR in `lrs`; one row per LR, the best marked.
 
-    Columns: lr, state, epochs, train_acc, test_acc, test_loss_norm, best, run_dir. The best is
-    the highest final test accuracy among runs that did not diverge (ties: the smaller LR).
+    Columns: loss, lr, state, epochs, train_acc, test_acc, test_loss_norm, best, run_dir. The
+    best is the smallest LR whose final test accuracy is within `tolerance` (a fraction: 0.005
+    is half a percentage point, about the noise of one short run) of the highest among runs
+    that finished; smaller LRs are the safer choice for the longer schedule that follows.
     """
     if not lrs:
         raise ValueError("sweep_lr needs at least one learning rate")
@@ -39,5 +42,6 @@ def sweep_lr(config: TrainConfig, lrs: Sequence[float], runs_dir: str | Path = "
     table["best"] = False
     finished = table[table.state == "finished"]
     if not finished.empty:
-        table.loc[finished.test_acc.idxmax(), "best"] = True
+        good = finished[finished.test_acc >= finished.test_acc.max() - tolerance]
+        table.loc[good.lr.idxmin(), "best"] = True
     return table
