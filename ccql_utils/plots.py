@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 from .experiments import ExperimentResult
 from .provenance import save_figure
@@ -35,10 +36,13 @@ def plot_experiment(result: ExperimentResult, panels=("acc", "loss_norm"), title
             if test_col:
                 ax.plot(h.epoch, h[test_col], color=colour, ls="--", label=f"{name} test")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
         ax.set_title(f"({letter}) {ylabel}", fontsize=10)
         if panel == "acc":
             ax.set_ylim(0, 1.02)
+            k = next(iter(result.configs.values())).num_classes
+            ax.axhline(1 / k, color="grey", lw=0.6, ls=":", label=f"chance (1/{k})")
         else:
             ax.axhline(1.0, color="grey", lw=0.6, ls=":")
         ax.grid(alpha=0.3)
