@@ -135,14 +135,14 @@ def get_run(config: TrainConfig, runs_dir: str | Path = "runs", data: Cifar100 |
     if stored.state in FINAL_STATES or not train:
         return stored
 
+    if data is None:  # before creating anything, so a data error leaves no empty run folder
+        data = load_cifar100(data_root, verify=verify_data)
     run_dir.mkdir(parents=True, exist_ok=True)
     quiet = progress is False
     with _exclusive_lock(run_dir / ".lock", quiet):
         stored = load_run(run_dir)           # another process may have finished it meanwhile
         if stored.state in FINAL_STATES:
             return stored
-        if data is None:
-            data = load_cifar100(data_root, verify=verify_data)
         status = {"state": "running", "run_id": run_dir.name, "pid": os.getpid(),
                   "host": socket.gethostname(), "started": _now(), "epochs_completed": 0,
                   "epochs": config.epochs}

@@ -162,6 +162,11 @@ def test_cli_prints_run_directory_last_and_rejects_bad_arguments(data_args, tmp_
         proc = cli(bad, data_args, tmp_path)
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 2 and "error:" in err, (bad, err)
+    missing = cli(["--k", "5", "--epochs", "1"], ["--data-root", str(tmp_path / "nowhere")],
+                  tmp_path / "runs2")
+    _, err = missing.communicate(timeout=120)
+    assert missing.returncode == 1 and "CCQL_DATA_ROOT" in err
+    assert not (tmp_path / "runs2").exists()  # a data error leaves no empty run folder
 
 
 @pytest.mark.slow
