@@ -36,8 +36,12 @@ if [ -z "$preset" ]; then
         preset=quick; echo "[run_all] no CUDA GPU: using --preset quick (CPU-sized; figures say so)"
     fi
 fi
+# The notebooks run in notebooks/, so relative data paths are made absolute here.
 if [ -n "$data_root" ]; then
     data_root="$(cd "$data_root" && pwd)" || { echo "run_all.sh: --data-root $data_root does not exist" >&2; exit 2; }
+elif [ -n "${CCQL_DATA_ROOT:-}" ]; then
+    CCQL_DATA_ROOT="$(cd "$CCQL_DATA_ROOT" && pwd)" || { echo "run_all.sh: CCQL_DATA_ROOT=$CCQL_DATA_ROOT does not exist" >&2; exit 2; }
+    export CCQL_DATA_ROOT
 fi
 
 figures_dir="$PWD/figures"
