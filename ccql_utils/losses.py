@@ -41,6 +41,13 @@ def _check_label_range(labels: torch.Tensor, num_classes: int) -> None:
                          f"{int(labels.min())}..{int(labels.max())}")
 
 
+def _correct_output_and_rest(outputs: torch.Tensor, labels: torch.Tensor):
+    """(f_y [B], sum_{i != y} f_i^2 [B]) in at least float32: the two terms of every square loss."""
+    outputs = outputs.float() if outputs.dtype in (torch.float16, torch.bfloat16) else outputs
+    f_y = outputs.gather(1, labels[:, None]).squeeze(1)
+    return f_y, outputs.pow(2).sum(1) - f_y.pow(2)
+
+
 class _ClassificationLoss(nn.Module):
     """Common checks; subclasses implement `per_sample(outputs, labels) -> [B]`."""
 
@@ -101,9 +108,7 @@ class RescaledSquareLoss(_ClassificationLoss):
         return self.k * self.M ** 2 / self.num_classes
 
     def per_sample(self, outputs, labels):
-        outputs = outputs.float() if outputs.dtype in (torch.float16, torch.bfloat16) else outputs
-        f_y = outputs.gather(1, labels[:, None]).squeeze(1)
-        others = outputs.pow(2).sum(1) - f_y.pow(2)
+        f_y, others = _correct_output_and_rest(outputs, labels)
         return (self.k * (f_y - self.M).pow(2) + others) / self.num_classes
 
     def extra_repr(self) -> str:
@@ -128,9 +133,7 @@ class CorrectClassQuadraticLoss(_ClassificationLoss):
         return (self.w + 1.0) / 2.0
 
     def per_sample(self, outputs, labels):
-        outputs = outputs.float() if outputs.dtype in (torch.float16, torch.bfloat16) else outputs
-        f_y = outputs.gather(1, labels[:, None]).squeeze(1)
-        others = outputs.pow(2).sum(1) - f_y.pow(2)
+        f_y, others = _correct_output_and_rest(outputs, labels)
         return 0.5 * ((1.0 + self.w) * (f_y - 1.0).pow(2) + others)
 
     def extra_repr(self) -> str:
