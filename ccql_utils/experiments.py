@@ -14,7 +14,7 @@ import pandas as pd
 
 from .data import load_cifar100
 from .presets import describe, experiment_configs, get_preset
-from .runs import Run, get_run
+from .runs import FINAL_STATES, Run, get_run
 from .train import TrainConfig
 
 # What the paper reports (REPRODUCTION.md, "What the paper reports"), per experiment and run.
@@ -116,13 +116,13 @@ def run_experiment(experiment: str, preset: str = "auto", seed: int = 0,
     runs: dict[str, Run] = {}
     data = None
     for label, config in configs.items():
-        stored = get_run(config, runs_dir=runs_dir, data_root=data_root, verify_data=verify_data,
-                         train=False)
-        if stored.state not in ("finished", "diverged") and data is None:
-            data = load_cifar100(data_root, verify=verify_data)
-        if progress is not False and stored.state not in ("finished", "diverged"):
-            print(f"[{experiment}] {label}: {config.run_id()} ({stored.state}, "
-                  f"{len(stored.history)}/{config.epochs} epochs stored)", flush=True)
-        runs[label] = stored if stored.state in ("finished", "diverged") else get_run(
-            config, runs_dir=runs_dir, data=data, progress=progress)
+        run = get_run(config, runs_dir=runs_dir, data_root=data_root, verify_data=verify_data,
+                      train=False)
+        if run.state not in FINAL_STATES:
+            data = data or load_cifar100(data_root, verify=verify_data)  # loaded once, shared
+            if progress is not False:
+                print(f"[{experiment}] {label}: {config.run_id()} ({run.state}, "
+                      f"{len(run.history)}/{config.epochs} epochs stored)", flush=True)
+            run = get_run(config, runs_dir=runs_dir, data=data, progress=progress)
+        runs[label] = run
     return ExperimentResult(experiment, preset, configs, runs)

@@ -121,8 +121,9 @@ def get_run(config: TrainConfig, runs_dir: str | Path = "runs", data: Cifar100 |
 
     data: CIFAR-100 already loaded (else loaded from data_root / CCQL_DATA_ROOT / the default
     folder, only if training is needed). Unverified data (data loaded with verify=False, or
-    verify_data=False) gets run ids of its own, tied to its folder. train=False returns whatever is stored without training. A diverged run is
-    returned with `diverged` True and is never reported as finished.
+    verify_data=False) gets run ids of its own, tied to its folder. train=False returns whatever
+    is stored without training. A diverged run is returned with `diverged` True and is never
+    reported as finished.
     """
     config = config.resolved()
     if data is not None:
