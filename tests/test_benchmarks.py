@@ -1,74 +1,38 @@
-"""The benchmarks (benchmarks/): the GPU check's dry run, the CPU benchmark's smallest settings,
-the npz that carries the K = 25 subset to the GPU machine, and the torchvision baseline's dataset.
+"""The benchmark script (benchmarks/bench.py): its CPU dry run, its pure helpers, the baseline's
+dataset, and the npz that carries the K = 25 subset to the GPU machine (prepare_gpu_data.py).
 
-The two script runs are subprocesses, as on the GPU machine (where the package is not
-installed and the scripts put the repository on sys.path), and so that the dry run's
-torch.compile patch stays out of this process.
+The dry run is a subprocess, as on the GPU machine, so its torch thread count and compiled
+graphs stay out of this process. benchmarks/ is not a package: its scripts load by path.
 """
+import dataclasses
+import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from ccql_utils.data import load_cifar100, make_subset, select_classes, write_synthetic_cifar100
+from ccql_utils.presets import experiment_configs
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-BENCH_DIR = PROJECT_ROOT / "benchmarks"
-sys.path.insert(0, str(BENCH_DIR))
-
-import bench  # noqa: E402
-import prepare_gpu_data  # noqa: E402
+BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-def _run(args, tmp_path, timeout=180):
-    env = {k: v for k, v in os.environ.items() if k != "OUT"}
-    env["PYTHONPATH"] = ""  # the scripts must find the package themselves
-    proc = subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
-    return proc
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH_DIR / f"{name}.py")
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)  # dataclasses look it up there
+    spec.loader.exec_module(module)
+    return module
 
 
-def test_gpu_check_dry_run_runs_the_whole_flow(tmp_path):
-    out = tmp_path / "out"
-    proc = _run([str(BENCH_DIR / "gpu_check.py"), "--dry-run", "--out", str(out), "--stem", "dry",
-                 "--budget-s", "1000"], tmp_path)
-    record = json.loads((out / "dry.json").read_text())
-    assert (out / "dry.md").read_text().startswith("# gpu_check-dryrun")
-    assert record["errors"] == []
-    assert record["settings"]["dry_run"] is True
-    kinds = {(r["path"], r["compile"]) for r in record["throughput"]}
-    assert kinds == {("ours", False), ("ours", True), ("baseline", False)}
-    assert all(r["images_per_s"] > 0 for r in record["throughput"])
-    assert record["data_path"]["ratio"] > 0 and record["data_path"]["epoch_share"] > 0
-    assert np.isfinite(record["overhead"]["overhead"])
-    epochs = record["epochs"]
-    assert set(epochs["runs"]) == {"ce", "ql", "ccql"}
-    for run in epochs["runs"].values():
-        assert len(run["rows"]) == 2 and run["finite"]
-    assert epochs["est_200_epochs_min"] > 0 and epochs["checkpoint_s"] >= 0
-    assert any(g["goal"].startswith("ce: loss falls") for g in record["goals"])
-    assert record["flops"]["wrn-28-10"]["train"] == pytest.approx(31.46e9, rel=0.01)
-    assert "ours/baseline" in proc.stdout and "wrote" in proc.stdout
-
-
-def test_cpu_benchmark_smallest_settings(tmp_path):
-    out = tmp_path / "out"
-    _run([str(BENCH_DIR / "bench.py"), "--preset", "smoke", "--parts", "throughput,data",
-          "--out", str(out), "--stem", "smoke"], tmp_path)
-    record = json.loads((out / "smoke.json").read_text())
-    assert record["errors"] == [] and record["device_type"] == "cpu"
-    assert {r["path"] for r in record["throughput"]} == {"ours", "baseline"}
-    assert record["ratios"][0]["ratio"] > 0
-    assert record["data_path"]["ours"]["images_per_s"] > 0
-    assert [g["goal"] for g in record["goals"]][0].startswith("on-device batch augmentation")
-    assert record["environment"]["torch"] == torch.__version__
-    assert "Training throughput" in (out / "smoke.md").read_text()
+bench = _script("bench")
+prepare_gpu_data = _script("prepare_gpu_data")
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +40,119 @@ def small_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench_synthetic")
     write_synthetic_cifar100(root, train_per_class=3, test_per_class=2, seed=1)
     return root, load_cifar100(root, verify=False, download=False)
+
+
+def test_dry_run_measures_every_part_into_one_record(small_data, tmp_path):
+    npz = prepare_gpu_data.save_npz(small_data[1], tmp_path / "k25.npz")  # the GPU machine's data path
+    env = {k: v for k, v in os.environ.items() if k != "OUT"}
+    proc = subprocess.run([sys.executable, str(BENCH_DIR / "bench.py"), "--preset", "dry-run", "--npz", str(npz),
+                           "--out", str(tmp_path / "out"), "--stem", "dry"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    record = json.loads((tmp_path / "out" / "dry.json").read_text())
+    t = record["tables"]
+    assert record["errors"] == [] and record["notes"] == []
+    assert set(t) == {"device", "flops", "throughput", "data", "overhead", "epochs", "checkpoint", "scaling",
+                      "ratios", "estimates"}
+    assert {(r["path"], r["compile"]) for r in t["throughput"]} == {("ours", False), ("ours", True),
+                                                                    ("baseline", False)}
+    assert all(r["images_per_s"] > 0 and r["TFLOP_s"] > 0 for r in t["throughput"] + t["scaling"])
+    assert [r["ours_over_baseline"] > 0 for r in t["ratios"]] == [True, True]
+    assert t["data"][0]["ours_over_baseline"] > 0 and np.isfinite(t["overhead"][0]["overhead_pct"])
+    lrs = {c.loss: c.lr for c in experiment_configs("k25_random", "tiny").values()}
+    assert {(r["loss"], r["lr"]) for r in t["epochs"]} == set(lrs.items())
+    assert [r["epoch"] for r in t["epochs"]] == [1, 2] * 3 and len(t["checkpoint"]) == 3
+    assert any(r["quantity"] == "data path share of a training epoch" for r in t["estimates"])
+    assert next(r for r in t["flops"] if r["model"] == "wrn-28-10")["train_GFLOP"] == pytest.approx(31.46, rel=1e-3)
+    md = (tmp_path / "out" / "dry.md").read_text()
+    assert md.startswith("# dry") and md.count("## throughput") == 1 and md in proc.stdout
+
+
+def test_part_runner_skips_what_the_budget_cannot_fit_and_records_failures(tmp_path):
+    rec, ran = bench.Record(tmp_path, "r", {}, budget_s=30, parts={"a", "b", "c"}), []
+    rec.part("a first", lambda: {"t": {"x": 1.0}})
+    rec.part("b too long", lambda: ran.append("b") or {}, need_s=60)
+    rec.part("c broken", lambda: {"t": {"x": 1 / 0}})
+    rec.part("d not asked for", lambda: ran.append("d") or {})
+    rec.part("a last", lambda: {"t": [{"x": float("nan")}]})
+    assert ran == []  # b would not fit the budget left, d was not asked for
+    assert rec.data["tables"]["t"][0] == {"x": 1.0} and len(rec.data["tables"]["t"]) == 2
+    assert len(rec.data["notes"]) == 1 and rec.data["notes"][0].startswith("b too long: skipped")
+    assert [e["part"] for e in rec.data["errors"]] == ["c broken"] and "ZeroDivisionError" in rec.data["errors"][0]["error"]
+    assert set(rec.data["seconds"]) == {"a first", "c broken", "a last"}
+    written = json.loads((tmp_path / "r.json").read_text())  # strict JSON: NaN is written as null
+    assert written["tables"]["t"] == [{"x": 1.0}, {"x": None}]
+
+
+def test_markdown_renders_each_table_once_with_its_scalar_columns():
+    d = {"title": "t", "meta": {"device": "cpu", "preset": {"a": 1}}, "notes": ["n"], "errors": [], "seconds": {},
+         "tables": {"rows": [{"name": "x", "rate": 12345.6, "ok": True, "peak": None, "times_s": [1, 2]},
+                             {"name": "y", "rate": 0.01234, "ok": False, "peak": 3.0, "times_s": [3]}]}}
+    md = bench.markdown(d)
+    assert md.count("## rows") == 1 and "| name | rate | ok | peak |\n| --- | ---: | --- | ---: |" in md
+    assert "| x | 12,346 | yes | - |" in md and "| y | 0.0123 | no | 3.00 |" in md
+    assert "times_s" not in md and "- preset: {'a': 1}" in md and "## notes\n\n- n" in md
+
+
+def test_estimates_extrapolate_whole_runs_from_steady_epochs():
+    epoch = lambda e, train, ev: {"epoch": e, "train_s": train, "eval_s": ev, "train_images": 100}  # noqa: E731
+    tables = {"epochs": [epoch(1, 10.0, 2.0), epoch(2, 1.0, 0.2), epoch(3, 1.0, 0.2)],
+              "throughput": [{"path": "ours", "compile": True, "warmup_s": 5.0, "times_s": [1.0, 1.0],
+                              "images_per_s": 50.0}],
+              "checkpoint": [{"write_s": 0.5}], "data": [{"path": "ours: ...", "epoch_s": 0.1, "images": 100}]}
+    got = {r["quantity"]: r["value"] for r in bench.estimates(tables, {"K = 25": (200, 1, 5), "K = 100": (10, 4, 10)})}
+    assert got["steady epoch, train + eval"] == pytest.approx(1.2)
+    assert got["first epoch's extra time (compiling the last-batch and eval graphs)"] == pytest.approx(10.8)
+    minutes = (200 * 1.2 + 10.8 + 4.0) / 60  # steady epochs + first-epoch graphs + the full-batch graph
+    assert got["K = 25, 200 epochs, extrapolated"] == pytest.approx(minutes)
+    assert got["K = 25, the same with a checkpoint every 5 epochs"] == pytest.approx(minutes + 40 * 0.5 / 60)
+    assert got["K = 100, 10 epochs, extrapolated"] == pytest.approx((10 * 4 * 1.2 + 14.8) / 60)
+    assert got["K = 25, training only, at the compiled throughput rate"] == pytest.approx(200 * 100 / 50 / 60)
+    assert got["data path share of a training epoch"] == pytest.approx(10.0)
+    assert bench.estimates({"epochs": [epoch(1, 1.0, 1.0)]}, {}) == []  # no steady epoch, no estimate
+
+
+def test_mfu_and_ratios_follow_their_definitions():
+    flops = [{"model": "wrn-28-10", "train_GFLOP": 31.46}]
+    row = bench.with_rates({"model": "wrn-28-10", "images_per_s": 10_000.0}, flops, 790e12)
+    assert row["TFLOP_s"] == pytest.approx(314.6) and row["MFU_pct"] == pytest.approx(39.82, abs=0.01)
+    assert bench.with_rates({"model": "wrn-28-10", "images_per_s": 1.0}, flops, None)["MFU_pct"] is None
+    rows = [{"path": p, "model": "m", "batch": 128, "compile": c, "images_per_s": v}
+            for p, c, v in (("ours", False, 300.0), ("baseline", False, 100.0), ("ours", True, 400.0))]
+    assert [r["ours_over_baseline"] for r in bench.ratios(rows)] == [3.0, 4.0]
+
+
+def test_baseline_dataset_serves_what_torchvisions_cifar100_serves(small_data):
+    import torchvision
+    subset = make_subset(small_data[1], range(25))
+    dataset = bench.baseline_loader(subset, 4, 0, torch.device("cpu")).dataset
+    # torchvision's own __getitem__ on the attributes its CIFAR100 sets (HWC uint8 data, int targets)
+    stock = SimpleNamespace(data=subset.train_images.transpose(0, 2, 3, 1), transform=dataset.transform,
+                            targets=[int(y) for y in subset.train_labels], target_transform=None)
+    for i in (0, 7, len(dataset) - 1):
+        torch.manual_seed(i)
+        x, y = dataset[i]
+        torch.manual_seed(i)
+        x_ref, y_ref = torchvision.datasets.CIFAR100.__getitem__(stock, i)
+        assert x.shape == (3, 32, 32) and torch.equal(x, x_ref) and y == y_ref and isinstance(y, int)
+
+
+def test_training_settings_come_from_the_presets_not_the_benchmark():
+    config = bench.run_config("paper", "ccql", "wrn-16-2", batch_size=256)
+    paper = next(c for c in experiment_configs("k25_random", "paper").values() if c.loss == "ccql")
+    assert (config.depth, config.width, config.batch_size) == (16, 2, 256)
+    assert (config.lr, config.epochs, config.momentum, config.weight_decay) == \
+        (paper.lr, paper.epochs, paper.momentum, paper.weight_decay)
+    source = (BENCH_DIR / "bench.py").read_text()
+    assert not re.search(r"\b(lr|momentum|weight_decay)\s*=\s*[0-9.]", source)  # no hard-coded values
+    with pytest.raises(dataclasses.FrozenInstanceError):  # overrides make a copy, never edit the table
+        bench.PRESETS["cpu"].budget_s = 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_gpu_preset_refuses_a_machine_without_cuda(capsys):
+    assert bench.main(["--preset", "gpu", "--npz", "unused.npz"]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
 
 
 def test_npz_round_trip_gives_the_same_subset(small_data, tmp_path):
@@ -102,24 +179,6 @@ def test_npz_with_altered_pixels_is_refused(small_data, tmp_path):
     np.savez(path, **arrays)
     with pytest.raises(ValueError, match="sha256"):
         prepare_gpu_data.load_npz(path)
-
-
-def test_baseline_dataset_is_torchvisions_cifar100_without_the_md5_check(small_data):
-    import torchvision
-    root, data = small_data
-    with pytest.raises(RuntimeError):  # the stock class refuses files whose md5 differ
-        torchvision.datasets.CIFAR100(str(root), train=True, download=False)
-    cls = bench.baseline_dataset_class()
-    from_files = cls(str(root), train=True, transform=bench.baseline_transform())
-    from_arrays = cls.from_arrays(data.train_images, data.train_fine, bench.baseline_transform())
-    assert isinstance(from_arrays, torchvision.datasets.CIFAR100)
-    assert len(from_files) == len(from_arrays) == len(data.train_fine)
-    assert np.array_equal(from_files.data, from_arrays.data) and from_files.targets == from_arrays.targets
-    torch.manual_seed(0)
-    x1, y1 = from_files[5]
-    torch.manual_seed(0)
-    x2, y2 = from_arrays[5]
-    assert y1 == y2 and x1.shape == (3, 32, 32) and torch.equal(x1, x2)
 
 
 @pytest.mark.realdata
