@@ -1,7 +1,7 @@
 """Classification losses on raw network outputs: CE, QL, CCQL(w) and Hui & Belkin's rescaled square loss.
 
 Every loss maps (outputs [B, K] float, labels [B] int64) to the batch mean of a per-sample value
-(REPRODUCTION.md, "Notation and losses"):
+(docs/protocol.md, section 1):
 
 | name              | per-sample value                                  | reference (outputs == 0) |
 | ----------------- | ------------------------------------------------- | ------------------------ |
@@ -10,7 +10,9 @@ Every loss maps (outputs [B, K] float, labels [B] int64) to the batch mean of a 
 | `ccql`            | QL + (w/2) * (1 - f_y)^2, default w = sqrt(K-1)-1 | (w + 1)/2                |
 | `rescaled_square` | (1/K) * [k (f_y - M)^2 + sum_{i != y} f_i^2]      | k M^2 / K                |
 
-`reference_value` is used for normalized losses (loss / reference_value starts near 1).
+`reference_value` is used for normalized losses (loss / reference_value starts near 1). The
+default weight (`default_ccql_weight`) and the references of CE, QL and CCQL (`zero_output_loss`)
+are defined here once; the numpy theory (`theory.py`, `theory_figures.py`) uses them too.
 CCQL(w) equals K/2 times the rescaled square loss with k = 1 + w, M = 1.
 """
 from __future__ import annotations
@@ -84,7 +86,7 @@ class CrossEntropyLoss(_ClassificationLoss):
 
     @property
     def reference_value(self) -> float:
-        return math.log(self.num_classes)
+        return zero_output_loss("ce", self.num_classes)
 
     def per_sample(self, outputs, labels):
         return F.cross_entropy(outputs, labels, reduction="none")
@@ -130,7 +132,7 @@ class CorrectClassQuadraticLoss(_ClassificationLoss):
 
     @property
     def reference_value(self) -> float:
-        return (self.w + 1.0) / 2.0
+        return zero_output_loss("ccql", self.num_classes, self.w)
 
     def per_sample(self, outputs, labels):
         f_y, others = _correct_output_and_rest(outputs, labels)
@@ -155,6 +157,18 @@ class QuadraticLoss(CorrectClassQuadraticLoss):
 def default_ccql_weight(num_classes: int) -> float:
     """w = sqrt(K - 1) - 1: CCQL = QL at K = 2; 3.899 at K = 25; 8.950 at K = 100."""
     return math.sqrt(num_classes - 1) - 1.0
+
+
+def zero_output_loss(name: str, num_classes: int, w: float = 0.0) -> float:
+    """Per-sample loss at all-zero outputs (any label): log K for 'ce', 1/2 for 'ql', (w + 1)/2
+    for 'ccql' with weight w. The reference of the normalized losses."""
+    if name == "ce":
+        return math.log(num_classes)
+    if name == "ql":
+        return 0.5
+    if name == "ccql":
+        return (float(w) + 1.0) / 2.0
+    raise ValueError(f"zero_output_loss knows 'ce', 'ql' and 'ccql', got {name!r}")
 
 
 _LOSSES = {"ce": (CrossEntropyLoss, ()), "ql": (QuadraticLoss, ()),
