@@ -1,84 +1,82 @@
-"""Section III theory: K-class mixtures, linear classifiers, CE vs QL vs CCQL (numpy, float64).
+"""Section III of the paper: K-class mixtures, linear classifiers, CE vs QL vs CCQL (numpy, float64).
 
-Conventions follow REPRODUCTION.md, "Theory (Section III), corrected":
+The statements are the corrected ones of docs/protocol.md, section 3:
 
-* Centers: M is K x d, row k = mu_k (unit norm). Mixture: y uniform on {0..K-1}, x = mu_y + z,
-  E z = 0, Cov z = sigma^2 I_d. "Bounded" noise: z uniform on the sphere of radius
-  sigma * sqrt(d) (so Cov z = sigma^2 I_d and ||z|| = sigma sqrt(d) exactly).
-* Linear classifier f(x) = Theta x, Theta is K x d (optionally with an intercept column, see
+* Mixture (Def. 3.1). Centers: M is K x d, row k = mu_k, ||mu_k|| = 1. y uniform on {0..K-1},
+  x = mu_y + z, E z = 0, Cov z = sigma^2 I_d. "Bounded" noise here: z uniform on the sphere of
+  radius sigma sqrt(d) (so Cov z = sigma^2 I_d and ||z|| = sigma sqrt(d) exactly).
+* Classifier f(x) = Theta x, Theta K x d (optionally with an intercept column, see
   `ccql_population_optimum`).
 * Per-sample losses: CE = -log softmax(f)[y]; QL = 1/2 ||onehot(y) - f||^2;
-  CCQL(w) = QL + (w/2) (1 - f_y)^2. Reference values at f = 0 ("normalized" = loss / reference):
-  log K, 1/2 and (w + 1)/2.
+  CCQL(w) = QL + (w/2) (1 - f_y)^2. Normalized loss = loss / its value at f = 0
+  (`losses.zero_output_loss`: log K, 1/2, (w + 1)/2); default w = sqrt(K - 1) - 1
+  (`losses.default_ccql_weight`).
 
-Closed forms (population, i.e. expectations over the mixture):
+Population closed forms:
 
 * QL (Lemma 3.4, corrected): Theta* = M (M^T M + K sigma^2 I_d)^{-1},
   min QL = 1/2 sum_k sigma^2 / (lambda_k + K sigma^2), lambda_k the K eigenvalues of M M^T;
   normalized min >= 1 - rank(M)/K.
 * CE (Lemma 3.2): Theta = R M; on a bounded mixture with margin gamma (|mu_i^T mu_j| <= 1 - 3 gamma,
   ||z|| <= gamma) every sample has CE <= log(1 + (K - 1) exp(-R gamma)).
-* CCQL at Theta = M (Lemma 3.5): 1/2 (||M M^T - I_K||_F^2 / K + K sigma^2) + (w/2) sigma^2.
-* Exact CCQL optimum: rows decouple, theta_i = A_i^{-1} b_i with
-  A_i = (1/K) sum_k (1 + w [k = i]) (mu_k mu_k^T + sigma^2 I_d), b_i = ((1 + w)/K) mu_i.
+* CCQL at Theta = M (Lemma 3.5, with the 1/2): 1/2 (||M M^T - I_K||_F^2 / K + K sigma^2) + (w/2) sigma^2.
+* Exact CCQL optimum (not in the paper): rows decouple, theta_i = A_i^{-1} b_i with
+  A_i = (1/K) sum_k (1 + w [k = i]) (mu_k mu_k^T + sigma^2 I_d), b_i = ((1 + w)/K) mu_i;
+  as w -> inf, theta_i -> mu_i / (1 + sigma^2) and normalized min CCQL -> sigma^2 / (1 + sigma^2).
 
 Empirical counterparts: least squares for QL/CCQL, CE by projected GD within its norm budget,
-full-batch GD for each loss. The `*_frame` functions and `verification_table` build the data
-behind notebooks/00_theory.ipynb (they run with OpenBLAS capped at one thread, see
-`blas_threads`).
-
-Everything is seeded through numpy Generators; no function touches global random state.
+full-batch GD for each loss. The data behind notebooks/00_theory.ipynb is built from these in
+`theory_figures`. Everything is seeded through numpy Generators; nothing touches global random
+state.
 """
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import functools
 import math
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
+
+from .losses import zero_output_loss
 
 LOSSES = ("ce", "ql", "ccql")
 NOISE_KINDS = ("gaussian", "bounded")
 CENTER_KINDS = ("random", "equicorrelated")
 
 
-# ----------------------------------------------------------------------------------------------
-# Validation helpers
-# ----------------------------------------------------------------------------------------------
+# --- Argument checks: ValueError naming the argument and the offending value -----------------
+def _check_int(value, low: int, name: str) -> int:
+    if int(value) != value or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _check_real(value, name: str, high: float = math.inf) -> float:
+    """value as a float in [0, high) (so finite: NaN and inf fail)."""
+    value = float(value)
+    if not 0.0 <= value < high:
+        raise ValueError(f"{name} must lie in [0, {high}), got {value!r}")
+    return value
+
+
 def _check_K(K) -> int:
-    if int(K) != K or K < 2:
-        raise ValueError(f"number of classes K must be an integer >= 2, got {K!r}")
-    return int(K)
+    return _check_int(K, 2, "number of classes K")
 
 
 def _check_d(d) -> int:
-    if int(d) != d or d < 1:
-        raise ValueError(f"dimension d must be an integer >= 1, got {d!r}")
-    return int(d)
+    return _check_int(d, 1, "dimension d")
 
 
 def _check_sigma(sigma) -> float:
-    sigma = float(sigma)
-    if not np.isfinite(sigma) or sigma < 0:
-        raise ValueError(f"noise level sigma must be finite and >= 0, got {sigma!r}")
-    return sigma
+    return _check_real(sigma, "noise level sigma")
 
 
 def _check_rho(rho) -> float:
-    rho = float(rho)
-    if not (0.0 <= rho < 1.0):
-        raise ValueError(f"center correlation rho must be in [0, 1), got {rho!r}")
-    return rho
+    return _check_real(rho, "center correlation rho", high=1.0)
 
 
 def _check_w(w) -> float:
-    w = float(w)
-    if not np.isfinite(w) or w < 0:
-        raise ValueError(f"CCQL weight w must be finite and >= 0, got {w!r}")
-    return w
+    return _check_real(w, "CCQL weight w")
 
 
 def _check_M(M) -> np.ndarray:
@@ -100,61 +98,7 @@ def _rng(seed) -> np.random.Generator:
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
 
-def _openblas_thread_controls() -> list[tuple]:
-    """(get, set) thread-count functions of every OpenBLAS loaded in this process (Linux)."""
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if "openblas" in line.lower()
-                     and line.split()[-1].startswith("/")}
-    except OSError:
-        return []
-    names = [(f"{prefix}_get_num_threads{suffix}", f"{prefix}_set_num_threads{suffix}")
-             for prefix in ("scipy_openblas", "openblas") for suffix in ("64_", "")]
-    controls = []
-    for path in sorted(paths):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        found = [(getattr(lib, get), getattr(lib, set_)) for get, set_ in names
-                 if hasattr(lib, get) and hasattr(lib, set_)]
-        controls.extend(found[:1])
-    return controls
-
-
-@contextlib.contextmanager
-def blas_threads(n_threads: int = 1):
-    """Temporarily cap OpenBLAS threads. The matrices here are small (n x K, K, d <= a few
-    thousand), where BLAS threads only add overhead, and on a CPU shared with another job a
-    spinning thread pool can make them 10x slower. No-op where OpenBLAS cannot be found."""
-    controls = _openblas_thread_controls()
-    previous = [get() for get, _ in controls]
-    for _, set_ in controls:
-        set_(int(n_threads))
-    try:
-        yield
-    finally:
-        for (_, set_), count in zip(controls, previous):
-            set_(int(count))
-
-
-def _single_blas_thread(function):
-    """Run `function` inside `blas_threads(1)`."""
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        with blas_threads(1):
-            return function(*args, **kwargs)
-    return wrapper
-
-
-def default_ccql_weight(K: int) -> float:
-    """The paper's CCQL weight w = sqrt(K - 1) - 1 (so CCQL = QL at K = 2)."""
-    return math.sqrt(_check_K(K) - 1) - 1.0
-
-
-# ----------------------------------------------------------------------------------------------
-# Mixture sampling
-# ----------------------------------------------------------------------------------------------
+# --- Mixture sampling ------------------------------------------------------------------------
 def sample_centers(K: int, d: int, rho: float = 0.0, kind: str = "random",
                    seed=0) -> np.ndarray:
     """Unit class centers, returned as M (K x d, float64), rows mu_k with ||mu_k|| = 1.
@@ -217,9 +161,7 @@ def center_margin(M: np.ndarray) -> float:
     return float((1.0 - G.max()) / 3.0)
 
 
-# ----------------------------------------------------------------------------------------------
-# Population losses and closed forms
-# ----------------------------------------------------------------------------------------------
+# --- Population losses and closed forms ------------------------------------------------------
 def population_quadratic_loss(Theta: np.ndarray, M: np.ndarray, sigma: float,
                               w: float = 0.0) -> float:
     """Population CCQL(w) of the linear classifier Theta (K x d); w = 0 gives QL. Exact.
@@ -242,13 +184,6 @@ def population_quadratic_grad(Theta: np.ndarray, M: np.ndarray, sigma: float,
     R = np.eye(K) - Theta @ M.T
     C = 1.0 + w * np.eye(K)
     return (-(C * R) @ M + sigma ** 2 * (K + w) * Theta) / K
-
-
-def ql_population_eigenvalues(M: np.ndarray) -> np.ndarray:
-    """The K eigenvalues of M M^T (descending, clipped at 0); K - rank(M) of them are 0."""
-    M = _check_M(M)
-    lam = np.linalg.eigvalsh(M @ M.T)[::-1]
-    return np.clip(lam, 0.0, None)
 
 
 def numerical_rank(M: np.ndarray) -> int:
@@ -274,13 +209,13 @@ def ql_population_min(M: np.ndarray, sigma: float) -> float:
     K = M.shape[0]
     if sigma == 0.0:
         return 0.5 * (1.0 - numerical_rank(M) / K)
-    lam = ql_population_eigenvalues(M)
+    lam = np.clip(np.linalg.eigvalsh(M @ M.T)[::-1], 0.0, None)   # K - rank(M) of them are 0
     return float(0.5 * np.sum(sigma ** 2 / (lam + K * sigma ** 2)))
 
 
 def ql_normalized_min(M: np.ndarray, sigma: float) -> float:
-    """min QL divided by its reference 1/2 (value at Theta = 0)."""
-    return 2.0 * ql_population_min(M, sigma)
+    """min QL divided by its value at Theta = 0 (1/2)."""
+    return ql_population_min(M, sigma) / zero_output_loss("ql", _check_M(M).shape[0])
 
 
 def ql_rank_bound(M: np.ndarray) -> float:
@@ -346,8 +281,9 @@ def ccql_population_min(M: np.ndarray, sigma: float, w: float) -> float:
 
 
 def ccql_normalized_min(M: np.ndarray, sigma: float, w: float, intercept: bool = False) -> float:
-    """min CCQL(w) divided by its reference (w + 1)/2."""
-    return ccql_population_optimum(M, sigma, w, intercept)[1] * 2.0 / (float(w) + 1.0)
+    """min CCQL(w) divided by its value at Theta = 0 ((w + 1)/2)."""
+    value = ccql_population_optimum(M, sigma, w, intercept)[1]
+    return value / zero_output_loss("ccql", _check_M(M).shape[0], w)
 
 
 def ccql_large_w_limit(sigma: float) -> float:
@@ -401,9 +337,7 @@ def ce_lemma32_radius(K: int, gamma: float, eps: float) -> float:
     return float(np.log(_check_K(K) / eps) / gamma)
 
 
-# ----------------------------------------------------------------------------------------------
-# Empirical losses, gradients and fits
-# ----------------------------------------------------------------------------------------------
+# --- Empirical losses, gradients and fits ----------------------------------------------------
 def _logsumexp(F: np.ndarray) -> np.ndarray:
     m = F.max(axis=1, keepdims=True)
     return (m + np.log(np.exp(F - m).sum(axis=1, keepdims=True)))[:, 0]
@@ -425,16 +359,10 @@ def per_sample_loss(Theta: np.ndarray, X: np.ndarray, y: np.ndarray, loss: str,
     return value
 
 
-def reference_loss(loss: str, K: int, w: float = 0.0) -> float:
-    """Loss at f = 0: log K (CE), 1/2 (QL), (w + 1)/2 (CCQL)."""
-    _check_loss(loss)
-    return {"ce": math.log(_check_K(K)), "ql": 0.5, "ccql": 0.5 * (float(w) + 1.0)}[loss]
-
-
 def empirical_loss(Theta, X, y, loss: str, w: float = 0.0, normalized: bool = False) -> float:
-    """Mean loss over the samples; divided by `reference_loss` if normalized."""
+    """Mean loss over the samples; divided by its value at f = 0 (`zero_output_loss`) if normalized."""
     value = float(np.mean(per_sample_loss(Theta, X, y, loss, w)))
-    return value / reference_loss(loss, Theta.shape[0], w) if normalized else value
+    return value / zero_output_loss(loss, _check_K(Theta.shape[0]), w) if normalized else value
 
 
 def loss_and_grad(Theta: np.ndarray, X: np.ndarray, y: np.ndarray, loss: str,
@@ -460,13 +388,33 @@ def loss_and_grad(Theta: np.ndarray, X: np.ndarray, y: np.ndarray, loss: str,
     return value, G.T @ X / n
 
 
-def accuracy(Theta: np.ndarray, X: np.ndarray, y: np.ndarray) -> float:
-    """Fraction of samples with argmax_k (Theta x)_k == y (Theta may carry a bias column)."""
+def _outputs(Theta: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """f(x) for every sample (n x K); Theta is K x d, or K x (d + 1) with a bias last column."""
     if Theta.shape[1] == X.shape[1] + 1:
-        F = X @ Theta[:, :-1].T + Theta[:, -1]
-    else:
-        F = X @ Theta.T
-    return float(np.mean(np.argmax(F, axis=1) == y))
+        return X @ Theta[:, :-1].T + Theta[:, -1]
+    return X @ Theta.T
+
+
+def accuracy(Theta: np.ndarray, X: np.ndarray, y: np.ndarray) -> float:
+    """Fraction of samples with argmax_k f(x)_k == y (Theta may carry a bias column)."""
+    return float(np.mean(np.argmax(_outputs(Theta, X), axis=1) == y))
+
+
+def output_statistics(Theta: np.ndarray, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Mean margin f_y - max_{i != y} f_i and mean wrong-class output f_i (i != y) over samples.
+
+    Theta is K x d or K x (d + 1) (last column a bias). An all-ones classifier has margin 0 and
+    wrong-class output 1.
+    """
+    F = _outputs(Theta, X)
+    n, K = F.shape
+    idx = np.arange(n)
+    correct = F[idx, y]
+    others = F.copy()
+    others[idx, y] = -np.inf
+    off_mean = (F.sum(axis=1) - correct) / (K - 1)
+    return {"margin": float(np.mean(correct - others.max(axis=1))),
+            "wrong_class_output": float(np.mean(off_mean))}
 
 
 def ql_least_squares(X: np.ndarray, y: np.ndarray, K: int) -> np.ndarray:
@@ -543,13 +491,13 @@ def gradient_descent(X: np.ndarray, y: np.ndarray, K: int, loss: str, iters: int
                      record_at: Iterable[int] | None = None) -> pd.DataFrame:
     """Full-batch GD on f = Theta x from Theta = 0 for one loss, step lr (default 1/L, see
     `smoothness`). Records the iterations in record_at (default: every one): columns
-    iteration, train_loss, train_loss_norm (/ `reference_loss`), train_acc, test_acc (NaN
+    iteration, train_loss, train_loss_norm (/ `zero_output_loss`), train_acc, test_acc (NaN
     without test data)."""
     _check_loss(loss)
     K = _check_K(K)
     w = _check_w(w) if loss == "ccql" else 0.0
     step = 1.0 / smoothness(X, y, K, loss, w) if lr is None else float(lr)
-    ref = reference_loss(loss, K, w)
+    ref = zero_output_loss(loss, K, w)
     record = set(range(int(iters) + 1)) if record_at is None else {int(t) for t in record_at}
     Theta = np.zeros((K, X.shape[1]))
     rows = []
@@ -565,245 +513,3 @@ def gradient_descent(X: np.ndarray, y: np.ndarray, K: int, loss: str, iters: int
     return pd.DataFrame(rows)
 
 
-# ----------------------------------------------------------------------------------------------
-# Data frames behind the notebook's table and figures
-# ----------------------------------------------------------------------------------------------
-DEFAULT_TABLE_CONFIGS = (
-    # (K, d, sigma, rho, center kind)
-    (10, 20, 0.1, 0.0, "equicorrelated"),
-    (10, 20, 0.3, 0.5, "equicorrelated"),
-    (20, 20, 0.1, 0.0, "random"),
-    (50, 20, 0.1, 0.0, "random"),      # the REPRODUCTION.md check (0.3423 for its centers)
-    (50, 20, 0.3, 0.3, "random"),
-    (100, 10, 0.05, 0.0, "random"),
-    (100, 10, 0.0, 0.0, "random"),
-)
-
-
-@_single_blas_thread
-def verification_table(configs: Iterable[Sequence] = DEFAULT_TABLE_CONFIGS, n: int = 20000,
-                       seed: int = 0, ce_eps: float = 0.01, n_ce: int = 2000) -> pd.DataFrame:
-    """One row per (K, d, sigma, rho, kind): closed forms vs independent computations.
-
-    Columns: ql_closed (eigenvalue formula), ql_normal_eq (population loss at the normal-equation
-    solution), ql_mc (in-sample min QL of an n-sample LS fit), their relative errors,
-    ql_bound (1/2 (1 - rank/K)); gamma, R = log(K/eps)/gamma, ce_bound and ce_max (largest
-    per-sample CE at Theta = R M on n_ce bounded samples of radius gamma); ccql_exact,
-    ccql_generic (L-BFGS) at w = sqrt(K-1) - 1 and their relative error; ccql_at_M (Lemma 3.5).
-    """
-    rows = []
-    for j, (K, d, sigma, rho, kind) in enumerate(configs):
-        rng = np.random.default_rng([seed, j])
-        M = sample_centers(K, d, rho, kind, seed=rng)
-        closed = ql_population_min(M, sigma)
-        normal = population_quadratic_loss(ql_population_minimizer(M, sigma), M, sigma)
-        X, y = sample_mixture(M, n, sigma, "gaussian", seed=rng)
-        mc = empirical_loss(ql_least_squares(X, y, K), X, y, "ql")
-        gamma = center_margin(M)
-        R = ce_lemma32_radius(K, gamma, ce_eps)
-        Xb, yb = sample_mixture(M, n_ce, gamma / math.sqrt(d), "bounded", seed=rng)
-        ce_max = float(per_sample_loss(ce_lemma32_construction(M, R), Xb, yb, "ce").max())
-        w = default_ccql_weight(K)
-        ccql_exact = ccql_population_min(M, sigma, w)
-        ccql_generic = ccql_population_min_generic(M, sigma, w)[1]
-        rows.append({
-            "K": K, "d": d, "sigma": sigma, "rho": rho, "centers": kind, "rank": numerical_rank(M),
-            "ql_closed": closed, "ql_normal_eq": normal, "ql_mc": mc,
-            "relerr_normal_eq": abs(normal - closed) / closed,
-            "relerr_mc": abs(mc - closed) / closed,
-            "ql_bound": 0.5 * ql_rank_bound(M),
-            "gamma": gamma, "R": R, "ce_bound": ce_lemma32_bound(K, R, gamma), "ce_max": ce_max,
-            "w": w, "ccql_exact": ccql_exact, "ccql_generic": ccql_generic,
-            "relerr_ccql": abs(ccql_generic - ccql_exact) / ccql_exact,
-            "ccql_at_M": ccql_at_centers(M, sigma, w),
-        })
-    return pd.DataFrame(rows)
-
-
-def format_verification_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Strings stable across BLAS/thread counts: 4 significant digits; relative errors below
-    1e-10 (normal equations) / 1e-6 (L-BFGS) shown as '< 1e-10' / '< 1e-6', Monte Carlo rounded
-    to 1 significant digit; bound checks as 'yes'/'NO'."""
-    def sig(x, digits=4):
-        return f"{x:.{digits}g}"
-
-    def small(x, threshold, label):
-        return label if x < threshold else f"{x:.1g}"
-
-    return pd.DataFrame({
-        "K": table["K"], "d": table["d"], "sigma": table["sigma"], "rho": table["rho"],
-        "centers": table["centers"], "rank": table["rank"],
-        "QL closed": table["ql_closed"].map(sig),
-        "QL normal eq": table["ql_normal_eq"].map(sig),
-        "QL Monte Carlo": table["ql_mc"].map(sig),
-        "rel err NE": table["relerr_normal_eq"].map(lambda x: small(x, 1e-10, "< 1e-10")),
-        "rel err MC": table["relerr_mc"].map(lambda x: f"{x:.0e}" if x >= 1e-3 else "< 1e-3"),
-        "QL >= bound": np.where(table["ql_closed"] >= table["ql_bound"] - 1e-12, "yes", "NO"),
-        "bound": table["ql_bound"].map(sig),
-        "CE bound": table["ce_bound"].map(lambda x: sig(x, 3)),
-        "CE max <= bound": np.where(table["ce_max"] <= table["ce_bound"], "yes", "NO"),
-        "CCQL exact": table["ccql_exact"].map(sig),
-        "CCQL L-BFGS": table["ccql_generic"].map(sig),
-        "rel err CCQL": table["relerr_ccql"].map(lambda x: small(x, 1e-6, "< 1e-6")),
-        "CCQL at M": table["ccql_at_M"].map(sig),
-    })
-
-
-@_single_blas_thread
-def min_loss_vs_k_frame(d: int, Ks: Sequence[int], sigmas: Sequence[float],
-                        rhos: Sequence[float], R: float, n: int, seed: int = 0,
-                        ce_iters: int = 0) -> pd.DataFrame:
-    """Normalized minimal losses vs K at fixed d, random centers (nested in K for each rho).
-
-    Long frame, columns: K, sigma, rho, quantity, value. Quantities: 'ql_min' (closed form),
-    'rank_bound' (1 - rank/K), 'ccql_min' (exact, w = sqrt(K-1) - 1), 'ccql_at_M' (Lemma 3.5,
-    normalized), 'ce_at_RM' (mean CE at Theta = R M on n Gaussian samples, / log K), and with
-    ce_iters > 0 'ce_budget' (CE after projected GD within ||Theta||_F <= R sqrt K from R M).
-    """
-    d = _check_d(d)
-    rows = []
-    for rho in rhos:
-        M_all = sample_centers(max(Ks), d, rho, "random", seed=np.random.default_rng([seed, 1]))
-        for K in Ks:
-            M = M_all[:K]
-            w = default_ccql_weight(K)
-            rows.append({"K": K, "sigma": np.nan, "rho": rho, "quantity": "rank_bound",
-                         "value": ql_rank_bound(M)})
-            for sigma in sigmas:
-                def add(q, v):
-                    rows.append({"K": K, "sigma": sigma, "rho": rho, "quantity": q, "value": v})
-                add("ql_min", ql_normalized_min(M, sigma))
-                add("ccql_min", ccql_normalized_min(M, sigma, w))
-                add("ccql_at_M", ccql_at_centers(M, sigma, w) * 2.0 / (w + 1.0))
-                X, y = sample_mixture(M, n, sigma, "gaussian",
-                                      seed=np.random.default_rng([seed, 2, K]))
-                Theta_RM = ce_lemma32_construction(M, R)
-                add("ce_at_RM", empirical_loss(Theta_RM, X, y, "ce", normalized=True))
-                if ce_iters > 0:
-                    _, losses = ce_fit_norm_budget(X, y, K, R, ce_iters, Theta0=Theta_RM)
-                    add("ce_budget", losses[-1] / math.log(K))
-    return pd.DataFrame(rows)
-
-
-def output_statistics(Theta: np.ndarray, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """Mean margin f_y - max_{i != y} f_i and mean wrong-class output f_i (i != y) over samples.
-
-    Theta is K x d or K x (d + 1) (last column a bias). An all-ones classifier has margin 0 and
-    wrong-class output 1.
-    """
-    if Theta.shape[1] == X.shape[1] + 1:
-        F = X @ Theta[:, :-1].T + Theta[:, -1]
-    else:
-        F = X @ Theta.T
-    n, K = F.shape
-    idx = np.arange(n)
-    correct = F[idx, y]
-    others = F.copy()
-    others[idx, y] = -np.inf
-    off_mean = (F.sum(axis=1) - correct) / (K - 1)
-    return {"margin": float(np.mean(correct - others.max(axis=1))),
-            "wrong_class_output": float(np.mean(off_mean))}
-
-
-@_single_blas_thread
-def ccql_vs_w_frame(d: int, Ks: Sequence[int], sigma: float, rho: float,
-                    ws: Sequence[float], n_test: int, seed: int = 0) -> pd.DataFrame:
-    """Normalized min CCQL and the test accuracy of the CCQL optimum's argmax vs w.
-
-    For each K (random centers) and w, both f = Theta x ('linear', the paper's model) and
-    f = Theta x + b ('affine', can output all-ones exactly). Columns: K, w, model, ccql_norm,
-    accuracy (on n_test fresh samples), margin and wrong_class_output (`output_statistics`),
-    large_w_limit (sigma^2/(1+sigma^2), the linear model's w -> inf value), and
-    nearest_center_acc (accuracy of Theta = M, argmax_k mu_k^T x).
-    """
-    rows = []
-    for K in Ks:
-        M = sample_centers(K, d, rho, "random", seed=np.random.default_rng([seed, 3]))
-        X, y = sample_mixture(M, n_test, sigma, "gaussian", seed=np.random.default_rng([seed, 4, K]))
-        nearest = accuracy(M, X, y)
-        for w in ws:
-            for model, intercept in (("linear", False), ("affine", True)):
-                Theta, value = ccql_population_optimum(M, sigma, w, intercept)
-                rows.append({"K": K, "w": float(w), "model": model,
-                             "ccql_norm": value * 2.0 / (float(w) + 1.0),
-                             "accuracy": accuracy(Theta, X, y), **output_statistics(Theta, X, y),
-                             "large_w_limit": ccql_large_w_limit(sigma),
-                             "nearest_center_acc": nearest})
-    return pd.DataFrame(rows)
-
-
-def record_iterations(iters: int, n_points: int = 40) -> np.ndarray:
-    """Iterations 0..iters to record, roughly log-spaced (always includes 0, 1 and iters)."""
-    points = np.unique(np.round(np.geomspace(1, max(int(iters), 1), n_points)).astype(int))
-    return np.unique(np.r_[0, points, int(iters)])
-
-
-@_single_blas_thread
-def gd_dynamics_frame(d: int, Ks: Sequence[int], sigma: float, rho: float, n_train: int,
-                      n_test: int, iters: int, n_record: int = 40, seed: int = 0) -> pd.DataFrame:
-    """GD dynamics of linear classifiers with CE, QL, CCQL (w = sqrt(K-1) - 1) for each K.
-
-    Each loss runs full-batch GD from Theta = 0 at step 1/L (its own smoothness bound) on the
-    same n_train samples, recorded at ~n_record log-spaced iterations. Columns: K, loss,
-    iteration, train_loss, train_loss_norm, train_acc, test_acc. Reference rows (iteration =
-    iters): 'ql_ls_optimum' and 'ccql_ls_optimum' (exact empirical minimisers),
-    'ql_population_optimum' and 'ccql_population_optimum' (closed forms; loss = population loss),
-    'nearest_center' (oracle Theta = M, argmax_k mu_k^T x) and 'class_means' (Theta rows = the
-    training class means); for these two the loss columns hold QL values.
-    """
-    frames = []
-    record_at = record_iterations(iters, n_record)
-    for K in Ks:
-        M = sample_centers(K, d, rho, "random", seed=np.random.default_rng([seed, 5]))
-        X, y = sample_mixture(M, n_train, sigma, "gaussian", seed=np.random.default_rng([seed, 6, K]))
-        Xt, yt = sample_mixture(M, n_test, sigma, "gaussian", seed=np.random.default_rng([seed, 7, K]))
-        w = default_ccql_weight(K)
-        for loss in LOSSES:
-            df = gradient_descent(X, y, K, loss, iters, w=w, X_test=Xt, y_test=yt,
-                                  record_at=record_at)
-            df.insert(0, "loss", loss)
-            df.insert(0, "K", K)
-            frames.append(df)
-        references = (
-            ("ql_ls_optimum", "ql", ql_least_squares(X, y, K)),
-            ("ccql_ls_optimum", "ccql", ccql_least_squares(X, y, K, w)),
-            ("ql_population_optimum", "ql", ql_population_minimizer(M, sigma)),
-            ("ccql_population_optimum", "ccql", ccql_population_optimum(M, sigma, w)[0]),
-            ("nearest_center", "ql", M),
-            ("class_means", "ql", class_means(X, y, K)))
-        for name, loss, Theta in references:
-            if name.endswith("population_optimum"):   # exact population loss
-                value = population_quadratic_loss(Theta, M, sigma, w if loss == "ccql" else 0.0)
-            else:
-                value = empirical_loss(Theta, X, y, loss, w)
-            frames.append(pd.DataFrame([{
-                "K": K, "loss": name, "iteration": iters, "train_loss": value,
-                "train_loss_norm": value / reference_loss(loss, K, w),
-                "train_acc": accuracy(Theta, X, y), "test_acc": accuracy(Theta, Xt, yt)}]))
-    return pd.concat(frames, ignore_index=True)
-
-
-@_single_blas_thread
-def least_squares_accuracy_vs_n(d: int, K: int, sigma: float, rho: float, ns: Sequence[int],
-                                n_test: int, seed: int = 0) -> pd.DataFrame:
-    """Test accuracy of the empirical QL and CCQL (w = sqrt(K-1) - 1) minimisers vs sample size.
-
-    Same centers and test set as `gd_dynamics_frame` for this K and seed; the population
-    optima and the nearest-center classifier are given as n = inf rows. Columns: n, ql_acc,
-    ccql_acc, samples_per_class.
-    """
-    M = sample_centers(K, d, rho, "random", seed=np.random.default_rng([seed, 5]))
-    Xt, yt = sample_mixture(M, n_test, sigma, "gaussian", seed=np.random.default_rng([seed, 7, K]))
-    w = default_ccql_weight(K)
-    rows = []
-    for n in ns:
-        X, y = sample_mixture(M, n, sigma, "gaussian", seed=np.random.default_rng([seed, 8, n]))
-        rows.append({"n": n, "samples_per_class": n / K,
-                     "ql_acc": accuracy(ql_least_squares(X, y, K), Xt, yt),
-                     "ccql_acc": accuracy(ccql_least_squares(X, y, K, w), Xt, yt)})
-    rows.append({"n": float("inf"), "samples_per_class": float("inf"),
-                 "ql_acc": accuracy(ql_population_minimizer(M, sigma), Xt, yt),
-                 "ccql_acc": accuracy(ccql_population_optimum(M, sigma, w)[0], Xt, yt)})
-    frame = pd.DataFrame(rows)
-    frame["nearest_center_acc"] = accuracy(M, Xt, yt)
-    return frame

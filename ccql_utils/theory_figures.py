@@ -1,0 +1,392 @@
+"""The data and figures of notebooks/00_theory.ipynb, built from the mathematics in `theory`.
+
+* `verification_table`: every closed form of Section III against an independent computation.
+* Three figures, each a tidy frame (the CSV saved beside the figure) and a plot of it:
+  `min_loss_vs_k_frame` / `plot_min_loss_vs_k` (normalized minimal loss vs K at fixed d),
+  `ccql_vs_w_frame` / `plot_ccql_vs_w` (the exact CCQL optimum as w grows),
+  `gd_dynamics_frame` / `plot_gd_dynamics` (full-batch GD of the three losses), with
+  `least_squares_accuracy_vs_n` beside the last.
+
+Randomness: every draw uses its own named stream, `np.random.default_rng([seed, STREAMS[name],
+*key])`, so adding a K or a sample size to one sweep leaves every other draw unchanged, and the
+figures that share centers or test sets name the same stream. The table draws row j from
+`default_rng([seed, j])`. These keys are what the committed figures and the notebook's printed
+numbers were drawn with; changing one changes them.
+
+The frame functions cap BLAS at one thread (threadpoolctl): the matrices are small (K, d <= a
+few hundred, n <= 20,000), where BLAS threads only add overhead, and on a CPU shared with other
+jobs a spinning thread pool can make them ten times slower.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Iterable, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from .losses import default_ccql_weight, zero_output_loss
+from .theory import (LOSSES, accuracy, ccql_at_centers, ccql_large_w_limit,
+                     ccql_least_squares, ccql_normalized_min, ccql_population_min,
+                     ccql_population_min_generic, ccql_population_optimum, ce_fit_norm_budget,
+                     ce_lemma32_bound, ce_lemma32_construction, ce_lemma32_radius, center_margin,
+                     class_means, empirical_loss, gradient_descent, numerical_rank,
+                     output_statistics, per_sample_loss, population_quadratic_loss,
+                     ql_least_squares, ql_normalized_min, ql_population_min,
+                     ql_population_minimizer, ql_rank_bound, sample_centers, sample_mixture)
+
+STREAMS = {
+    "loss_vs_k_centers": 1,   # min_loss_vs_k_frame: centers (one draw per rho, nested in K)
+    "loss_vs_k_samples": 2,   # min_loss_vs_k_frame: the samples for CE, per K
+    "ccql_vs_w_centers": 3,   # ccql_vs_w_frame: centers
+    "ccql_vs_w_test": 4,      # ccql_vs_w_frame: test samples, per K
+    "gd_centers": 5,          # gd_dynamics_frame and least_squares_accuracy_vs_n: centers
+    "gd_train": 6,            # gd_dynamics_frame: training samples, per K
+    "gd_test": 7,             # gd_dynamics_frame and least_squares_accuracy_vs_n: test samples
+    "ls_train": 8,            # least_squares_accuracy_vs_n: training samples, per n
+}
+
+
+def stream(seed: int, name: str, *key: int) -> np.random.Generator:
+    """The Generator of the named stream (see `STREAMS`) for one seed and key (e.g. K)."""
+    return np.random.default_rng([seed, STREAMS[name], *key])
+
+
+def one_blas_thread(function):
+    """Run `function` with BLAS capped at one thread (see the module docstring)."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with threadpool_limits(limits=1, user_api="blas"):
+            return function(*args, **kwargs)
+    return wrapper
+
+
+# --- The verification table ------------------------------------------------------------------
+TABLE_CONFIGS = (
+    # (K, d, sigma, rho, center kind): K < d, K = d and K > d (rank-deficient)
+    (10, 20, 0.1, 0.0, "equicorrelated"),
+    (10, 20, 0.3, 0.5, "equicorrelated"),
+    (20, 20, 0.1, 0.0, "random"),
+    (50, 20, 0.1, 0.0, "random"),      # the check of docs/protocol.md, section 3.3
+    (50, 20, 0.3, 0.3, "random"),
+    (100, 10, 0.05, 0.0, "random"),
+    (100, 10, 0.0, 0.0, "random"),
+)
+
+
+@one_blas_thread
+def verification_table(configs: Iterable[Sequence] = TABLE_CONFIGS, n: int = 20000,
+                       seed: int = 0, ce_eps: float = 0.01, n_ce: int = 2000) -> pd.DataFrame:
+    """One row per (K, d, sigma, rho, kind): closed forms vs independent computations.
+
+    Columns: ql_closed (eigenvalue formula), ql_normal_eq (population loss at the normal-equation
+    solution), ql_mc (in-sample min QL of an n-sample LS fit), their relative errors,
+    ql_bound (1/2 (1 - rank/K)); gamma, R = log(K/eps)/gamma, ce_bound and ce_max (largest
+    per-sample CE at Theta = R M on n_ce bounded samples of radius gamma); ccql_exact,
+    ccql_generic (L-BFGS) at w = sqrt(K-1) - 1 and their relative error; ccql_at_M (Lemma 3.5)
+    and ccql_reference ((w + 1)/2, the loss at Theta = 0). Losses are not normalized.
+    """
+    rows = []
+    for j, (K, d, sigma, rho, kind) in enumerate(configs):
+        rng = np.random.default_rng([seed, j])
+        M = sample_centers(K, d, rho, kind, seed=rng)
+        closed = ql_population_min(M, sigma)
+        normal = population_quadratic_loss(ql_population_minimizer(M, sigma), M, sigma)
+        X, y = sample_mixture(M, n, sigma, "gaussian", seed=rng)
+        mc = empirical_loss(ql_least_squares(X, y, K), X, y, "ql")
+        gamma = center_margin(M)
+        R = ce_lemma32_radius(K, gamma, ce_eps)
+        Xb, yb = sample_mixture(M, n_ce, gamma / math.sqrt(d), "bounded", seed=rng)
+        ce_max = float(per_sample_loss(ce_lemma32_construction(M, R), Xb, yb, "ce").max())
+        w = default_ccql_weight(K)
+        ccql_exact = ccql_population_min(M, sigma, w)
+        ccql_generic = ccql_population_min_generic(M, sigma, w)[1]
+        rows.append({
+            "K": K, "d": d, "sigma": sigma, "rho": rho, "centers": kind, "rank": numerical_rank(M),
+            "ql_closed": closed, "ql_normal_eq": normal, "ql_mc": mc,
+            "relerr_normal_eq": abs(normal - closed) / closed,
+            "relerr_mc": abs(mc - closed) / closed,
+            "ql_bound": 0.5 * ql_rank_bound(M),
+            "gamma": gamma, "R": R, "ce_bound": ce_lemma32_bound(K, R, gamma), "ce_max": ce_max,
+            "w": w, "ccql_exact": ccql_exact, "ccql_generic": ccql_generic,
+            "relerr_ccql": abs(ccql_generic - ccql_exact) / ccql_exact,
+            "ccql_at_M": ccql_at_centers(M, sigma, w),
+            "ccql_reference": zero_output_loss("ccql", K, w),
+        })
+    return pd.DataFrame(rows)
+
+
+def format_verification_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Strings stable across BLAS/thread counts: 4 significant digits; relative errors below
+    1e-10 (normal equations) / 1e-6 (L-BFGS) shown as '< 1e-10' / '< 1e-6', Monte Carlo rounded
+    to 1 significant digit; bound checks as 'yes'/'NO'."""
+    def sig(x, digits=4):
+        return f"{x:.{digits}g}"
+
+    def small(x, threshold, label):
+        return label if x < threshold else f"{x:.1g}"
+
+    return pd.DataFrame({
+        "K": table["K"], "d": table["d"], "sigma": table["sigma"], "rho": table["rho"],
+        "centers": table["centers"], "rank": table["rank"],
+        "QL closed": table["ql_closed"].map(sig),
+        "QL normal eq": table["ql_normal_eq"].map(sig),
+        "QL Monte Carlo": table["ql_mc"].map(sig),
+        "rel err NE": table["relerr_normal_eq"].map(lambda x: small(x, 1e-10, "< 1e-10")),
+        "rel err MC": table["relerr_mc"].map(lambda x: f"{x:.0e}" if x >= 1e-3 else "< 1e-3"),
+        "QL >= bound": np.where(table["ql_closed"] >= table["ql_bound"] - 1e-12, "yes", "NO"),
+        "bound": table["ql_bound"].map(sig),
+        "CE bound": table["ce_bound"].map(lambda x: sig(x, 3)),
+        "CE max <= bound": np.where(table["ce_max"] <= table["ce_bound"], "yes", "NO"),
+        "CCQL exact": table["ccql_exact"].map(sig),
+        "CCQL L-BFGS": table["ccql_generic"].map(sig),
+        "rel err CCQL": table["relerr_ccql"].map(lambda x: small(x, 1e-6, "< 1e-6")),
+        "CCQL at M": table["ccql_at_M"].map(sig),
+        "CCQL at 0": table["ccql_reference"].map(sig),
+    })
+
+
+# --- Figure 1: normalized minimal loss vs K ----------------------------------------------------
+@one_blas_thread
+def min_loss_vs_k_frame(d: int, Ks: Sequence[int], sigmas: Sequence[float],
+                        rhos: Sequence[float], R: float, n: int, seed: int = 0,
+                        ce_iters: int = 0) -> pd.DataFrame:
+    """Normalized minimal losses vs K at fixed d, random centers (nested in K for each rho).
+
+    Long frame, columns: K, sigma, rho, quantity, value. Quantities: 'ql_min' (closed form),
+    'rank_bound' (1 - rank/K; sigma NaN), 'ccql_min' (exact, w = sqrt(K-1) - 1), 'ccql_at_M'
+    (Lemma 3.5, normalized), 'ce_at_RM' (mean CE at Theta = R M on n Gaussian samples, / log K),
+    and with ce_iters > 0 'ce_budget' (CE after projected GD within ||Theta||_F <= R sqrt K
+    from R M).
+    """
+    rows = []
+    for rho in rhos:
+        M_all = sample_centers(max(Ks), d, rho, "random", seed=stream(seed, "loss_vs_k_centers"))
+        for K in Ks:
+            M = M_all[:K]
+            w = default_ccql_weight(K)
+            rows.append({"K": K, "sigma": np.nan, "rho": rho, "quantity": "rank_bound",
+                         "value": ql_rank_bound(M)})
+            for sigma in sigmas:
+                def add(q, v):
+                    rows.append({"K": K, "sigma": sigma, "rho": rho, "quantity": q, "value": v})
+                add("ql_min", ql_normalized_min(M, sigma))
+                add("ccql_min", ccql_normalized_min(M, sigma, w))
+                add("ccql_at_M", ccql_at_centers(M, sigma, w) / zero_output_loss("ccql", K, w))
+                X, y = sample_mixture(M, n, sigma, "gaussian",
+                                      seed=stream(seed, "loss_vs_k_samples", K))
+                Theta_RM = ce_lemma32_construction(M, R)
+                add("ce_at_RM", empirical_loss(Theta_RM, X, y, "ce", normalized=True))
+                if ce_iters > 0:
+                    _, losses = ce_fit_norm_budget(X, y, K, R, ce_iters, Theta0=Theta_RM)
+                    add("ce_budget", losses[-1] / zero_output_loss("ce", K))
+    return pd.DataFrame(rows)
+
+
+def plot_min_loss_vs_k(frame: pd.DataFrame, d: int, R: float):
+    """One panel per rho: QL and CCQL minima and budgeted CE vs K (log), one colour per sigma,
+    with the rank bound; returns the figure."""
+    rhos = frame["rho"].unique()
+    sigmas = frame["sigma"].dropna().unique()
+    colors = dict(zip(sigmas, plt.cm.viridis(np.linspace(0.0, 0.85, len(sigmas)))))
+    styles = {"ql_min": ("-", "QL min"), "ccql_min": ("--", "CCQL min, w = sqrt(K-1) - 1"),
+              "ce_budget": (":", f"CE, ||Theta||_F <= {R:g} sqrt(K)")}
+    fig, axes = plt.subplots(1, len(rhos), figsize=(6 * len(rhos), 5.5), sharey=True,
+                             squeeze=False)
+    for ax, rho in zip(axes[0], rhos):
+        sub = frame[frame.rho == rho]
+        bound = sub[sub.quantity == "rank_bound"]
+        ax.plot(bound.K, bound.value, "k-", lw=2.5, alpha=0.6, label="bound 1 - rank(M)/K")
+        for quantity, (ls, label) in styles.items():
+            for sigma in sigmas:
+                s = sub[(sub.quantity == quantity) & (sub.sigma == sigma)]
+                ax.plot(s.K, s.value, ls, color=colors[sigma], marker=".",
+                        label=f"{label}, sigma = {sigma:g}")
+        ax.axvline(d, color="gray", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"number of classes K (d = {d}, vertical line K = d)")
+        ax.set_title(f"random unit centers, shared component rho = {rho:g}")
+    axes[0, 0].set_ylabel("normalized minimal loss (loss / loss at Theta = 0)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    return fig
+
+
+# --- Figure 2: the exact CCQL optimum vs w -----------------------------------------------------
+@one_blas_thread
+def ccql_vs_w_frame(d: int, Ks: Sequence[int], sigma: float, rho: float,
+                    ws: Sequence[float], n_test: int, seed: int = 0) -> pd.DataFrame:
+    """Normalized min CCQL and the test accuracy of the CCQL optimum's argmax vs w.
+
+    For each K (random centers) and w, both f = Theta x ('linear', the paper's model) and
+    f = Theta x + b ('affine', can output all-ones exactly). Columns: K, w, model, ccql_norm,
+    accuracy (on n_test fresh samples), margin and wrong_class_output (`output_statistics`),
+    large_w_limit (sigma^2/(1+sigma^2), the linear model's w -> inf value), and
+    nearest_center_acc (accuracy of Theta = M, argmax_k mu_k^T x).
+    """
+    rows = []
+    for K in Ks:
+        M = sample_centers(K, d, rho, "random", seed=stream(seed, "ccql_vs_w_centers"))
+        X, y = sample_mixture(M, n_test, sigma, "gaussian", seed=stream(seed, "ccql_vs_w_test", K))
+        nearest = accuracy(M, X, y)
+        for w in ws:
+            for model, intercept in (("linear", False), ("affine", True)):
+                Theta, value = ccql_population_optimum(M, sigma, w, intercept)
+                rows.append({"K": K, "w": float(w), "model": model,
+                             "ccql_norm": value / zero_output_loss("ccql", K, w),
+                             "accuracy": accuracy(Theta, X, y), **output_statistics(Theta, X, y),
+                             "large_w_limit": ccql_large_w_limit(sigma),
+                             "nearest_center_acc": nearest})
+    return pd.DataFrame(rows)
+
+
+def plot_ccql_vs_w(frame: pd.DataFrame, d: int, sigma: float, rho: float):
+    """2 x 2 panels vs w (symlog): normalized min CCQL, accuracy, mean wrong-class output and
+    margin, one colour per K, linear solid and affine dashed; returns the figure."""
+    Ks = frame["K"].unique()
+    colors = dict(zip(Ks, plt.cm.plasma(np.linspace(0.0, 0.8, len(Ks)))))
+    panels = [("ccql_norm", "normalized min CCQL", "log"),
+              ("accuracy", "test accuracy of argmax", "linear"),
+              ("wrong_class_output", "mean wrong-class output f_i, i != y", "linear"),
+              ("margin", "mean margin f_y - max_{i != y} f_i", "log")]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    for ax, (column, ylabel, yscale) in zip(axes.ravel(), panels):
+        for K in Ks:
+            for model, ls in (("linear", "-"), ("affine", "--")):
+                s = frame[(frame.K == K) & (frame.model == model)]
+                ax.plot(s.w, s[column], ls, color=colors[K], label=f"K = {K}, f = Theta x" +
+                        (" + b" if model == "affine" else ""))
+            if column == "accuracy":
+                ax.axhline(s.nearest_center_acc.iloc[0], color=colors[K], lw=0.8, ls=":")
+        ax.set_xscale("symlog", linthresh=1e-2)
+        ax.set_xlim(0, frame["w"].max())
+        ax.set_yscale(yscale)
+        ax.set_xlabel("CCQL weight w")
+        ax.set_ylabel(ylabel)
+    axes[0, 0].axhline(ccql_large_w_limit(sigma), color="k", lw=0.8, ls=":",
+                       label="sigma^2/(1+sigma^2)")
+    axes[0, 0].legend(fontsize=7)
+    axes[0, 1].set_title("dotted: nearest-center classifier (Theta = M)", fontsize=9)
+    fig.suptitle(f"Exact population CCQL optimum vs w (d = {d}, sigma = {sigma:g}, rho = {rho:g})")
+    fig.tight_layout()
+    return fig
+
+
+# --- Figure 3: gradient-descent dynamics -------------------------------------------------------
+def record_iterations(iters: int, n_points: int = 40) -> np.ndarray:
+    """Iterations 0..iters to record, roughly log-spaced (always includes 0, 1 and iters)."""
+    points = np.unique(np.round(np.geomspace(1, max(int(iters), 1), n_points)).astype(int))
+    return np.unique(np.r_[0, points, int(iters)])
+
+
+@one_blas_thread
+def gd_dynamics_frame(d: int, Ks: Sequence[int], sigma: float, rho: float, n_train: int,
+                      n_test: int, iters: int, n_record: int = 40, seed: int = 0) -> pd.DataFrame:
+    """GD dynamics of linear classifiers with CE, QL, CCQL (w = sqrt(K-1) - 1) for each K.
+
+    Each loss runs full-batch GD from Theta = 0 at step 1/L (its own smoothness bound) on the
+    same n_train samples, recorded at ~n_record log-spaced iterations. Columns: K, loss,
+    iteration, train_loss, train_loss_norm, train_acc, test_acc. Reference rows (iteration =
+    iters): 'ql_ls_optimum' and 'ccql_ls_optimum' (exact empirical minimisers),
+    'ql_population_optimum' and 'ccql_population_optimum' (closed forms; loss = population loss),
+    'nearest_center' (oracle Theta = M, argmax_k mu_k^T x) and 'class_means' (Theta rows = the
+    training class means); for these two the loss columns hold QL values.
+    """
+    frames = []
+    record_at = record_iterations(iters, n_record)
+    for K in Ks:
+        M = sample_centers(K, d, rho, "random", seed=stream(seed, "gd_centers"))
+        X, y = sample_mixture(M, n_train, sigma, "gaussian", seed=stream(seed, "gd_train", K))
+        Xt, yt = sample_mixture(M, n_test, sigma, "gaussian", seed=stream(seed, "gd_test", K))
+        w = default_ccql_weight(K)
+        for loss in LOSSES:
+            df = gradient_descent(X, y, K, loss, iters, w=w, X_test=Xt, y_test=yt,
+                                  record_at=record_at)
+            df.insert(0, "loss", loss)
+            df.insert(0, "K", K)
+            frames.append(df)
+        references = (
+            ("ql_ls_optimum", "ql", ql_least_squares(X, y, K)),
+            ("ccql_ls_optimum", "ccql", ccql_least_squares(X, y, K, w)),
+            ("ql_population_optimum", "ql", ql_population_minimizer(M, sigma)),
+            ("ccql_population_optimum", "ccql", ccql_population_optimum(M, sigma, w)[0]),
+            ("nearest_center", "ql", M),
+            ("class_means", "ql", class_means(X, y, K)))
+        for name, loss, Theta in references:
+            loss_w = w if loss == "ccql" else 0.0
+            if name.endswith("population_optimum"):   # exact population loss
+                value = population_quadratic_loss(Theta, M, sigma, loss_w)
+            else:
+                value = empirical_loss(Theta, X, y, loss, w)
+            frames.append(pd.DataFrame([{
+                "K": K, "loss": name, "iteration": iters, "train_loss": value,
+                "train_loss_norm": value / zero_output_loss(loss, K, loss_w),
+                "train_acc": accuracy(Theta, X, y), "test_acc": accuracy(Theta, Xt, yt)}]))
+    return pd.concat(frames, ignore_index=True)
+
+
+def plot_gd_dynamics(frame: pd.DataFrame, d: int, n_train: int, sigma: float):
+    """Per K a column: normalized train loss (top) and test accuracy (bottom) vs GD iteration
+    for CE, QL, CCQL, with the rank bound, the population optima and the nearest-center
+    oracle as reference lines; returns the figure."""
+    Ks = frame["K"].unique()
+    iters = frame["iteration"].max()
+    loss_colors = {"ce": "tab:blue", "ql": "tab:orange", "ccql": "tab:green"}
+    fig, axes = plt.subplots(2, len(Ks), figsize=(4.5 * len(Ks), 7), squeeze=False)
+    for j, K in enumerate(Ks):
+        sub = frame[frame.K == K]
+        ref = sub.set_index("loss")
+        for loss, color in loss_colors.items():
+            s = sub[sub.loss == loss]
+            axes[0, j].plot(s.iteration, s.train_loss_norm, color=color, label=loss.upper())
+            axes[1, j].plot(s.iteration, s.test_acc, color=color, label=loss.upper())
+            if loss != "ce":
+                axes[1, j].axhline(ref.loc[f"{loss}_population_optimum", "test_acc"],
+                                   color=color, ls=":", lw=1,
+                                   label=f"{loss.upper()} population optimum")
+        axes[0, j].axhline(1 - d / K if K > d else 0, color="k", ls=":", lw=1, label="1 - rank/K")
+        axes[1, j].axhline(ref.loc["nearest_center", "test_acc"], color="gray", ls="--", lw=1,
+                           label="nearest center (Theta = M)")
+        axes[0, j].set_title(f"K = {K}, d = {d}, n = {n_train}, sigma = {sigma:g}")
+        for ax in axes[:, j]:
+            ax.set_xscale("symlog", linthresh=1)
+            ax.set_xlim(0, iters)
+            ax.set_xlabel("GD iteration (step 1/L per loss)")
+        axes[0, j].set_ylim(0, 1.05)
+        axes[1, j].set_ylim(0, 1.02)
+    axes[0, 0].set_ylabel("normalized train loss")
+    axes[1, 0].set_ylabel("test accuracy")
+    axes[0, 0].legend(fontsize=8)
+    axes[1, -1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+@one_blas_thread
+def least_squares_accuracy_vs_n(d: int, K: int, sigma: float, rho: float, ns: Sequence[int],
+                                n_test: int, seed: int = 0) -> pd.DataFrame:
+    """Test accuracy of the empirical QL and CCQL (w = sqrt(K-1) - 1) minimisers vs sample size.
+
+    Same centers and test set as `gd_dynamics_frame` for this K and seed; the population
+    optima are given as an n = inf row. Columns: n, samples_per_class, ql_acc, ccql_acc,
+    nearest_center_acc.
+    """
+    M = sample_centers(K, d, rho, "random", seed=stream(seed, "gd_centers"))
+    Xt, yt = sample_mixture(M, n_test, sigma, "gaussian", seed=stream(seed, "gd_test", K))
+    w = default_ccql_weight(K)
+    rows = []
+    for n in ns:
+        X, y = sample_mixture(M, n, sigma, "gaussian", seed=stream(seed, "ls_train", n))
+        rows.append({"n": n, "samples_per_class": n / K,
+                     "ql_acc": accuracy(ql_least_squares(X, y, K), Xt, yt),
+                     "ccql_acc": accuracy(ccql_least_squares(X, y, K, w), Xt, yt)})
+    rows.append({"n": float("inf"), "samples_per_class": float("inf"),
+                 "ql_acc": accuracy(ql_population_minimizer(M, sigma), Xt, yt),
+                 "ccql_acc": accuracy(ccql_population_optimum(M, sigma, w)[0], Xt, yt)})
+    frame = pd.DataFrame(rows)
+    frame["nearest_center_acc"] = accuracy(M, Xt, yt)
+    return frame
