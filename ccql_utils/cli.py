@@ -1,149 +1,184 @@
 """`python -m ccql_utils COMMAND ...`: the command line over the functions the notebooks call.
 
-    python -m ccql_utils train --loss ccql --classes random --k 25 --seed 0 --epochs 200 \
-        --lr 0.1 --depth 28 --width 10 --data-root PATH --runs-dir runs --device auto
+    train      one run (trained, resumed or read back)    run       one experiment's runs, no papermill
+    all        every notebook, i.e. every figure           notebook  one notebook with papermill
+    sweep-lr   short runs over a grid of LRs               summary   the figures and their runs
+    export     run records (no checkpoints) to a folder or .tar.gz    import  such records into a runs folder
 
-`train` prints the run directory as its last line. Exit codes: 0 finished, 1 data or runtime
-error, 2 invalid arguments, 3 the run diverged (non-finite loss).
+Exit codes: 0 done, 1 data or runtime error (one line), 2 invalid arguments (one line naming the
+option), 3 a run diverged (the line names the run and its LR), 130 interrupted (rerun the same
+command to resume).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import math
+import os
+import signal
 import sys
 from pathlib import Path
 
-from .data import DataError
+from .config import PRECISIONS, TrainConfig, resolve_device
+from .data import SUBSET_KINDS, DataError
 from .losses import LOSS_NAMES
-from .train import PRECISIONS, TrainConfig
+from .presets import EXPERIMENTS, OVERRIDES, PRESETS, get_preset, resolve_preset
+from .provenance import PROJECT_ROOT
+from .train import RunError
+
+EXIT_DIVERGED = 3
+
+
+class Parser(argparse.ArgumentParser):
+    """Invalid arguments: one line naming the option, exit 2 (argparse adds a usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _classes(text: str):
     """'random' | 'all' | 'mammals' | comma-separated class names."""
-    return text if text in ("random", "all", "mammals") else [n.strip() for n in text.split(",") if n.strip()]
-
-
-def _milestones(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"milestones must be comma-separated fractions, got {text!r}")
-
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """The run configuration's options (shared by `train` and `sweep-lr`)."""
-    d = TrainConfig()
-    g = parser.add_argument_group("run configuration")
-    g.add_argument("--loss", choices=LOSS_NAMES, default=d.loss)
-    g.add_argument("--w", type=float, default=None, help="CCQL weight (default sqrt(K-1) - 1)")
-    g.add_argument("--rs-k", type=float, default=None, help="rescaled_square k (default 1)")
-    g.add_argument("--rs-m", type=float, default=None, help="rescaled_square M (default 1)")
-    g.add_argument("--classes", type=_classes, default=d.classes,
-                   help="random | all | mammals | comma-separated CIFAR-100 class names")
-    g.add_argument("--k", type=int, default=None, help="number of classes K (for --classes random)")
-    g.add_argument("--seed", type=int, default=d.seed, help="model init and data order seed")
-    g.add_argument("--class-seed", type=int, default=None,
-                   help="seed of the random class draw (default: --seed)")
-    g.add_argument("--train-per-class", type=int, default=None,
-                   help="cap on training images per class (default: all 500)")
-    g.add_argument("--depth", type=int, default=d.depth)
-    g.add_argument("--width", type=int, default=d.width, help="widen factor")
-    g.add_argument("--dropout", type=float, default=d.dropout)
-    g.add_argument("--epochs", type=int, default=d.epochs)
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
-    g.add_argument("--lr", type=float, default=d.lr, help="initial learning rate")
-    g.add_argument("--momentum", type=float, default=d.momentum)
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    g.add_argument("--nesterov", action="store_true")
-    g.add_argument("--milestones", type=_milestones, default=d.lr_milestones,
-                   help="LR drops as fractions of the run (default 0.25,0.4,0.55,0.75,0.85)")
-    g.add_argument("--lr-factor", type=float, default=d.lr_factor)
-    g.add_argument("--precision", choices=PRECISIONS, default=d.precision)
-    g.add_argument("--clean-train-eval", action="store_true",
-                   help="also evaluate the un-augmented training set each epoch")
-    e = parser.add_argument_group("execution")
-    e.add_argument("--data-root", default=None,
-                   help="folder holding cifar-100-python/ (default: $CCQL_DATA_ROOT, else ./data)")
-    e.add_argument("--unverified-data", action="store_true",
-                   help="accept a copy whose content differs from CIFAR-100's (structure is still "
-                        "checked; such runs get their own run ids)")
-    e.add_argument("--runs-dir", default="runs")
-    e.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
-    e.add_argument("--compile", action="store_true", help="torch.compile the model")
-    e.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="epochs")
-    e.add_argument("--quiet", action="store_true", help="no progress output")
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Build and validate the TrainConfig; raises ValueError on invalid values."""
-    loss_options = {}
-    if args.w is not None:
-        loss_options["w"] = args.w
-    if args.rs_k is not None:
-        loss_options["k"] = args.rs_k
-    if args.rs_m is not None:
-        loss_options["M"] = args.rs_m
-    config = TrainConfig(
-        loss=args.loss, loss_options=loss_options, classes=args.classes, num_classes=args.k,
-        class_seed=args.class_seed, train_per_class=args.train_per_class, depth=args.depth,
-        width=args.width, dropout=args.dropout, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
-        nesterov=args.nesterov, lr_milestones=args.milestones, lr_factor=args.lr_factor,
-        seed=args.seed, precision=args.precision, clean_train_eval=args.clean_train_eval,
-        device=args.device, compile=args.compile, checkpoint_every=args.checkpoint_every)
-    config.resolved()
-    return config
-
-
-def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .runs import get_run
-    from .train import resolve_device
-    try:
-        config = config_from_args(args)
-        resolve_device(config.device)
-    except ValueError as exc:
-        parser.error(str(exc))
-    run = get_run(config, runs_dir=args.runs_dir, data_root=args.data_root,
-                  verify_data=not args.unverified_data, progress=False if args.quiet else None)
-    final = run.final()
-    if final:
-        print(f"{run.state}: {len(run.history)} epochs; final train acc {final['train_acc']:.4f}, "
-              f"test acc {final['test_acc']:.4f}, test loss (normalized) "
-              f"{final['test_loss_norm']:.4f}", file=sys.stderr)
-    print(run.run_dir)
-    return 3 if run.diverged else 0
+    return text if text in SUBSET_KINDS else [n.strip() for n in text.split(",") if n.strip()]
 
 
 def _floats(text: str) -> list[float]:
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected at least one number, got {text!r}")
+    return values
 
 
-def cmd_sweep_lr(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _lr(text: str):
+    """'0.1' (every loss) or 'ql=0.03,ccql=0.02'."""
+    if "=" not in text:
+        return float(text)
+    try:
+        return {k.strip(): float(v) for k, v in (item.split("=") for item in text.split(","))}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or loss=lr pairs, got {text!r}")
+
+
+# --------------------------------------------------------------------- options derived from TrainConfig
+ALIASES = {"num_classes": ["--k"], "lr_milestones": ["--milestones"]}
+SPECIAL_TYPES = {"classes": _classes, "lr_milestones": _floats, "num_classes": int,
+                 "class_seed": int, "train_per_class": int, "test_per_class": int}
+CHOICES = {"loss": LOSS_NAMES, "precision": PRECISIONS}
+HELP = {"classes": "random | all | mammals | comma-separated CIFAR-100 class names",
+        "num_classes": "number of classes K (required with --classes random)",
+        "class_seed": "seed of the random class draw (default: --seed)",
+        "train_per_class": "training images per class, 1-500 (default: all)",
+        "test_per_class": "test images per class, 1-100 (default: all)",
+        "width": "widen factor", "lr": "initial learning rate",
+        "lr_milestones": "LR drops as fractions of the run", "seed": "model init and data order",
+        "clean_train_eval": "also evaluate the un-augmented training set each epoch",
+        "device": "auto | cpu | cuda | cuda:N", "compile": "torch.compile the model",
+        "checkpoint_every": "epochs between checkpoints"}
+NOT_OPTIONS = ("loss_options", "dataset")  # set through --w/--rs-k/--rs-m and the data
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig field; an option not given keeps the field's default."""
+    defaults = TrainConfig()
+    group = parser.add_argument_group("run configuration (defaults: the paper's protocol)")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in NOT_OPTIONS:
+            continue
+        default = getattr(defaults, f.name)
+        flags = [f"--{f.name.replace('_', '-')}", *ALIASES.get(f.name, [])]
+        help_text = f"{HELP.get(f.name, f.name.replace('_', ' '))} (default {default})"
+        if isinstance(default, bool):
+            group.add_argument(*flags, dest=f.name, action="store_true", default=argparse.SUPPRESS,
+                               help=help_text)
+        else:
+            group.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, help=help_text,
+                               type=SPECIAL_TYPES.get(f.name, type(default)),
+                               choices=CHOICES.get(f.name))
+    group.add_argument("--w", type=float, default=None, help="CCQL weight (default sqrt(K-1) - 1)")
+    group.add_argument("--rs-k", type=float, default=None, help="rescaled_square k (default 1)")
+    group.add_argument("--rs-m", type=float, default=None, help="rescaled_square M (default 1)")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The validated TrainConfig of the given options; ValueError names an invalid one."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+             if hasattr(args, f.name)}
+    given.setdefault("num_classes", None)  # K is implied by the subset or given: never assumed
+    options = {"w": args.w, "k": args.rs_k, "M": args.rs_m}
+    config = TrainConfig(**given, loss_options={k: v for k, v in options.items() if v is not None})
+    config.resolved()
+    resolve_device(config.device)
+    return config
+
+
+def add_store_arguments(parser: argparse.ArgumentParser, data: bool = True) -> None:
+    group = parser.add_argument_group("where things are")
+    if data:
+        group.add_argument("--data-root", default=None,
+                           help="folder holding cifar-100-python/ (default: $CCQL_DATA_ROOT, else ./data)")
+        group.add_argument("--unverified-data", action="store_true",
+                           help="accept a copy whose content differs from CIFAR-100's (structure is "
+                                "still checked; such runs get their own run ids)")
+        group.add_argument("--quiet", action="store_true", help="no progress output")
+    group.add_argument("--runs-dir", default="runs", help="the run store (default ./runs)")
+
+
+def _store(args):
+    from .runs import RunStore
+    return RunStore(args.runs_dir, data_root=args.data_root, verify_data=not args.unverified_data,
+                    progress=False if args.quiet else None)
+
+
+def _report_diverged(diverged: dict[str, str], how_to_fix: str) -> int:
+    for label, state in diverged.items():
+        print(f"error: run {label} {state}: lower its learning rate ({how_to_fix})", file=sys.stderr)
+    return EXIT_DIVERGED if diverged else 0
+
+
+# --------------------------------------------------------------------- commands
+def cmd_train(args) -> int:
+    config = config_from_args(args)
+    run = _store(args).get(config)
+    final = run.final()
+    if final:
+        print(f"{run.describe()}: {len(run.history)} epochs; final train acc {final['train_acc']:.4f}, "
+              f"test acc {final['test_acc']:.4f}, test loss (normalized) "
+              f"{final['test_loss_norm']:.4f}", file=sys.stderr)
+    print(run.run_dir)
+    return _report_diverged({run.run_dir.name: run.describe()} if run.diverged else {}, "--lr")
+
+
+def _overrides(args) -> dict:
+    return {name: getattr(args, name, None) for name in OVERRIDES}
+
+
+def cmd_run(args) -> int:
     import pandas as pd
-    from .data import load_cifar100
+    from .experiments import run_experiment
+    result = run_experiment(args.experiment, args.preset, seed=args.seed, data_root=args.data_root,
+                            runs_dir=args.runs_dir, verify_data=not args.unverified_data,
+                            progress=False if args.quiet else None, **_overrides(args))
+    with pd.option_context("display.width", 200, "display.max_colwidth", 60):
+        print(result.results_table().drop(columns=result.results_table().columns[-1]).to_string(index=False))
+    return _report_diverged(result.diverged(), "--lr loss=value")
+
+
+def cmd_sweep_lr(args) -> int:
+    import pandas as pd
     from .presets import experiment_configs
     from .sweep import sweep_lr
-    try:
-        if args.experiment:
-            configs = list(experiment_configs(
-                args.experiment, args.preset, seed=args.seed, epochs=args.epochs,
-                depth=args.depth, width=args.width, train_per_class=args.train_per_class,
-                device=args.device).values())
-            if args.losses:
-                configs = [c for c in configs if c.loss in args.losses]
-        else:
-            defaults = TrainConfig()
-            for name in ("epochs", "depth", "width"):
-                if getattr(args, name) is None:
-                    setattr(args, name, getattr(defaults, name))
-            configs = [config_from_args(args)]
-    except ValueError as exc:
-        parser.error(str(exc))
-    data = load_cifar100(args.data_root, verify=not args.unverified_data)
-    tables = [sweep_lr(c, args.lrs, runs_dir=args.runs_dir, data=data, tolerance=args.tolerance,
-                       progress=False if args.quiet else None) for c in configs]
+    if args.experiment:
+        configs = list(experiment_configs(args.experiment, args.preset, seed=getattr(args, "seed", 0),
+                                          **_overrides(args)).values())
+        if args.losses:
+            configs = [c for c in configs if c.loss in args.losses]
+    else:
+        configs = [config_from_args(args)]
+    store = _store(args)
+    tables = [sweep_lr(c, args.lrs, store, tolerance=args.tolerance) for c in configs]
     table = pd.concat(tables, ignore_index=True)
     print(table.drop(columns="run_dir").to_string(index=False))
     if args.output:
@@ -152,96 +187,250 @@ def cmd_sweep_lr(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     return 0
 
 
-def cmd_notebook(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else str(Path(path).expanduser().resolve())
+
+
+def cmd_notebook(args) -> int:
     from .notebooks import execute_notebook, parse_parameter
     parameters = {name: parse_parameter(value) for name, value in args.parameter}
     # Paths on the command line are relative to where the command runs (the notebook runs in
     # its own folder), so make them absolute.
     for name in ("data_root", "runs_dir", "figures_dir"):
         if isinstance(parameters.get(name), str):
-            parameters[name] = str(Path(parameters[name]).expanduser().resolve())
+            parameters[name] = _absolute(parameters[name])
     output = args.output or str(Path("outputs") / Path(args.path).name)
-    try:
-        execute_notebook(args.path, output, parameters, prepare_only=args.prepare_only,
-                         log_output=not args.quiet)
-    except ValueError as exc:
-        parser.error(str(exc))
-    except Exception as exc:  # papermill's execution error names the failing cell
-        print(f"error: notebook {args.path} failed; executed copy with the error: {output}\n{exc}",
-              file=sys.stderr)
-        return 1
+    execute_notebook(args.path, output, parameters, prepare_only=args.prepare_only,
+                     log_output=not args.quiet)
     print(output)
     return 0
 
 
-def cmd_summary(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Each figure's path (from its provenance record) and each run's final test accuracy."""
-    import json
+def cmd_all(args) -> int:
+    """What run_all.sh does: every notebook at one preset, then the summary."""
+    import time
+    from .notebooks import NOTEBOOKS_DIR, execute_notebook, experiment_of
+    if args.data_root is not None and not Path(args.data_root).is_dir():
+        raise ValueError(f"--data-root {args.data_root} is not a folder")
+    preset = resolve_preset(args.preset, args.device)
+    if args.preset == "auto":
+        print(f"[all] preset auto -> {preset} ({get_preset(preset).description})")
+    figures_dir = PROJECT_ROOT / ("outputs/tiny/figures" if preset == "tiny" else "figures")
+    out_dir = PROJECT_ROOT / "outputs" / preset
+    notebooks = [p for p in sorted(NOTEBOOKS_DIR.glob("*.ipynb")) if args.only in p.name]
+    if not notebooks:
+        raise ValueError(f"--only {args.only!r} matches no notebook in {NOTEBOOKS_DIR}")
+    diverged, start = {}, time.time()
+    for path in notebooks:
+        parameters = {"figures_dir": str(figures_dir)}
+        experiment = experiment_of(path)
+        if experiment:
+            parameters.update(preset=preset, device=args.device, runs_dir=_absolute(args.runs_dir))
+            if args.data_root:
+                parameters["data_root"] = _absolute(args.data_root)
+        print(f"[all] {time.strftime('%H:%M:%S')} {path.name} (preset {preset}) -> {out_dir / path.name}",
+              flush=True)
+        t0 = time.time()
+        execute_notebook(path, out_dir / path.name, parameters, log_output=not args.quiet)
+        print(f"[all] {path.name} done in {time.time() - t0:.0f} s", flush=True)
+        if experiment:
+            record = figures_dir / f"{EXPERIMENTS[experiment].figure}_{preset}.provenance.json"
+            runs = json.loads(record.read_text())["parameters"]["runs"]
+            diverged.update({f"{label} of {path.name}": f"diverged at epoch {r['diverged_epoch']} "
+                             f"(lr {r['config']['lr']})" for label, r in runs.items()
+                             if r["state"] == "diverged"})
+    print(f"\n[all] finished {len(notebooks)} notebook(s) in {time.time() - start:.0f} s "
+          f"(preset {preset}). Figures:")
+    summarise(figures_dir, Path(args.runs_dir), preset)
+    return _report_diverged(diverged, "-p lr '{\"loss\": value}' or the preset's table")
+
+
+def summarise(figures_dir: Path, runs_dir: Path, preset: str | None = None) -> int:
+    """Each figure's path (from its provenance record) and each run's state and final test accuracy."""
     from .runs import load_run
-    records = sorted(Path(args.figures_dir).glob("*.provenance.json"))
-    if args.preset:
-        records = [r for r in records
-                   if json.loads(r.read_text())["parameters"].get("preset", args.preset) == args.preset]
+    records = sorted(Path(figures_dir).glob("*.provenance.json"))
+    records = [(r, json.loads(r.read_text())) for r in records]
+    if preset:
+        records = [(r, d) for r, d in records if d["parameters"].get("preset", preset) == preset]
     if not records:
-        print(f"no figures in {args.figures_dir}", file=sys.stderr)
+        print(f"no figures in {figures_dir}", file=sys.stderr)
         return 1
-    for record_path in records:
-        record = json.loads(record_path.read_text())
-        png = record_path.with_name(record["figure"] + ".png")
-        print(f"{png}  [{record['environment']['date_utc']}, commit {record['environment']['commit'][:12]}]")
+    for path, record in records:
+        env = record["environment"]
+        print(f"{path.with_name(record['figure'] + '.png')}  [{env['date_utc']}, commit {env['commit'][:12]}]")
         for label, run in record["parameters"].get("runs", {}).items():
-            run_dir = Path(args.runs_dir) / run["run_id"]
-            final = load_run(run_dir).final() if run_dir.exists() else {}
+            stored = load_run(runs_dir / run["run_id"])
+            final = stored.final()
             acc = f"{final['test_acc']:.4f}" if final else "n/a (run not in this runs folder)"
-            print(f"    {label:<20} {run['state']:<9} {run['epochs_completed']:>3} epochs  "
-                  f"final test acc {acc}")
+            print(f"    {label:<20} {stored.describe() if final else run['state']:<30} "
+                  f"{run['epochs_completed']:>3} epochs  final test acc {acc}")
     return 0
 
 
+def cmd_summary(args) -> int:
+    return summarise(Path(args.figures_dir), Path(args.runs_dir), args.preset)
+
+
+def cmd_export(args) -> int:
+    from .presets import experiment_configs
+    from .runs import RunStore, export_records
+    runs_dir = Path(args.runs_dir)
+    if args.experiment:
+        store = RunStore(runs_dir)
+        dirs = [store.path(c) for e in args.experiment
+                for c in experiment_configs(e, resolve_preset(args.preset)).values()]
+    else:
+        dirs = sorted(p for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
+    exported = export_records(dirs, args.output)
+    print(f"exported {len(exported)} finished or diverged run(s) of {len(dirs)} to {args.output}",
+          file=sys.stderr)
+    return 0 if exported else 1
+
+
+def cmd_import(args) -> int:
+    from .runs import import_records
+    added = import_records(args.source, args.runs_dir)
+    print(f"added {len(added)} run(s) to {args.runs_dir}" + "".join(f"\n    {a}" for a in added),
+          file=sys.stderr)
+    return 0
+
+
+def cmd_pack(args) -> int:
+    from .data import load_cifar100, pack_subset, select_classes
+    data = load_cifar100(args.data_root, download=False)
+    config = TrainConfig(classes=args.classes, num_classes=args.k, seed=args.class_seed,
+                         train_per_class=args.train_per_class, test_per_class=args.test_per_class).resolved()
+    classes = select_classes(config.classes, data, config.num_classes, config.class_seed)
+    path = pack_subset(data, args.output, classes, config.train_per_class, config.test_per_class)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB): {len(classes)} classes, "
+          f"{config.train_per_class or 500} train / {config.test_per_class or 100} test images per class")
+    return 0
+
+
+# --------------------------------------------------------------------- the parser
+def _experiment_arguments(parser, preset_default="auto") -> None:
+    parser.add_argument("--preset", default=preset_default, choices=(*PRESETS, "auto"),
+                        help="scale (auto: paper on a CUDA machine, quick elsewhere)")
+    parser.add_argument("--seed", type=int, default=0, help="model init, data order, class draw")
+    o = parser.add_argument_group("overrides of the preset")
+    o.add_argument("--epochs", type=int)
+    o.add_argument("--depth", type=int)
+    o.add_argument("--width", type=int)
+    o.add_argument("--train-per-class", type=int)
+    o.add_argument("--batch-size", type=int)
+    o.add_argument("--lr", type=_lr, help="one LR for every loss, or loss=lr pairs: ql=0.03,ccql=0.02")
+    o.add_argument("--w", type=float, help="CCQL weight")
+    o.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    o.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    o.add_argument("--checkpoint-every", type=int)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ccql_utils", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train (or resume, or fetch) one run")
-    add_train_arguments(train)
-    train.set_defaults(func=cmd_train, subparser=train)
+    parser = Parser(prog="python -m ccql_utils", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    nb = sub.add_parser("notebook", help="execute a notebook with papermill (unknown parameters are errors)")
-    nb.add_argument("path")
-    nb.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
-                    metavar=("NAME", "VALUE"), help="VALUE is JSON if it parses, else a string")
-    nb.add_argument("--output", default=None, help="executed copy (default outputs/NAME)")
-    nb.add_argument("--prepare-only", action="store_true", help="inject parameters, do not run")
-    nb.add_argument("--quiet", action="store_true", help="do not echo cell output")
-    nb.set_defaults(func=cmd_notebook, subparser=nb)
+    p = sub.add_parser("train", help="train (or resume, or read back) one run")
+    add_config_arguments(p)
+    add_store_arguments(p)
+    p.set_defaults(func=cmd_train)
 
-    summary = sub.add_parser("summary", help="figures and the final test accuracy of their runs")
-    summary.add_argument("--figures-dir", default="figures")
-    summary.add_argument("--runs-dir", default="runs")
-    summary.add_argument("--preset", default=None, help="only figures of this preset")
-    summary.set_defaults(func=cmd_summary, subparser=summary)
+    p = sub.add_parser("run", help="every run of one experiment (a figure's runs), no papermill")
+    p.add_argument("experiment", choices=EXPERIMENTS)
+    _experiment_arguments(p)
+    add_store_arguments(p)
+    p.set_defaults(func=cmd_run)
 
-    sweep = sub.add_parser("sweep-lr", help="short runs over a grid of initial LRs; best by test accuracy",
-                           description="Either one run configuration (the train options) or a "
-                                       "preset experiment's runs (--experiment, --preset) with "
-                                       "--epochs etc. as overrides.")
-    sweep.add_argument("--lrs", type=_floats, required=True, help="e.g. 0.01,0.03,0.1,0.3")
-    sweep.add_argument("--experiment", choices=("k25_random", "k100", "mammals_vs_random"))
-    sweep.add_argument("--preset", default="quick", choices=("paper", "quick", "tiny"))
-    sweep.add_argument("--losses", type=lambda t: t.split(","), default=None,
-                       help="with --experiment: only these losses (comma-separated)")
-    sweep.add_argument("--tolerance", type=float, default=0.005,
-                       help="best = the smallest LR within this much test accuracy of the top")
-    sweep.add_argument("--output", default=None, help="write the table as CSV here")
-    add_train_arguments(sweep)
-    sweep.set_defaults(func=cmd_sweep_lr, subparser=sweep, epochs=None, depth=None, width=None)
+    p = sub.add_parser("all", help="execute every notebook at one preset (what run_all.sh runs)")
+    p.add_argument("--preset", default="auto", choices=(*PRESETS, "auto"),
+                   help="auto: paper on a CUDA machine, quick elsewhere")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--only", default="", help="only notebooks whose file name contains this")
+    p.add_argument("--runs-dir", default=str(PROJECT_ROOT / "runs"))
+    p.add_argument("--quiet", action="store_true", help="do not echo cell output")
+    p.set_defaults(func=cmd_all)
+
+    p = sub.add_parser("notebook", help="execute a notebook with papermill (unknown parameters are errors)")
+    p.add_argument("path")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                   metavar=("NAME", "VALUE"), help="VALUE is JSON if it parses, else a string")
+    p.add_argument("--output", default=None, help="executed copy (default outputs/NAME)")
+    p.add_argument("--prepare-only", action="store_true", help="inject parameters, do not run")
+    p.add_argument("--quiet", action="store_true", help="do not echo cell output")
+    p.set_defaults(func=cmd_notebook)
+
+    p = sub.add_parser("summary", help="figures and the final test accuracy of their runs")
+    p.add_argument("--figures-dir", default="figures")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--preset", default=None, help="only figures of this preset")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("sweep-lr", help="short runs over a grid of initial LRs; best by test accuracy",
+                       description="Either one run configuration (the train options) or a preset "
+                                   "experiment's runs (--experiment, --preset) with overrides.")
+    p.add_argument("--lrs", type=_floats, required=True, help="e.g. 0.01,0.03,0.1,0.3")
+    p.add_argument("--experiment", choices=EXPERIMENTS)
+    p.add_argument("--preset", default="quick", choices=PRESETS)
+    p.add_argument("--losses", type=lambda t: t.split(","), default=None,
+                   help="with --experiment: only these losses (comma-separated)")
+    p.add_argument("--tolerance", type=float, default=0.005,
+                   help="best = the smallest LR within this much test accuracy of the top")
+    p.add_argument("--output", default=None, help="write the table as CSV here")
+    add_config_arguments(p)
+    add_store_arguments(p)
+    p.set_defaults(func=cmd_sweep_lr)
+
+    p = sub.add_parser("export", help="records of finished runs (config, metrics, status; no checkpoints)")
+    p.add_argument("--output", required=True, help="a folder, or a file ending in .tar.gz")
+    p.add_argument("--experiment", action="append", choices=EXPERIMENTS,
+                   help="only this experiment's runs (repeatable; default: every run in --runs-dir)")
+    p.add_argument("--preset", default="auto", choices=(*PRESETS, "auto"))
+    add_store_arguments(p, data=False)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("pack", help="write a class subset as one .npz (use it as --data-root on "
+                                    "a machine without the full data set, e.g. a GPU node)")
+    p.add_argument("--classes", type=_classes, default="random", help="random | all | mammals | names")
+    p.add_argument("--k", type=int, default=None, help="K, with --classes random")
+    p.add_argument("--class-seed", type=int, default=0, help="seed of the random class draw")
+    p.add_argument("--train-per-class", type=int, default=None, help="first N per class (default all)")
+    p.add_argument("--test-per-class", type=int, default=None, help="first N per class (default all)")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--output", required=True, help="the .npz to write, e.g. .carry/k25.npz")
+    p.set_defaults(func=cmd_pack)
+
+    p = sub.add_parser("import", help="add exported run records to a runs folder (checked first)")
+    p.add_argument("source", help="a .tar.gz made by export, or a folder of run folders")
+    add_store_arguments(p, data=False)
+    p.set_defaults(func=cmd_import)
     return parser
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM takes Ctrl-C's path: the run is marked and resumable
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return args.func(args, args.subparser)
-    except DataError as exc:
+        return args.func(args)
+    except ValueError as exc:  # invalid values that only the configuration can judge
+        parser.exit(2, f"{parser.prog} {args.command}: error: {exc}\n")
+    except (DataError, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume where it stopped", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        from .notebooks import NotebookFailed
+        if isinstance(exc, NotebookFailed):
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        if type(exc).__name__ == "OutOfMemoryError":
+            print(f"error: out of GPU memory ({exc}); lower --batch-size or free the GPU",
+                  file=sys.stderr)
+            return 1
+        raise

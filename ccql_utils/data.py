@@ -11,6 +11,7 @@ is never overwritten; a copy is accepted when its decoded arrays match the publi
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 from dataclasses import dataclass
@@ -72,7 +73,11 @@ FINE_TO_COARSE = (
 
 MAMMAL_SUPERCLASSES = ("aquatic_mammals", "small_mammals", "medium_mammals", "large_carnivores",
                        "large_omnivores_and_herbivores")
-SUBSET_KINDS = ("random", "all", "mammals")
+# The named class subsets and their K (None: the user chooses K).
+SUBSET_SIZES = {"random": None, "all": len(FINE_NAMES),
+                "mammals": sum(COARSE_NAMES[c] in MAMMAL_SUPERCLASSES for c in FINE_TO_COARSE)}
+SUBSET_KINDS = tuple(SUBSET_SIZES)
+IMAGES_PER_CLASS = {"train": 500, "test": 100}   # in every CIFAR-100 class
 
 
 class DataError(RuntimeError):
@@ -204,8 +209,12 @@ def load_cifar100(data_root: str | os.PathLike | None = None, verify: bool = Tru
 
     verify=True (the default) accepts only the published content: 50,000/10,000 images whose
     decoded arrays match CONTENT_SHA256. verify=False checks structure only (for synthetic
-    stand-ins in tests). Takes about half a second.
+    stand-ins in tests). Takes about half a second. A data_root ending in `.npz` is a packed
+    subset (see `pack_subset`), for machines without a full copy.
     """
+    explicit = data_root if data_root is not None else os.environ.get(DATA_ROOT_ENV) or None
+    if explicit is not None and str(explicit).endswith(".npz"):
+        return load_packed(explicit)
     folder = locate_cifar100(data_root, download=download)
     meta = _read_pickle(folder / "meta")
     if not isinstance(meta, dict) or "fine_label_names" not in meta or "coarse_label_names" not in meta:
@@ -267,6 +276,43 @@ def select_classes(kind: str | Sequence[str], data: Cifar100, k: int | None = No
     return sorted(data.fine_names.index(n) for n in names)
 
 
+def resolve_classes(classes: str | Sequence[str], num_classes: int | None) -> tuple[str | list[str], int]:
+    """(subset, K) with K filled in for 'all', 'mammals' and name lists; ValueError if inconsistent."""
+    if isinstance(classes, str):
+        if classes not in SUBSET_SIZES:
+            raise ValueError(f"unknown class subset {classes!r}; choose one of "
+                             f"{', '.join(SUBSET_KINDS)} or a list of class names")
+        implied = SUBSET_SIZES[classes]
+        if implied is not None and num_classes not in (None, implied):
+            raise ValueError(f"classes={classes!r} has K = {implied}, got num_classes={num_classes}")
+        k = implied or num_classes
+        if k is None:
+            raise ValueError("classes='random' needs num_classes (K)")
+    else:
+        classes = check_class_names([str(n) for n in classes])
+        if num_classes not in (None, len(classes)):
+            raise ValueError(f"{len(classes)} class names given but num_classes={num_classes}")
+        k = len(classes)
+    if isinstance(k, bool) or int(k) != k or not 2 <= k <= len(FINE_NAMES):
+        raise ValueError(f"CIFAR-100 allows 2 <= K <= {len(FINE_NAMES)} classes, got {k}")
+    return classes, int(k)
+
+
+def resolve_cap(split: str, cap: int | None) -> int | None:
+    """A cap on images per class of `split`: None when it keeps them all, ValueError past the data.
+
+    CIFAR-100 has 500 training and 100 test images per class; a larger cap would silently
+    train on fewer images than the configuration says, so it is an error.
+    """
+    available = IMAGES_PER_CLASS[split]
+    if cap is None or (not isinstance(cap, bool) and cap == available):
+        return None
+    if isinstance(cap, bool) or int(cap) != cap or not 1 <= cap <= available:
+        raise ValueError(f"{split}_per_class must be an integer from 1 to {available} (CIFAR-100 "
+                         f"has {available} {split} images per class) or None for all, got {cap}")
+    return int(cap)
+
+
 def check_class_names(names: Sequence[str], valid: Sequence[str] = FINE_NAMES) -> list[str]:
     """The names as a list if they are >= 2 distinct CIFAR-100 fine class names, else ValueError."""
     names = list(names)
@@ -302,9 +348,8 @@ def make_subset(data: Cifar100, class_indices: Sequence[int], train_per_class: i
     first ones in the original order); None keeps them all (the paper's protocol).
     """
     classes = sorted(int(c) for c in class_indices)
-    for name, cap in (("train_per_class", train_per_class), ("test_per_class", test_per_class)):
-        if cap is not None and (int(cap) != cap or cap < 1):
-            raise ValueError(f"{name} must be a positive integer or None, got {cap}")
+    train_per_class = resolve_cap("train", train_per_class)
+    test_per_class = resolve_cap("test", test_per_class)
     remap = np.full(len(data.fine_names), -1, dtype=np.int64)
     remap[classes] = np.arange(len(classes))
 
@@ -321,8 +366,78 @@ def make_subset(data: Cifar100, class_indices: Sequence[int], train_per_class: i
 
     train_images, train_labels = pick(data.train_images, data.train_fine, train_per_class)
     test_images, test_labels = pick(data.test_images, data.test_fine, test_per_class)
+    for split, labels, cap in (("train", train_labels, train_per_class), ("test", test_labels, test_per_class)):
+        counts = np.bincount(labels, minlength=len(classes))
+        # Real CIFAR-100 (or a packed part of it) must give every class its full count: a packed
+        # subset lacking classes or images would otherwise train on less than the config says.
+        expected = cap or IMAGES_PER_CLASS[split] if data.verified else 1
+        short = [data.fine_names[c] for c, n in zip(classes, counts) if n < expected]
+        if short:
+            raise DataError(f"{data.folder} has fewer than {expected} {split} images of class(es) "
+                            f"{short[:5]}{' ...' if len(short) > 5 else ''}: pack a subset that "
+                            f"holds these classes and images per class")
     return ClassificationSubset(train_images, train_labels, test_images, test_labels,
                                 tuple(classes), tuple(data.fine_names[c] for c in classes))
+
+
+# ----------------------------------------------------------------------------- packed subsets
+PACKED_ARRAYS = ("train_images", "train_fine", "train_coarse", "test_images", "test_fine", "test_coarse")
+
+
+def pack_subset(data: Cifar100, path: str | os.PathLike, class_indices: Sequence[int],
+                train_per_class: int | None = None, test_per_class: int | None = None) -> Path:
+    """Write the images of `class_indices` (the first N per class, as `make_subset` picks them)
+    with their original labels to an uncompressed .npz, with sha256 checksums, atomically.
+
+    `load_cifar100(path)` reads it back as a Cifar100 holding only these images, so run configs
+    select exactly the subsets they select on the full data set (and get the same run ids).
+    For machines that cannot reach a full copy (a GPU node that receives at most some MiB).
+    """
+    path = Path(path)
+    classes = sorted(int(c) for c in class_indices)
+    caps = {"train": resolve_cap("train", train_per_class), "test": resolve_cap("test", test_per_class)}
+    arrays = {}
+    for split in ("train", "test"):
+        fine = getattr(data, f"{split}_fine")
+        keep = np.zeros(len(fine), dtype=bool)
+        for c in classes:
+            keep[np.flatnonzero(fine == c)[:caps[split]]] = True
+        arrays[f"{split}_images"] = np.ascontiguousarray(getattr(data, f"{split}_images")[keep])
+        arrays[f"{split}_fine"] = fine[keep].astype(np.int64)
+        arrays[f"{split}_coarse"] = getattr(data, f"{split}_coarse")[keep].astype(np.int64)
+    meta = {"classes": [data.fine_names[c] for c in classes], "verified": bool(data.verified),
+            "train_per_class": caps["train"], "test_per_class": caps["test"], "source": str(data.folder),
+            "sha256": {name: _sha256(arrays[name]) for name in PACKED_ARRAYS}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    try:
+        np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_packed(path: str | os.PathLike) -> Cifar100:
+    """A Cifar100 holding a packed subset's images (all 100 class names); DataError if damaged.
+
+    `verified` is carried over from the packing machine, where the full copy passed the
+    content check; the arrays' sha256 are checked here against the packed ones.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            arrays = {name: z[name] for name in PACKED_ARRAYS}
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{path} is not a readable packed subset ({type(exc).__name__}: {exc}); "
+                        f"pack it again with `python -m ccql_utils pack`") from None
+    bad = [n for n in PACKED_ARRAYS if _sha256(arrays[n]) != meta["sha256"][n]]
+    if bad:
+        raise DataError(f"{path}: arrays {bad} do not match their recorded sha256; the file is "
+                        f"truncated or altered. Pack it again.")
+    return Cifar100(*(arrays[n] for n in PACKED_ARRAYS), fine_names=FINE_NAMES,
+                    coarse_names=COARSE_NAMES, folder=str(path), verified=bool(meta["verified"]))
 
 
 # ----------------------------------------------------------------------------- device loader

@@ -1,8 +1,10 @@
-"""Executing the notebooks headlessly with papermill, refusing unknown parameter names.
+"""Executing the notebooks headlessly with papermill, refusing bad parameters before any cell runs.
 
 papermill passes parameters that a notebook does not declare silently (a typo such as `epoch=5`
-would run the preset's default). `execute_notebook` checks every name against the notebook's
-`parameters` cell first and raises ValueError listing the valid ones.
+would run the preset's default), and a bad value would only fail deep inside a cell.
+`execute_notebook` checks every name against the notebook's `parameters` cell and, for the
+experiment notebooks, builds the run configurations from the values first; either problem is a
+ValueError naming the parameter.
 """
 from __future__ import annotations
 
@@ -10,17 +12,27 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .presets import EXPERIMENTS, OVERRIDES, experiment_configs, resolve_preset
 from .provenance import PROJECT_ROOT
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
-# The experiment notebooks (they take preset/data/run parameters); the theory one needs no data.
-EXPERIMENT_NOTEBOOKS = {"01_k25_random.ipynb": "k25_random", "02_k100.ipynb": "k100",
-                        "03_mammals_vs_random.ipynb": "mammals_vs_random"}
+EXPERIMENT_NOTEBOOKS = {e.notebook: name for name, e in EXPERIMENTS.items()}
+
+
+class NotebookFailed(RuntimeError):
+    """A cell raised; the message names the notebook, the executed copy and the error."""
+
+
+def experiment_of(path: str | Path) -> str | None:
+    """The experiment a notebook draws (None for the theory notebook)."""
+    return EXPERIMENT_NOTEBOOKS.get(Path(path).name)
 
 
 def notebook_parameters(path: str | Path) -> dict[str, Any]:
     """The names declared in the notebook's `parameters` cell, with their default source text."""
     import papermill
+    if not Path(path).is_file():
+        raise ValueError(f"no notebook at {path}")
     declared = papermill.inspect_notebook(str(path))
     if not declared:
         raise ValueError(f"{path} has no cell tagged 'parameters'")
@@ -28,11 +40,25 @@ def notebook_parameters(path: str | Path) -> dict[str, Any]:
 
 
 def check_parameters(path: str | Path, parameters: dict[str, Any]) -> None:
+    """ValueError for undeclared names, and for values the experiment's configurations refuse."""
     declared = notebook_parameters(path)
     unknown = sorted(set(parameters) - set(declared))
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown} for {Path(path).name}; "
                          f"it declares: {', '.join(declared)}")
+    experiment = experiment_of(path)
+    if experiment is None:
+        return
+    import ast
+    values = {name: ast.literal_eval(source) for name, source in declared.items()
+              if name in ("preset", "seed", "device", *OVERRIDES)}
+    values.update({k: v for k, v in parameters.items() if k in values})
+    preset, seed = values.pop("preset"), values.pop("seed")
+    try:
+        experiment_configs(experiment, resolve_preset(preset, values.get("device") or "auto"),
+                           seed=seed, **values)
+    except ValueError as exc:
+        raise ValueError(f"notebook parameter: {exc}") from None
 
 
 def execute_notebook(path: str | Path, output_path: str | Path, parameters: dict[str, Any] | None = None,
@@ -40,18 +66,23 @@ def execute_notebook(path: str | Path, output_path: str | Path, parameters: dict
                      log_output: bool = True):
     """Run `path` with papermill into `output_path` (cwd: the notebook's folder by default).
 
-    Raises ValueError for undeclared parameters and papermill's PapermillExecutionError (which
-    names the failing cell) when a cell fails. prepare_only injects the parameters without
-    executing (the tests then run the prepared notebook under nbval).
+    Raises ValueError for bad parameters (before anything runs) and NotebookFailed when a cell
+    fails. prepare_only injects the parameters without executing (the tests then run the
+    prepared notebook under nbval).
     """
     import papermill
     parameters = dict(parameters or {})
     check_parameters(path, parameters)
     Path(output_path).parent.mkdir(parents=True, exist_ok=True)
-    return papermill.execute_notebook(
-        str(path), str(output_path), parameters=parameters, prepare_only=prepare_only,
-        cwd=str(cwd or Path(path).parent), log_output=log_output, progress_bar=False,
-        kernel_name="python3")
+    try:
+        return papermill.execute_notebook(
+            str(path), str(output_path), parameters=parameters, prepare_only=prepare_only,
+            cwd=str(cwd or Path(path).parent), log_output=log_output, progress_bar=False,
+            kernel_name="python3")
+    except papermill.PapermillExecutionError as exc:
+        raise NotebookFailed(f"notebook {Path(path).name} failed in cell {exc.exec_count}: "
+                             f"{exc.ename}: {exc.evalue} (executed copy with the traceback: "
+                             f"{output_path})") from None
 
 
 def parse_parameter(text: str) -> Any:

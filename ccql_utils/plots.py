@@ -21,7 +21,8 @@ PANELS = {
 def plot_experiment(result: ExperimentResult, panels=("acc", "loss_norm"), title: str = ""):
     """One subplot per panel ('acc', 'loss_norm', 'train_loss_norm'); returns the figure.
 
-    Each run is one colour; train is solid, test dashed. Diverged runs are marked in the legend.
+    Each run is one colour; train is solid, test dashed. A diverged run is named "diverged at
+    epoch N" in the legend and marked with a cross at that epoch.
     """
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.9), squeeze=False)
     for ax, panel, letter in zip(axes[0], panels, "abcdef"):
@@ -31,10 +32,13 @@ def plot_experiment(result: ExperimentResult, panels=("acc", "loss_norm"), title
             if h.empty:
                 continue
             colour = COLOURS.get(label)
-            name = label + (" (diverged)" if run.diverged else "")
+            name = label + (f" ({run.describe()})" if run.diverged else "")
             ax.plot(h.epoch, h[train_col], color=colour, ls="-", label=f"{name} train")
             if test_col:
                 ax.plot(h.epoch, h[test_col], color=colour, ls="--", label=f"{name} test")
+            if run.diverged:  # a cross where the loss became non-finite (its values are NaN)
+                ax.plot([run.status.get("diverged_epoch")], [0.95], marker="x", ms=9, mew=2,
+                        color=colour, transform=ax.get_xaxis_transform(), clip_on=False)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)

@@ -1,29 +1,63 @@
-"""The presets (`paper`, `quick`, `tiny`) and the experiments (the paper's figures) as run configs.
+"""The experiments (the paper's figures) and the presets (scales) that turn them into run configs.
 
-This is the only place experiment defaults live: the CLI, the notebooks and run_all.sh all call
-`experiment_configs(experiment, preset, **overrides)`.
-
-Experiments (REPRODUCTION.md, "Experiments"):
-- `k25_random`: CE, QL, CCQL on 25 random classes (paper Fig 1)
-- `k100`: CE, QL, CCQL on all 100 classes (paper Fig 2)
-- `mammals_vs_random`: QL on 25 random vs the 25 mammal classes (paper Fig 3)
+The one home of every experiment default: the protocol is `TrainConfig`'s defaults (config.py),
+each preset changes only what its scale needs (model size, epochs, images per class, LRs), and
+the CLI, the notebooks and `python -m ccql_utils all` call `experiment_configs(experiment,
+preset, **overrides)`. Learning rates and where they come from: results/README.md.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from .train import TrainConfig
+from .config import TrainConfig
 
-EXPERIMENTS = ("k25_random", "k100", "mammals_vs_random")
 LOSS_LABELS = {"ce": "CE", "ql": "QL", "ccql": "CCQL", "rescaled_square": "Rescaled square"}
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One figure of the paper: its runs (legend label -> loss, classes, K) and what the paper
+    reports for each (WRN-28-10, 200 epochs; docs/protocol.md, "What the paper reports")."""
+
+    name: str
+    figure: str       # file stem of the saved figure (the preset is appended)
+    notebook: str     # notebooks/<notebook>
+    title: str
+    runs: dict
+    paper_reports: dict
+
+
+def _losses(classes: str, k: int) -> dict:
+    return {LOSS_LABELS[loss]: dict(loss=loss, classes=classes, num_classes=k)
+            for loss in ("ce", "ql", "ccql")}
+
+
+EXPERIMENTS = {e.name: e for e in (
+    Experiment("k25_random", "fig1_k25_random", "01_k25_random.ipynb",
+               "Fig 1: K = 25 random classes", _losses("random", 25), {
+                   "CE": "~100% train acc; best test accuracy of the three",
+                   "QL": "~100% train acc; slowest to train, lowest test acc; normalized test loss stays near 1",
+                   "CCQL": "~100% train acc; trains faster and tests better than QL"}),
+    Experiment("k100", "fig2_k100", "02_k100.ipynb", "Fig 2: all K = 100 classes",
+               _losses("all", 100), {
+                   "CE": "100% train acc (only CE); 79.5-81.5% test acc is the public WRN-28-10 yardstick",
+                   "QL": "stagnates: < 20% test acc",
+                   "CCQL": "> 90% train acc, ~65% test acc"}),
+    Experiment("mammals_vs_random", "fig3_mammals_vs_random", "03_mammals_vs_random.ipynb",
+               "Fig 3: QL on 25 random vs 25 mammal classes", {
+                   "25 random classes": dict(loss="ql", classes="random", num_classes=25),
+                   "25 mammal classes": dict(loss="ql", classes="mammals", num_classes=25)}, {
+                   "25 random classes": "100% train acc; trains faster and tests better than mammals",
+                   "25 mammal classes": "100% train acc; trains slower, lower test acc"}),
+)}
 
 
 @dataclass(frozen=True)
 class Preset:
     """Model size, schedule length, data size and initial LRs of one scale of the experiments.
 
-    lr: {K: {loss: initial LR}}; epochs: {K: epochs}; train_per_class: None = all 500.
+    lr: {K: {loss: initial LR}}; epochs: {K: epochs}; train_per_class: {K: cap} (None = all 500).
     """
 
     name: str
@@ -37,66 +71,75 @@ class Preset:
     test_per_class: int | None = None
     checkpoint_every: int = 1
     lr_provenance: str = ""
+    paper_scale: bool = False   # the paper's model and data (comparable with its numbers)
 
 
-PRESETS = {
-    "paper": Preset(
+# Measured on WRN-28-10 (results/lr_probe_paper_k25_h200.csv); K = 100 by the scaling argument.
+PAPER_LRS = {25: {"ce": 0.1, "ql": 0.03, "ccql": 0.02}, 100: {"ce": 0.1, "ql": 0.01, "ccql": 0.01}}
+PAPER_LR_PROVENANCE = (
+    "K = 25: measured on WRN-28-10 with all 500 images per class (25-epoch probe on an NVIDIA H200, "
+    "results/lr_probe_paper_k25_h200.csv): CE 0.1 (72.4% test, within 0.5 points of the best), QL "
+    "0.03 (53.6%; 0.1 is NaN in epoch 1, 0.05 collapses to chance), CCQL 0.02 (65.0%; 0.1 is NaN, "
+    "0.03 starts at chance). K = 100: NOT measured yet; chosen by the scaling of the summed square "
+    "losses' curvature with K and 1 + w (results/README.md): CE 0.1, QL 0.01, CCQL 0.01.")
+
+PRESETS = {p.name: p for p in (
+    Preset(
         name="paper",
         description="The paper's protocol: WRN-28-10, 200 epochs, batch 128, all 500 images per "
                     "class, LR / 4 after epochs 50, 80, 110, 150, 170 (needs a CUDA GPU).",
-        depth=28, width=10,
-        epochs={25: 200, 100: 200},
-        train_per_class={25: None, 100: None},
-        lr={25: {"ce": 0.1, "ql": 0.1, "ccql": 0.03}, 100: {"ce": 0.1, "ql": 0.01, "ccql": 0.01}},
-        checkpoint_every=5,
-        lr_provenance="CE 0.1 is the WideResNet authors' value (80.75% at K = 100). The paper "
-                      "tuned the LR per experiment and did not publish it; QL and CCQL keep the "
-                      "ratio to CE that the quick-preset sweep found on the real data (K = 25: "
-                      "QL 1x, CCQL 0.3x; K = 100: QL and CCQL 0.1x). Not yet checked at WRN-28-10 "
-                      "scale: re-tune with `python -m ccql_utils sweep-lr --preset paper` on a GPU.",
-    ),
-    "quick": Preset(
+        depth=28, width=10, epochs={25: 200, 100: 200}, train_per_class={25: None, 100: None},
+        lr=PAPER_LRS, checkpoint_every=5, lr_provenance=PAPER_LR_PROVENANCE, paper_scale=True),
+    Preset(
+        name="gpu-short",
+        description="The paper's model and data (WRN-28-10, all 500 images per class, full test "
+                    "set) on the paper's schedule compressed to 60 epochs (LR / 4 after epochs 15, "
+                    "24, 33, 45, 51), so Fig 1's three runs fit one 10-minute GPU job. Shows the "
+                    "paper's ordering at its scale; not its near-100% training accuracy, which "
+                    "needs the 200-epoch schedule.",
+        depth=28, width=10, epochs={25: 60, 100: 60}, train_per_class={25: None, 100: None},
+        lr=PAPER_LRS, checkpoint_every=10, lr_provenance=PAPER_LR_PROVENANCE, paper_scale=True),
+    Preset(
         name="quick",
         description="CPU-sized: WRN-10-1, 200 train images per class and 50 epochs at K = 25, "
                     "50 per class and 20 epochs at K = 100; full test sets. Shows the trends, "
                     "not the paper's accuracies.",
-        depth=10, width=1,
-        epochs={25: 50, 100: 20},
-        train_per_class={25: 200, 100: 50},
+        depth=10, width=1, epochs={25: 50, 100: 20}, train_per_class={25: 200, 100: 50},
         lr={25: {"ce": 0.1, "ql": 0.1, "ccql": 0.03}, 100: {"ce": 0.1, "ql": 0.01, "ccql": 0.01}},
         lr_provenance="Chosen by `sweep-lr` on the real CIFAR-100 at this preset's model and data "
                       "(15 epochs at K = 25, 8 at K = 100; results/lr_sweep_quick_*.csv): the "
-                      "smallest LR within 0.5 points of the best final test accuracy.",
-    ),
-    "tiny": Preset(
+                      "smallest LR within 0.5 points of the best final test accuracy."),
+    Preset(
         name="tiny",
         description="For tests: WRN-10-1, 10 train and 5 test images per class, 2 epochs.",
-        depth=10, width=1,
-        epochs={25: 2, 100: 2},
-        train_per_class={25: 10, 100: 10},
+        depth=10, width=1, epochs={25: 2, 100: 2}, train_per_class={25: 10, 100: 10},
         lr={25: {"ce": 0.05, "ql": 0.05, "ccql": 0.05}, 100: {"ce": 0.05, "ql": 0.05, "ccql": 0.05}},
         batch_size=64, test_per_class=5,
-        lr_provenance="Arbitrary: the tiny preset only checks that the pipeline runs.",
-    ),
-}
+        lr_provenance="Arbitrary: the tiny preset only checks that the pipeline runs."),
+)}
+AUTO_PRESET = {"cuda": "paper", "cpu": "quick"}  # what preset='auto' means on each device type
+
+
+def get_experiment(name: str) -> Experiment:
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
+    return EXPERIMENTS[name]
 
 
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)} or auto")
     return PRESETS[name]
 
 
-def _experiment_runs(experiment: str) -> dict[str, dict[str, Any]]:
-    """label -> (loss, classes, K) of each run of an experiment."""
-    if experiment == "k25_random":
-        return {LOSS_LABELS[l]: dict(loss=l, classes="random", num_classes=25) for l in ("ce", "ql", "ccql")}
-    if experiment == "k100":
-        return {LOSS_LABELS[l]: dict(loss=l, classes="all", num_classes=100) for l in ("ce", "ql", "ccql")}
-    if experiment == "mammals_vs_random":
-        return {"25 random classes": dict(loss="ql", classes="random", num_classes=25),
-                "25 mammal classes": dict(loss="ql", classes="mammals", num_classes=25)}
-    raise ValueError(f"unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}")
+def resolve_preset(preset: str, device: str = "auto") -> str:
+    """'auto' -> AUTO_PRESET of the device type named (or, for 'auto', available); others are checked."""
+    if preset != "auto":
+        return get_preset(preset).name
+    if device == "auto":
+        import torch
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return AUTO_PRESET["cuda" if str(device).startswith("cuda") else "cpu"]
 
 
 OVERRIDES = ("epochs", "depth", "width", "train_per_class", "batch_size", "lr", "w", "device",
@@ -105,7 +148,7 @@ OVERRIDES = ("epochs", "depth", "width", "train_per_class", "batch_size", "lr", 
 
 def experiment_configs(experiment: str, preset: str = "quick", seed: int = 0,
                        **overrides) -> dict[str, TrainConfig]:
-    """The runs of `experiment` at `preset`, keyed by their legend label.
+    """The runs of `experiment` at `preset`, keyed by their legend label, resolved (validated).
 
     overrides (None means: keep the preset's value): epochs, depth, width, train_per_class,
     batch_size, lr (a number for every run or {loss: lr}), w (CCQL weight), device, compile,
@@ -114,13 +157,17 @@ def experiment_configs(experiment: str, preset: str = "quick", seed: int = 0,
     unknown = sorted(set(overrides) - set(OVERRIDES))
     if unknown:
         raise ValueError(f"unknown override(s) {unknown}; valid: {', '.join(OVERRIDES)}")
-    p = get_preset(preset)
+    p, e = get_preset(preset), get_experiment(experiment)
     o = {k: v for k, v in overrides.items() if v is not None}
     configs = {}
-    for label, run in _experiment_runs(experiment).items():
+    for label, run in e.runs.items():
         k, loss = run["num_classes"], run["loss"]
         lr = o.get("lr", p.lr[k])
-        lr = lr.get(loss, p.lr[k][loss]) if isinstance(lr, dict) else lr
+        if isinstance(lr, dict):
+            unknown = sorted(set(lr) - set(p.lr[k]))
+            if unknown:
+                raise ValueError(f"lr has unknown loss name(s) {unknown}; use {', '.join(p.lr[k])}")
+            lr = lr.get(loss, p.lr[k][loss])
         loss_options = {"w": o["w"]} if loss == "ccql" and "w" in o else {}
         config = TrainConfig(
             **run, loss_options=loss_options, seed=seed, class_seed=o.get("class_seed"),
@@ -135,9 +182,5 @@ def experiment_configs(experiment: str, preset: str = "quick", seed: int = 0,
     return configs
 
 
-def describe(configs: dict[str, TrainConfig]) -> dict[str, dict[str, Any]]:
-    """label -> the identity of each run (for provenance records)."""
-    return {label: c.identity() for label, c in configs.items()}
-
-
-__all__ = ["EXPERIMENTS", "PRESETS", "Preset", "get_preset", "experiment_configs", "describe"]
+__all__ = ["EXPERIMENTS", "PRESETS", "Experiment", "Preset", "get_experiment", "get_preset",
+           "resolve_preset", "experiment_configs"]

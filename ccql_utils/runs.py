@@ -2,42 +2,50 @@
 
     runs/<loss>-<subset><K>-wrn<depth>-<width>-<hash12>/
         config.json   the resolved configuration, the class names and indices, the run id
-        metrics.csv   one row per finished epoch (see train.py for the columns)
-        status.json   {"state": "running" | "interrupted" | "finished" | "diverged", ...}
-        checkpoint.pt model, optimizer, history, RNG states at the last checkpoint
+        metrics.csv   one row per finished epoch (train.py lists the columns); absent before epoch 1
+        status.json   {"state": "running" | "interrupted" | "failed" | "finished" | "diverged", ...}
+        checkpoint.pt model, optimizer, history, RNG states and config.json's record
         .lock         held (flock) by the one process that trains the run
 
-`get_run(config)` returns a finished (or diverged) run's history at once, resumes an
-interrupted one from its checkpoint, and trains an absent one. Every file is written
-atomically (temporary file + rename); a second process asking for a run that is being
-trained waits for the lock and then reads the result.
+`RunStore(runs_dir, ...)` reads (`load`) or obtains (`get`: stored if finished or diverged, else
+resumed from its checkpoint or trained) the run of a configuration. Every file is written
+atomically (temporary file + rename), so a kill at any moment leaves each file complete. Nothing
+read back is trusted: `load_run` checks a run's files against each other (folder name and config
+hash, status against the metric rows), rebuilds what the checkpoint holds, and raises `RunError`
+with the folder and the fix for what it cannot rebuild; a partial history is never reported as
+finished. Finished runs need only config.json, metrics.csv and status.json (`export_records` /
+`import_records` move those between machines: train on a GPU node, draw on a laptop).
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as _dt
 import fcntl
 import json
 import os
+import shutil
 import socket
 import sys
-from dataclasses import dataclass
+import tarfile
+import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import pandas as pd
 
-from .data import Cifar100, load_cifar100, locate_cifar100
+from .config import TrainConfig
+from .data import Cifar100, DataError, load_cifar100, locate_cifar100
 from .provenance import atomic_write_text
-from .train import RunDiverged, Trainer, TrainConfig, resolve_device
+from .train import RunDiverged, RunError, Trainer
 
 FINAL_STATES = ("finished", "diverged")
+RECORD_FILES = ("config.json", "metrics.csv", "status.json")  # all a finished run needs
 
 
 @dataclass
 class Run:
-    """A stored run: its directory, resolved configuration, class names, status and history."""
+    """A stored run: its directory, config.json's record, status and history (one row per epoch)."""
 
     run_dir: Path
     config: dict[str, Any]
@@ -64,6 +72,14 @@ class Run:
         """The last epoch's row as a dict (empty if no epoch finished)."""
         return {} if self.history.empty else self.history.iloc[-1].to_dict()
 
+    def describe(self) -> str:
+        """'finished', 'diverged at epoch 3 (lr 0.1)', 'interrupted after epoch 4 of 50', 'absent'."""
+        if self.diverged:
+            return f"diverged at epoch {self.status.get('diverged_epoch')} (lr {self.config.get('config', {}).get('lr')})"
+        if self.state in ("finished", "absent"):
+            return self.state
+        return f"{self.state} after epoch {len(self.history)} of {self.status.get('epochs', '?')}"
+
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -73,24 +89,109 @@ def _write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
-def read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in `path`, or None when it is missing or damaged."""
     try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _read_history(path: Path) -> pd.DataFrame | None:
+    """metrics.csv as a frame (empty when absent or blank); None when it is damaged."""
+    if not path.exists() or path.stat().st_size <= 1:
+        return pd.DataFrame()
+    try:
+        history = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None
+    needed = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc"}
+    if not needed <= set(history.columns) or list(history.epoch) != list(range(1, len(history) + 1)):
+        return None
+    return history
+
+
+def _record_matches_folder(record: dict | None, run_dir: Path) -> bool:
+    """config.json names this folder and its configuration hashes to the folder's id."""
+    try:
+        return (record["run_id"] == run_dir.name
+                and TrainConfig.from_dict(record["config"]).run_id() == run_dir.name)
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def _read_checkpoint(run_dir: Path) -> dict[str, Any] | None:
+    """The checkpoint's history and record (CPU tensors), or None if absent or unreadable."""
+    path = run_dir / "checkpoint.pt"
+    if not path.exists():
+        return None
+    import torch
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        return {"history": list(state["history"]), "record": state.get("record")}
+    except Exception:
+        return None
+
+
+def _is_locked(run_dir: Path) -> bool:
+    """True while a process holds the run's training lock."""
+    try:
+        with open(run_dir / ".lock", "rb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def load_run(run_dir: str | Path) -> Run:
-    """Read a run directory as it is (any state), without training."""
+    """Read and check a run directory (any state) without training.
+
+    Rebuilds config.json or metrics.csv from the checkpoint when they are damaged and the
+    checkpoint holds them; raises RunError (one line: the folder and the fix) when a finished or
+    diverged run's files disagree and cannot be rebuilt. A 'running' run whose lock nobody holds
+    is reported as 'interrupted'.
+    """
     run_dir = Path(run_dir)
-    metrics = run_dir / "metrics.csv"
-    history = pd.read_csv(metrics) if metrics.exists() and metrics.stat().st_size else pd.DataFrame()
-    return Run(run_dir, read_json(run_dir / "config.json"), read_json(run_dir / "status.json"), history)
+    if not run_dir.is_dir():
+        return Run(run_dir, {}, {}, pd.DataFrame())
+    status = _read_json(run_dir / "status.json") or {}
+    record = _read_json(run_dir / "config.json")
+    history = _read_history(run_dir / "metrics.csv")
+    state = status.get("state")
+    checkpoint = None
+    fix = "delete the folder and rerun to train the run again"
 
-
-def run_dir_for(config: TrainConfig, runs_dir: str | Path = "runs") -> Path:
-    """Where the run of `config` lives (it may not exist yet)."""
-    return Path(runs_dir) / config.run_id()
+    if not _record_matches_folder(record, run_dir):
+        checkpoint = _read_checkpoint(run_dir)
+        if checkpoint and _record_matches_folder(checkpoint["record"], run_dir):
+            record = checkpoint["record"]
+            _write_json(run_dir / "config.json", record)
+        elif state in FINAL_STATES:
+            raise RunError(f"{run_dir}: config.json is missing, damaged or of another configuration "
+                           f"and no checkpoint holds it; {fix}")
+        else:
+            record = {}
+    if state in FINAL_STATES:
+        expected = status.get("epochs") if state == "finished" else status.get("diverged_epoch")
+        if history is None or len(history) != expected:
+            checkpoint = checkpoint or _read_checkpoint(run_dir)
+            if state == "finished" and checkpoint and len(checkpoint["history"]) == expected:
+                history = pd.DataFrame(checkpoint["history"])
+                atomic_write_text(run_dir / "metrics.csv", history.to_csv(index=False))
+                history = _read_history(run_dir / "metrics.csv")
+            else:
+                found = "damaged" if history is None else f"{len(history)} rows"
+                raise RunError(f"{run_dir}: status says {state} after {expected} epochs but "
+                               f"metrics.csv has {found} and no checkpoint holds the history; {fix}")
+    elif state == "running" and not _is_locked(run_dir):
+        status = {**status, "state": "interrupted"}
+    elif not status and run_dir.exists():
+        status = {"state": "interrupted"}
+    return Run(run_dir, record or {}, status, history if history is not None else pd.DataFrame())
 
 
 @contextlib.contextmanager
@@ -110,74 +211,130 @@ def _exclusive_lock(path: Path, quiet: bool):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _write_history(run_dir: Path, history: list[dict]) -> None:
-    atomic_write_text(run_dir / "metrics.csv", pd.DataFrame(history).to_csv(index=False))
+class RunStore:
+    """The runs of one folder, and how to obtain them.
 
-
-def get_run(config: TrainConfig, runs_dir: str | Path = "runs", data: Cifar100 | None = None,
-            data_root: str | os.PathLike | None = None, verify_data: bool = True,
-            progress: bool | None = None, train: bool = True) -> Run:
-    """The run of `config`: stored if finished or diverged, else trained (or resumed) now.
-
-    data: CIFAR-100 already loaded (else loaded from data_root / CCQL_DATA_ROOT / the default
-    folder, only if training is needed). Unverified data (data loaded with verify=False, or
-    verify_data=False) gets run ids of its own, tied to its folder. train=False returns whatever
-    is stored without training. A diverged run is returned with `diverged` True and is never
-    reported as finished.
+    data_root / verify_data say where CIFAR-100 comes from (see data.py); it is loaded once, on
+    the first run that needs training (or pass `data` already loaded). Unverified data (a
+    stand-in) gets run ids of its own, tied to its folder. progress: per-epoch lines (None: a
+    per-batch bar too when stderr is a terminal; False: silent).
     """
-    config = config.resolved()
-    if data is not None:
-        verify_data = data.verified
-    if not verify_data:
-        folder = data.folder if data is not None else locate_cifar100(data_root, download=False)
-        config = dataclasses.replace(config, dataset=f"unverified-{Path(folder).resolve()}")
-    run_dir = run_dir_for(config, runs_dir)
-    stored = load_run(run_dir)
-    if stored.state in FINAL_STATES or not train:
-        return stored
 
-    if data is None:  # before creating anything, so a data error leaves no empty run folder
-        data = load_cifar100(data_root, verify=verify_data)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    quiet = progress is False
-    with _exclusive_lock(run_dir / ".lock", quiet):
-        stored = load_run(run_dir)           # another process may have finished it meanwhile
+    def __init__(self, runs_dir: str | Path = "runs", data_root: str | os.PathLike | None = None,
+                 verify_data: bool = True, data: Cifar100 | None = None,
+                 progress: bool | None = None):
+        self.runs_dir = Path(runs_dir)
+        self.data_root = data_root
+        self.verify_data = data.verified if data is not None else verify_data
+        self._data = data
+        self.progress = progress
+
+    @property
+    def data(self) -> Cifar100:
+        if self._data is None:
+            data = load_cifar100(self.data_root, verify=self.verify_data)
+            if self.verify_data and not data.verified:  # a packed subset of a stand-in
+                raise DataError(f"{data.folder} was packed from data that is not CIFAR-100's "
+                                f"published content; pass --unverified-data (verify_data=False)")
+            self._data = data
+        return self._data
+
+    def resolve(self, config: TrainConfig) -> TrainConfig:
+        """The validated config as this store identifies it (tagged when the data is unverified)."""
+        config = config.resolved()
+        if self.verify_data:
+            return config
+        folder = self._data.folder if self._data is not None else locate_cifar100(self.data_root, download=False)
+        return replace(config, dataset=f"unverified-{Path(folder).resolve()}").resolved()
+
+    def path(self, config: TrainConfig) -> Path:
+        """Where the run of `config` lives (it may not exist yet)."""
+        return self.runs_dir / self.resolve(config).run_id()
+
+    def load(self, config: TrainConfig) -> Run:
+        """The stored run of `config` in whatever state it is (state 'absent' if none); never trains."""
+        return load_run(self.path(config))
+
+    def get(self, config: TrainConfig) -> Run:
+        """The run of `config`: stored if finished or diverged, else resumed or trained now.
+
+        A diverged run is returned with `diverged` True and is never reported as finished.
+        Raises RunError for damaged runs and failed writes, KeyboardInterrupt on Ctrl-C (the
+        run is marked 'interrupted' and resumes on the next call).
+        """
+        config = self.resolve(config)
+        run_dir = self.runs_dir / config.run_id()
+        stored = load_run(run_dir)
+        if stored.state in FINAL_STATES:
+            return stored
+        data = self.data  # before creating anything, so a data error leaves no empty run folder
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            lock = _exclusive_lock(run_dir / ".lock", self.progress is False)
+            lock.__enter__()
+        except OSError as exc:
+            raise RunError(f"cannot write to {run_dir} ({exc.strerror or exc}); choose a writable "
+                           f"runs folder (--runs-dir / runs_dir)") from None
+        try:
+            return self._train_locked(config, run_dir, data)
+        finally:
+            lock.__exit__(None, None, None)
+
+    def _train_locked(self, config: TrainConfig, run_dir: Path, data: Cifar100) -> Run:
+        stored = load_run(run_dir)  # another process may have finished it meanwhile
         if stored.state in FINAL_STATES:
             return stored
         status = {"state": "running", "run_id": run_dir.name, "pid": os.getpid(),
                   "host": socket.gethostname(), "started": _now(), "epochs_completed": 0,
                   "epochs": config.epochs}
 
-        def on_epoch(history: list[dict]) -> None:
-            _write_history(run_dir, history)
-            status.update(epochs_completed=len(history), updated=_now())
+        def write_status(**changes) -> None:
+            status.update(changes, updated=_now())
             _write_json(run_dir / "status.json", status)
 
-        trainer = Trainer(config, data, run_dir, progress=progress, on_epoch=on_epoch)
-        record = {"run_id": run_dir.name, "config": trainer.config.identity(),
-                  "class_names": trainer.class_names, "class_indices": trainer.class_indices,
-                  "device": str(trainer.device), "precision_used": "bf16" if trainer.use_bf16 else "fp32",
-                  "compile": config.compile, "data_folder": data.folder}
-        _write_json(run_dir / "config.json", record)
-        status["resumed_from_epoch"] = len(trainer.history)
-        status["device"] = _device_name(trainer.device)
-        on_epoch(trainer.history)
+        def on_epoch(history: list[dict]) -> None:
+            atomic_write_text(run_dir / "metrics.csv", pd.DataFrame(history).to_csv(index=False))
+            write_status(epochs_completed=len(history))
+
+        trainer = Trainer(config, data, run_dir, progress=self.progress, on_epoch=on_epoch)
+        _write_json(run_dir / "config.json", {
+            **trainer.record, "device": str(trainer.device), "compile": config.compile,
+            "precision_used": "bf16" if trainer.use_bf16 else "fp32"})
+        if trainer.history:
+            on_epoch(trainer.history)  # metrics.csv again as the checkpoint has it
+        else:
+            (run_dir / "metrics.csv").unlink(missing_ok=True)  # no epoch yet: no metrics file
+        write_status(resumed_from_epoch=len(trainer.history), device=_device_name(trainer.device),
+                     epochs_completed=len(trainer.history))
         try:
             history = trainer.run()
         except RunDiverged as exc:
-            status.update(state="diverged", diverged_epoch=len(trainer.history), reason=str(exc),
-                          updated=_now())
-            _write_json(run_dir / "status.json", status)
+            write_status(state="diverged", diverged_epoch=len(trainer.history), reason=str(exc))
             print(f"run {run_dir.name} diverged: {exc}", file=sys.stderr)
             return load_run(run_dir)
-        except KeyboardInterrupt:
-            status.update(state="interrupted", updated=_now())
-            _write_json(run_dir / "status.json", status)
+        except BaseException as exc:
+            resume = trainer.checkpointed_epochs
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            with contextlib.suppress(OSError):  # the disk may be full: the status is best effort
+                write_status(state="interrupted" if interrupted else "failed",
+                             reason=type(exc).__name__ if interrupted else str(exc),
+                             resume_from_epoch=resume)
+            if interrupted:
+                print(f"interrupted: run {run_dir.name} stopped in epoch {len(trainer.history) + 1}; "
+                      f"rerun the same command to resume from epoch {resume + 1}", file=sys.stderr)
             raise
-        _write_history(run_dir, history)
-        status.update(state="finished", epochs_completed=len(history), finished=_now())
-        _write_json(run_dir / "status.json", status)
-    return load_run(run_dir)
+        write_status(state="finished", epochs_completed=len(history), finished=_now())
+        return load_run(run_dir)
+
+    def get_all(self, configs: dict[str, TrainConfig], name: str = "") -> dict[str, Run]:
+        """`get` for each labelled config in turn; data is loaded once, only if one needs training."""
+        runs = {}
+        for label, config in configs.items():
+            stored = self.load(config)
+            if stored.state not in FINAL_STATES and self.progress is not False:
+                print(f"[{name}] {label}: {stored.run_dir.name} ({stored.describe()})", flush=True)
+            runs[label] = stored if stored.state in FINAL_STATES else self.get(config)
+        return runs
 
 
 def _device_name(device) -> str:
@@ -187,4 +344,56 @@ def _device_name(device) -> str:
     return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
-__all__ = ["Run", "get_run", "load_run", "run_dir_for", "resolve_device"]
+# ----------------------------------------------------------------------------- records between machines
+def export_records(run_dirs: Iterable[str | Path], destination: str | Path) -> list[str]:
+    """Copy the records (config, metrics, status; no checkpoints) of finished or diverged runs to
+    `destination`: a folder, or a .tar.gz archive. Returns the run ids exported; others skipped."""
+    runs = [load_run(d) for d in run_dirs]
+    final = [r for r in runs if r.state in FINAL_STATES]
+    destination = Path(destination)
+    if destination.name.endswith((".tar.gz", ".tgz")):
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(destination, "w:gz") as tar:
+            for run in final:
+                for name in RECORD_FILES:
+                    tar.add(run.run_dir / name, arcname=f"{run.run_dir.name}/{name}")
+    else:
+        for run in final:
+            target = destination / run.run_dir.name
+            target.mkdir(parents=True, exist_ok=True)
+            for name in RECORD_FILES:
+                shutil.copyfile(run.run_dir / name, target / name)
+    return [r.run_dir.name for r in final]
+
+
+def import_records(source: str | Path, runs_dir: str | Path) -> list[str]:
+    """Add the finished or diverged runs in `source` (a folder of run folders, or an archive made by
+    `export_records`) to `runs_dir`, each checked as `load_run` checks it. Runs already final there
+    are kept. Returns the run ids added. Raises RunError for a record that fails its checks."""
+    source = Path(source)
+    with tempfile.TemporaryDirectory() as scratch:
+        if source.is_file():
+            with tarfile.open(source) as tar:
+                members = [m for m in tar.getmembers() if m.isfile()
+                           and len(Path(m.name).parts) == 2 and Path(m.name).name in RECORD_FILES]
+                tar.extractall(scratch, members=members, filter="data")
+            source = Path(scratch)
+        elif not source.is_dir():
+            raise RunError(f"no run records at {source}: give a folder of run folders or a .tar.gz")
+        added = []
+        for folder in sorted(p for p in source.iterdir() if p.is_dir()):
+            run = load_run(folder)
+            if run.state not in FINAL_STATES:
+                raise RunError(f"{folder}: not a finished or diverged run record ({run.describe()})")
+            target = Path(runs_dir) / folder.name
+            if load_run(target).state in FINAL_STATES:
+                continue
+            target.mkdir(parents=True, exist_ok=True)
+            for name in RECORD_FILES:
+                atomic_write_text(target / name, (folder / name).read_text())
+            added.append(folder.name)
+    return added
+
+
+__all__ = ["FINAL_STATES", "Run", "RunError", "RunStore", "export_records", "import_records",
+           "load_run"]

@@ -1,24 +1,22 @@
 """Learning-rate sweeps: short runs over a grid, the best by final test accuracy.
 
 The paper tuned the initial LR per experiment and did not publish the values; this is how the
-presets' LRs were chosen and how a user re-tunes them. Sweep runs go through the run store, so
-an interrupted sweep resumes and a repeated one is instant.
+presets' LRs were chosen and how a user re-tunes them (results/README.md). Sweep runs go
+through the run store, so an interrupted sweep resumes and a repeated one is instant.
 """
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
+import math
 from typing import Sequence
 
 import pandas as pd
 
-from .data import Cifar100
-from .runs import get_run
-from .train import TrainConfig
+from .config import TrainConfig
+from .runs import RunStore
 
 
-def sweep_lr(config: TrainConfig, lrs: Sequence[float], runs_dir: str | Path = "runs",
-             data: Cifar100 | None = None, data_root=None, progress: bool | None = None,
+def sweep_lr(config: TrainConfig, lrs: Sequence[float], store: RunStore,
              tolerance: float = 0.005) -> pd.DataFrame:
     """Train `config` once per LR in `lrs`; one row per LR, the best marked.
 
@@ -27,14 +25,18 @@ def sweep_lr(config: TrainConfig, lrs: Sequence[float], runs_dir: str | Path = "
     is half a percentage point, about the noise of one short run) of the highest among runs
     that finished; smaller LRs are the safer choice for the longer schedule that follows.
     """
+    lrs = sorted(float(x) for x in lrs)
     if not lrs:
-        raise ValueError("sweep_lr needs at least one learning rate")
+        raise ValueError("a sweep needs at least one learning rate")
+    bad = [x for x in lrs if not (x > 0 and math.isfinite(x))]
+    if bad:
+        raise ValueError(f"learning rates must be positive numbers, got {bad}")
+    configs = [dataclasses.replace(config, lr=lr).resolved() for lr in lrs]  # all checked first
     rows = []
-    for lr in sorted(float(x) for x in lrs):
-        run = get_run(dataclasses.replace(config, lr=lr), runs_dir=runs_dir, data=data,
-                      data_root=data_root, progress=progress)
+    for c in configs:
+        run = store.get(c)
         final = run.final()
-        rows.append({"loss": config.loss, "lr": lr, "state": run.state, "epochs": len(run.history),
+        rows.append({"loss": c.loss, "lr": c.lr, "state": run.state, "epochs": len(run.history),
                      "train_acc": final.get("train_acc"),
                      "test_acc": final.get("test_acc") if run.finished else float("nan"),
                      "test_loss_norm": final.get("test_loss_norm"), "run_dir": str(run.run_dir)})
@@ -45,3 +47,20 @@ def sweep_lr(config: TrainConfig, lrs: Sequence[float], runs_dir: str | Path = "
         good = finished[finished.test_acc >= finished.test_acc.max() - tolerance]
         table.loc[good.lr.idxmin(), "best"] = True
     return table
+
+
+def probe_summary(history: pd.DataFrame, num_classes: int) -> pd.DataFrame:
+    """One row per run of an LR probe's per-epoch table (results/lr_probe_*.csv: columns run,
+    loss, lr_initial, epoch, train_loss, test_loss, test_acc).
+
+    `trained` is True when every epoch's losses are finite and the final test accuracy is at
+    least 5x chance (a run that collapses to a constant output sits at chance).
+    """
+    rows = []
+    for run, h in history.groupby("run", sort=False):
+        finite = h[["train_loss", "test_loss"]].notna().all().all()
+        final = h.sort_values("epoch").iloc[-1]
+        rows.append({"run": run, "loss": final.loss, "lr": final.lr_initial, "epochs": len(h),
+                     "test_acc": final.test_acc,
+                     "trained": bool(finite and final.test_acc >= 5 / num_classes)})
+    return pd.DataFrame(rows)

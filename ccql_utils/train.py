@@ -1,4 +1,4 @@
-"""The run configuration and the training loop (SGD, step schedule, checkpoint/resume).
+"""The training loop of one run (SGD, step schedule, checkpoint/resume); config.py defines the run.
 
 One epoch = one pass over this rank's share of the shuffled, augmented training subset, then
 one pass over the test subset. Per epoch the history records (accuracies are fractions):
@@ -16,160 +16,25 @@ per step; sums and counts are what a multi-GPU mode would all-reduce).
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
+import io
 import math
-import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from .data import SUBSET_KINDS, Cifar100, check_class_names, DeviceLoader, make_subset, select_classes
-from .losses import LOSS_NAMES, default_ccql_weight, make_loss
+from .config import TrainConfig, lr_at_epoch, resolve_device
+from .data import Cifar100, DeviceLoader, make_subset, select_classes
+from .losses import make_loss
+from .provenance import atomic_write_bytes
 from .wrn import WideResNet
 
-PRECISIONS = ("auto", "fp32", "bf16")
-METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
-                  "train_loss_norm", "test_loss_norm", "seconds")
-# Fields that say how a run executes, not what it computes: left out of the run's identity.
-EXECUTION_FIELDS = ("device", "compile", "checkpoint_every", "eval_batch_size")
 
-
-@dataclass
-class TrainConfig:
-    """Everything that defines one training run. Units: lr per SGD step; epochs are full passes."""
-
-    loss: str = "ce"                       # ce | ql | ccql | rescaled_square
-    loss_options: dict = field(default_factory=dict)  # ccql: {"w": ...}; rescaled_square: {"k", "M"}
-    classes: str | list = "random"         # random | all | mammals | [class names]
-    num_classes: int | None = 25           # K (required for random; implied otherwise)
-    class_seed: int | None = None          # seed of the random class draw; None: same as seed
-    train_per_class: int | None = None     # cap on training images per class (small presets)
-    test_per_class: int | None = None      # cap on test images per class (tests only)
-    depth: int = 28
-    width: int = 10
-    dropout: float = 0.0
-    epochs: int = 200
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = False
-    lr_milestones: tuple = (0.25, 0.4, 0.55, 0.75, 0.85)  # fractions of the run
-    lr_factor: float = 0.25
-    seed: int = 0                          # model initialisation and data order
-    precision: str = "auto"                # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
-    clean_train_eval: bool = False
-    dataset: str = "cifar100"              # set to 'unverified-<hash>' for stand-in data
-    # execution only (not part of the run's identity)
-    device: str = "auto"                   # auto | cpu | cuda | cuda:N
-    compile: bool = False                  # torch.compile the model (CUDA)
-    checkpoint_every: int = 1              # epochs between checkpoints (always at the end)
-    eval_batch_size: int = 1024
-
-    def resolved(self) -> "TrainConfig":
-        """A validated copy with defaults filled in (K, class seed, CCQL's w). Raises ValueError."""
-        c = dataclasses.replace(self, loss_options=dict(self.loss_options),
-                                lr_milestones=tuple(float(m) for m in self.lr_milestones))
-        if c.loss not in LOSS_NAMES:
-            raise ValueError(f"unknown loss {c.loss!r}; choose one of {', '.join(LOSS_NAMES)}")
-        if isinstance(c.classes, str):
-            if c.classes not in SUBSET_KINDS:
-                raise ValueError(f"unknown class subset {c.classes!r}; choose one of "
-                                 f"{', '.join(SUBSET_KINDS)} or a list of class names")
-            implied = {"all": 100, "mammals": 25}.get(c.classes)
-            if implied is not None and c.num_classes not in (None, implied):
-                raise ValueError(f"classes={c.classes!r} has K = {implied}, got num_classes={c.num_classes}")
-            c.num_classes = implied or c.num_classes
-            if c.num_classes is None:
-                raise ValueError("classes='random' needs num_classes (K)")
-        else:
-            c.classes = check_class_names([str(n) for n in c.classes])
-            if c.num_classes not in (None, len(c.classes)):
-                raise ValueError(f"{len(c.classes)} class names given but num_classes={c.num_classes}")
-            c.num_classes = len(c.classes)
-        if int(c.num_classes) != c.num_classes or not 2 <= c.num_classes <= 100:
-            raise ValueError(f"CIFAR-100 allows 2 <= K <= 100 classes, got {c.num_classes}")
-        c.class_seed = c.seed if c.class_seed is None else c.class_seed
-        if c.loss == "ccql" and c.loss_options.get("w") is None:
-            c.loss_options["w"] = default_ccql_weight(c.num_classes)
-        make_loss(c.loss, c.num_classes, **c.loss_options)  # validates the options
-        for name, value, low in (("epochs", c.epochs, 1), ("batch_size", c.batch_size, 2),
-                                 ("checkpoint_every", c.checkpoint_every, 1),
-                                 ("eval_batch_size", c.eval_batch_size, 1)):
-            if int(value) != value or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value}")
-        if not (c.lr > 0 and math.isfinite(c.lr)):
-            raise ValueError(f"lr must be a positive number, got {c.lr}")
-        if c.momentum < 0 or c.weight_decay < 0 or not 0 < c.lr_factor <= 1:
-            raise ValueError("momentum and weight_decay must be >= 0 and lr_factor in (0, 1]")
-        if any(not 0 < m < 1 for m in c.lr_milestones):
-            raise ValueError(f"lr_milestones are fractions of the run in (0, 1), got {c.lr_milestones}")
-        if c.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {c.precision!r}")
-        _check_model(c)
-        return c
-
-    def identity(self) -> dict[str, Any]:
-        """The fields that define what the run computes (resolved), as JSON-able values.
-
-        Fields left at None are omitted, so adding an optional field later keeps old run ids.
-        """
-        d = {k: v for k, v in dataclasses.asdict(self.resolved()).items() if v is not None}
-        for name in EXECUTION_FIELDS:
-            d.pop(name)
-        d["lr_milestones"] = list(d["lr_milestones"])
-        return d
-
-    def run_id(self) -> str:
-        """A readable name plus 12 hex digits of the identity's hash, e.g. 'ccql-random25-wrn28-10-<hash>'."""
-        ident = self.identity()
-        digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
-        subset = ident["classes"] if isinstance(ident["classes"], str) else "custom"
-        return f"{ident['loss']}-{subset}{ident['num_classes']}-wrn{ident['depth']}-{ident['width']}-{digest}"
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        """Inverse of dataclasses.asdict; unknown keys are errors."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields {unknown}; valid: {sorted(names)}")
-        return cls(**d)
-
-
-def _check_model(c: TrainConfig) -> None:
-    if int(c.depth) != c.depth or c.depth < 10 or (c.depth - 4) % 6:
-        raise ValueError(f"WideResNet depth must be 6n + 4 (10, 16, 22, 28, ...), got {c.depth}")
-    if int(c.width) != c.width or c.width < 1:
-        raise ValueError(f"width (widen factor) must be a positive integer, got {c.width}")
-    if not 0 <= c.dropout < 1:
-        raise ValueError(f"dropout must lie in [0, 1), got {c.dropout}")
-
-
-def lr_at_epoch(config: TrainConfig, epoch: int) -> float:
-    """Learning rate of 0-based `epoch`: lr * lr_factor ** (milestones passed).
-
-    Milestone fraction f falls after epoch max(1, round-half-up(f * epochs)): with 200 epochs
-    the LR is divided by 4 after epochs 50, 80, 110, 150 and 170 (the paper's schedule); the
-    first epoch of a short run always uses the initial LR.
-    """
-    passed = sum(epoch >= max(1, math.floor(f * config.epochs + 0.5)) for f in config.lr_milestones)
-    return config.lr * config.lr_factor ** passed
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda if available, else cpu; errors clearly for CUDA on a CPU-only machine."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but no CUDA GPU is available; use --device cpu")
-    return device
+class RunError(RuntimeError):
+    """A run cannot go on as stored (unreadable or foreign checkpoint, inconsistent files, no
+    space); the message is one line naming the file and what to do."""
 
 
 class RunDiverged(RuntimeError):
@@ -243,6 +108,11 @@ class Trainer:
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=c.lr, momentum=c.momentum,
                                          weight_decay=c.weight_decay, nesterov=c.nesterov)
         self.history: list[dict] = []
+        self.checkpointed_epochs = 0
+        # What the run store records in config.json (kept in the checkpoint to rebuild it).
+        self.record = {"run_id": c.run_id(), "config": c.identity(),
+                       "class_names": self.class_names, "class_indices": list(self.class_indices),
+                       "data_folder": data.folder}
         self._resume()
 
     # ------------------------------------------------------------------ checkpoints
@@ -251,24 +121,40 @@ class Trainer:
         return self.run_dir / "checkpoint.pt"
 
     def _save_checkpoint(self) -> None:
+        """Write the checkpoint atomically: serialised in memory first, so a full disk surfaces
+        as an OSError from a plain file write (torch.save reports it as an opaque RuntimeError),
+        the previous checkpoint stays intact and no temporary file is left behind."""
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "history": self.history, "identity": self.config.identity(),
+                 "record": self.record,
                  "cpu_rng": torch.get_rng_state(),
                  "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-        tmp = self.checkpoint_path.with_name(f".checkpoint.{os.getpid()}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.checkpoint_path)
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        try:
+            atomic_write_bytes(self.checkpoint_path, buffer.getbuffer())
+        except OSError as exc:
+            raise RunError(f"could not write {self.checkpoint_path} ({exc.strerror or exc}); the "
+                           f"checkpoint of epoch {self.checkpointed_epochs} is intact: free space "
+                           f"or fix permissions, then rerun the same command to resume") from exc
+        self.checkpointed_epochs = len(self.history)
 
     def _resume(self) -> None:
         if not self.checkpoint_path.exists():
             return
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
-        if state["identity"] != self.config.identity():
-            raise RuntimeError(f"{self.checkpoint_path} belongs to a different configuration; "
-                               f"remove it or use another runs folder")
+        try:
+            state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+            history, identity = list(state["history"]), state["identity"]
+        except Exception as exc:  # truncated, overwritten or not a checkpoint at all
+            raise RunError(f"{self.checkpoint_path} is unreadable ({type(exc).__name__}); delete it "
+                           f"to restart this run from epoch 1") from None
+        if identity != self.config.identity():
+            raise RunError(f"{self.checkpoint_path} belongs to a different configuration; delete "
+                           f"the run folder or use another runs folder")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.history = list(state["history"])
+        self.history = history
+        self.checkpointed_epochs = len(history)
         torch.set_rng_state(state["cpu_rng"])
         if state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])

@@ -41,18 +41,23 @@ class WideBasicBlock(nn.Module):
 class WideResNet(nn.Module):
     """WideResNet-depth-widen_factor: images [B, 3, 32, 32] float -> outputs [B, num_classes]."""
 
-    def __init__(self, depth: int = 28, widen_factor: int = 10, num_classes: int = 100,
-                 dropout: float = 0.0):
-        super().__init__()
+    @staticmethod
+    def check_arguments(depth: int, widen_factor: int, num_classes: int, dropout: float) -> None:
+        """ValueError naming the first invalid argument (the run configuration asks here too)."""
         if int(depth) != depth or depth < 10 or (depth - 4) % 6 != 0:
             raise ValueError(f"WideResNet depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, 34, "
                              f"40, ...), got {depth}")
         if int(widen_factor) != widen_factor or widen_factor < 1:
-            raise ValueError(f"widen_factor must be a positive integer, got {widen_factor}")
+            raise ValueError(f"width (widen_factor) must be a positive integer, got {widen_factor}")
         if int(num_classes) != num_classes or num_classes < 2:
             raise ValueError(f"num_classes must be an integer >= 2, got {num_classes}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
+
+    def __init__(self, depth: int = 28, widen_factor: int = 10, num_classes: int = 100,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.check_arguments(depth, widen_factor, num_classes, dropout)
         blocks_per_group = (depth - 4) // 6
         widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
 

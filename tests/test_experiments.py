@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from ccql_utils.experiments import PAPER_REPORTS, resolve_preset, run_experiment
+from ccql_utils.experiments import run_experiment
 from ccql_utils.plots import plot_experiment, save_experiment_figure
-from ccql_utils.presets import EXPERIMENTS, PRESETS, experiment_configs
+from ccql_utils.presets import EXPERIMENTS, PRESETS, experiment_configs, resolve_preset
 
 
 def test_paper_preset_is_the_papers_protocol():
@@ -52,8 +52,8 @@ def test_resolve_preset():
 
 
 def test_every_run_has_a_paper_report():
-    for experiment in EXPERIMENTS:
-        assert set(experiment_configs(experiment)) == set(PAPER_REPORTS[experiment])
+    for name, experiment in EXPERIMENTS.items():
+        assert set(experiment_configs(name)) == set(experiment.paper_reports)
 
 
 def test_run_experiment_table_figure_and_provenance(synthetic_root, tmp_path):
@@ -75,28 +75,27 @@ def test_run_experiment_table_figure_and_provenance(synthetic_root, tmp_path):
 
 
 def test_finished_experiment_is_read_back_without_loading_data(synthetic_root, tmp_path, monkeypatch):
-    from ccql_utils import experiments
+    from ccql_utils import runs
     kwargs = dict(preset="tiny", data_root=synthetic_root, runs_dir=tmp_path / "runs",
                   verify_data=False, progress=False, device="cpu", epochs=1)
     first = run_experiment("mammals_vs_random", **kwargs)
 
     def no_data(*args, **kw):
         raise AssertionError("data loaded for finished runs")
-    monkeypatch.setattr(experiments, "load_cifar100", no_data)
+    monkeypatch.setattr(runs, "load_cifar100", no_data)
     again = run_experiment("mammals_vs_random", **kwargs)
     assert again.histories().equals(first.histories())
 
 
 def test_sweep_marks_the_smallest_lr_within_tolerance_of_the_best(synthetic_data, tmp_path):
-    from ccql_utils import TrainConfig
+    from ccql_utils import RunStore, TrainConfig
     from ccql_utils.sweep import sweep_lr
     config = TrainConfig(loss="ql", num_classes=5, depth=10, width=1, epochs=1, batch_size=16,
                          train_per_class=20, device="cpu")
-    table = sweep_lr(config, [1e4, 0.05, 0.01], runs_dir=tmp_path, data=synthetic_data,
-                     progress=False, tolerance=1.0)
+    store = RunStore(tmp_path, data=synthetic_data, progress=False)
+    table = sweep_lr(config, [1e4, 0.05, 0.01], store, tolerance=1.0)
     assert list(table.lr) == [0.01, 0.05, 1e4]
     assert list(table.state) == ["finished", "finished", "diverged"]
     assert table.best.tolist() == [True, False, False]   # tolerance 1.0: the smallest finished LR
-    strict = sweep_lr(config, [0.05, 0.01], runs_dir=tmp_path, data=synthetic_data,
-                      progress=False, tolerance=0.0)
+    strict = sweep_lr(config, [0.05, 0.01], store, tolerance=0.0)
     assert strict.loc[strict.best, "test_acc"].item() == strict.test_acc.max()

@@ -1,0 +1,174 @@
+"""The configuration of one training run, its identity (run id) and its LR schedule.
+
+`TrainConfig` names everything a run computes with; its field defaults are the paper's protocol
+(docs/protocol.md): WRN-28-10, SGD with momentum 0.9 and weight decay 5e-4, batch 128, 200
+epochs, LR divided by 4 after epochs 50, 80, 110, 150 and 170. The presets (presets.py) start
+from these defaults and change only what a smaller scale needs.
+
+`resolved()` fills in what the other fields imply (K of a named subset, the class seed, CCQL's
+weight) and asks each owner to validate its part: the data (classes, images per class), the
+model (depth, width, dropout) and the loss (its options). A resolved config is validated once;
+`run_id()` hashes its identity (every field except the execution-only ones).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import numbers
+from dataclasses import dataclass, field
+from typing import Any
+
+from .data import resolve_cap, resolve_classes
+from .losses import LOSS_NAMES, default_ccql_weight, make_loss
+from .wrn import WideResNet
+
+PRECISIONS = ("auto", "fp32", "bf16")
+# Fields that say how a run executes, not what it computes: left out of the run's identity.
+EXECUTION_FIELDS = ("device", "compile", "checkpoint_every", "eval_batch_size")
+MAX_SEED = 2**63 - 1  # torch.manual_seed accepts seeds below 2**64; 63 bits keep them signed
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines one training run. Units: lr per SGD step; epochs are full passes."""
+
+    loss: str = "ce"                       # ce | ql | ccql | rescaled_square
+    loss_options: dict = field(default_factory=dict)  # ccql: {"w": ...}; rescaled_square: {"k", "M"}
+    classes: str | list = "random"         # random | all | mammals | [class names]
+    num_classes: int | None = 25           # K (required for random; implied otherwise)
+    class_seed: int | None = None          # seed of the random class draw; None: same as seed
+    train_per_class: int | None = None     # cap on training images per class; None: all 500
+    test_per_class: int | None = None      # cap on test images per class; None: all 100
+    depth: int = 28
+    width: int = 10
+    dropout: float = 0.0
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    lr_milestones: tuple = (0.25, 0.4, 0.55, 0.75, 0.85)  # fractions of the run
+    lr_factor: float = 0.25
+    seed: int = 0                          # model initialisation and data order
+    precision: str = "auto"                # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    clean_train_eval: bool = False
+    dataset: str = "cifar100"              # 'unverified-<folder>' for stand-in data
+    # execution only (not part of the run's identity)
+    device: str = "auto"                   # auto | cpu | cuda | cuda:N
+    compile: bool = False                  # torch.compile the model (CUDA)
+    checkpoint_every: int = 1              # epochs between checkpoints (always at the end)
+    eval_batch_size: int = 1024
+
+    def resolved(self) -> "TrainConfig":
+        """A validated copy with implied values filled in. Raises ValueError naming the field."""
+        if getattr(self, "_is_resolved", False):
+            return self
+        c = dataclasses.replace(self, loss_options=dict(self.loss_options or {}))
+        try:
+            c.lr_milestones = tuple(float(m) for m in c.lr_milestones)
+        except (TypeError, ValueError):
+            raise ValueError(f"lr_milestones must be fractions of the run, got {self.lr_milestones!r}")
+        if c.loss not in LOSS_NAMES:
+            raise ValueError(f"unknown loss {c.loss!r}; choose one of {', '.join(LOSS_NAMES)}")
+        c.classes, c.num_classes = resolve_classes(c.classes, c.num_classes)
+        for name in ("seed", "class_seed"):
+            value = getattr(c, name)
+            if value is not None and (not _is_int(value) or not 0 <= value <= MAX_SEED):
+                raise ValueError(f"{name} must be an integer from 0 to 2**63 - 1, got {value!r}")
+            setattr(c, name, None if value is None else int(value))
+        c.class_seed = c.seed if c.class_seed is None else c.class_seed
+        c.train_per_class = resolve_cap("train", c.train_per_class)
+        c.test_per_class = resolve_cap("test", c.test_per_class)
+        if c.loss == "ccql" and c.loss_options.get("w") is None:
+            c.loss_options["w"] = default_ccql_weight(c.num_classes)
+        make_loss(c.loss, c.num_classes, **c.loss_options)  # the loss validates its options
+        WideResNet.check_arguments(c.depth, c.width, c.num_classes, c.dropout)
+        for name, low in (("epochs", 1), ("batch_size", 2), ("checkpoint_every", 1),
+                          ("eval_batch_size", 1)):
+            value = getattr(c, name)
+            if not _is_int(value) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+            setattr(c, name, int(value))
+        for name in ("lr", "momentum", "weight_decay", "lr_factor"):
+            if not _is_number(getattr(c, name)):
+                raise ValueError(f"{name} must be a number, got {getattr(c, name)!r}")
+            setattr(c, name, float(getattr(c, name)))
+        if not (c.lr > 0 and math.isfinite(c.lr)):
+            raise ValueError(f"lr must be a positive number, got {c.lr!r}")
+        if not 0 <= c.momentum < 1:
+            raise ValueError(f"momentum must lie in [0, 1), got {c.momentum!r}")
+        if not (c.weight_decay >= 0 and math.isfinite(c.weight_decay)):
+            raise ValueError(f"weight_decay must be a number >= 0, got {c.weight_decay!r}")
+        if not 0 < c.lr_factor <= 1:
+            raise ValueError(f"lr_factor must lie in (0, 1], got {c.lr_factor!r}")
+        if any(not 0 < m < 1 for m in c.lr_milestones):
+            raise ValueError(f"lr_milestones are fractions of the run in (0, 1), got {c.lr_milestones}")
+        if c.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {c.precision!r}")
+        object.__setattr__(c, "_is_resolved", True)  # dataclasses.replace() drops it again
+        return c
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that define what the run computes (resolved), as JSON-able values.
+
+        Fields left at None are omitted, so adding an optional field later keeps old run ids.
+        """
+        d = {k: v for k, v in dataclasses.asdict(self.resolved()).items() if v is not None}
+        for name in EXECUTION_FIELDS:
+            d.pop(name)
+        d["lr_milestones"] = list(d["lr_milestones"])
+        return d
+
+    def run_id(self) -> str:
+        """A readable name plus 12 hex digits of the identity's hash, e.g. 'ccql-random25-wrn28-10-<hash>'."""
+        ident = self.identity()
+        digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
+        subset = ident["classes"] if isinstance(ident["classes"], str) else "custom"
+        return f"{ident['loss']}-{subset}{ident['num_classes']}-wrn{ident['depth']}-{ident['width']}-{digest}"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """Inverse of dataclasses.asdict; unknown keys are errors."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {unknown}; valid: {sorted(names)}")
+        return cls(**d)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def lr_at_epoch(config: TrainConfig, epoch: int) -> float:
+    """Learning rate of 0-based `epoch`: lr * lr_factor ** (milestones passed).
+
+    Milestone fraction f falls after epoch max(1, round-half-up(f * epochs)): with 200 epochs
+    the LR is divided by 4 after epochs 50, 80, 110, 150 and 170 (the paper's schedule); the
+    first epoch of a short run always uses the initial LR.
+    """
+    passed = sum(epoch >= max(1, math.floor(f * config.epochs + 0.5)) for f in config.lr_milestones)
+    return config.lr * config.lr_factor ** passed
+
+
+def resolve_device(name: str):
+    """'auto' -> cuda if available, else cpu. ValueError for an unknown device or absent CUDA."""
+    import torch
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but no CUDA GPU is available; use --device cpu")
+    return device
