@@ -1,4 +1,4 @@
-"""Section III of the paper: K-class mixtures, linear classifiers, CE vs QL vs CCQL (numpy, float64).
+"""Section III of the paper: K-class mixtures, linear classifiers, CE vs QL vs CCQL (numpy float64).
 
 The statements are the corrected ones of docs/protocol.md, section 3:
 
@@ -19,7 +19,8 @@ Population closed forms:
   normalized min >= 1 - rank(M)/K.
 * CE (Lemma 3.2): Theta = R M; on a bounded mixture with margin gamma (|mu_i^T mu_j| <= 1 - 3 gamma,
   ||z|| <= gamma) every sample has CE <= log(1 + (K - 1) exp(-R gamma)).
-* CCQL at Theta = M (Lemma 3.5, with the 1/2): 1/2 (||M M^T - I_K||_F^2 / K + K sigma^2) + (w/2) sigma^2.
+* CCQL at Theta = M (Lemma 3.5, with the 1/2):
+  1/2 (||M M^T - I_K||_F^2 / K + K sigma^2) + (w/2) sigma^2.
 * Exact CCQL optimum (not in the paper): rows decouple, theta_i = A_i^{-1} b_i with
   A_i = (1/K) sum_k (1 + w [k = i]) (mu_k mu_k^T + sigma^2 I_d), b_i = ((1 + w)/K) mu_i;
   as w -> inf, theta_i -> mu_i / (1 + sigma^2) and normalized min CCQL -> sigma^2 / (1 + sigma^2).
@@ -360,7 +361,7 @@ def per_sample_loss(Theta: np.ndarray, X: np.ndarray, y: np.ndarray, loss: str,
 
 
 def empirical_loss(Theta, X, y, loss: str, w: float = 0.0, normalized: bool = False) -> float:
-    """Mean loss over the samples; divided by its value at f = 0 (`zero_output_loss`) if normalized."""
+    """Mean loss over the samples; if normalized, divided by its value at f = 0."""
     value = float(np.mean(per_sample_loss(Theta, X, y, loss, w)))
     return value / zero_output_loss(loss, _check_K(Theta.shape[0]), w) if normalized else value
 

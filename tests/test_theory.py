@@ -91,7 +91,7 @@ def test_ql_closed_form_matches_large_sample_least_squares(K, d, sigma, rho, kin
 
 
 def test_protocol_check_k50_d20():
-    """docs/protocol.md, section 3.3: K=50, d=20, sigma=0.1, random unit centers: min QL ~ 0.34 >= 0.30."""
+    """docs/protocol.md, section 3.3: K=50, d=20, sigma=0.1, random: min QL ~ 0.34 >= 0.30."""
     M = sample_centers(50, 20, 0.0, "random", seed=2024)
     closed = ql_population_min(M, 0.1)
     normal = population_quadratic_loss(ql_population_minimizer(M, 0.1), M, 0.1)

@@ -1,4 +1,4 @@
-"""Tests of ccql_utils.theory_figures (small sizes) and of notebook 00's text against its outputs."""
+"""Tests of ccql_utils.theory_figures (small sizes) and of notebook 00's text against its output."""
 import re
 from pathlib import Path
 
