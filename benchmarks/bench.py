@@ -359,7 +359,7 @@ def estimates(tables: dict, runs: dict) -> list[dict]:
     graph = max(0.0, compiled[0]["warmup_s"] - median(compiled[0]["times_s"])) if compiled else 0.0
     ckpt = median([r["write_s"] for r in tables.get("checkpoint", [])])
     out = [("steady epoch, train + eval", epoch_s, "s"), ("steady training rate", images / train_s, "images/s"),
-           ("first epoch's extra time (compiling the last-batch and eval graphs)", one_time, "s"),
+           ("first epoch's extra time (if compiled: the last-batch and eval graphs)", one_time, "s"),
            ("compiling the full-batch training graph (throughput warm-up minus a repeat)", graph, "s")]
     for label, (epochs, scale, every) in runs.items():
         minutes = (epochs * scale * epoch_s + one_time + graph) / 60

@@ -63,7 +63,8 @@ def test_dry_run_measures_every_part_into_one_record(small_data, tmp_path):
     assert {(r["loss"], r["lr"]) for r in t["epochs"]} == set(lrs.items())
     assert [r["epoch"] for r in t["epochs"]] == [1, 2] * 3 and len(t["checkpoint"]) == 3
     assert any(r["quantity"] == "data path share of a training epoch" for r in t["estimates"])
-    assert next(r for r in t["flops"] if r["model"] == "wrn-28-10")["train_GFLOP"] == pytest.approx(31.46, rel=1e-3)
+    wrn28 = next(r for r in t["flops"] if r["model"] == "wrn-28-10")
+    assert wrn28["train_GFLOP"] == pytest.approx(31.46, rel=1e-3)
     md = (tmp_path / "out" / "dry.md").read_text()
     assert md.startswith("# dry") and md.count("## throughput") == 1 and md in proc.stdout
 
@@ -78,7 +79,8 @@ def test_part_runner_skips_what_the_budget_cannot_fit_and_records_failures(tmp_p
     assert ran == []  # b would not fit the budget left, d was not asked for
     assert rec.data["tables"]["t"][0] == {"x": 1.0} and len(rec.data["tables"]["t"]) == 2
     assert len(rec.data["notes"]) == 1 and rec.data["notes"][0].startswith("b too long: skipped")
-    assert [e["part"] for e in rec.data["errors"]] == ["c broken"] and "ZeroDivisionError" in rec.data["errors"][0]["error"]
+    assert [e["part"] for e in rec.data["errors"]] == ["c broken"]
+    assert "ZeroDivisionError" in rec.data["errors"][0]["error"]
     assert set(rec.data["seconds"]) == {"a first", "c broken", "a last"}
     written = json.loads((tmp_path / "r.json").read_text())  # strict JSON: NaN is written as null
     assert written["tables"]["t"] == [{"x": 1.0}, {"x": None}]
@@ -100,9 +102,10 @@ def test_estimates_extrapolate_whole_runs_from_steady_epochs():
               "throughput": [{"path": "ours", "compile": True, "warmup_s": 5.0, "times_s": [1.0, 1.0],
                               "images_per_s": 50.0}],
               "checkpoint": [{"write_s": 0.5}], "data": [{"path": "ours: ...", "epoch_s": 0.1, "images": 100}]}
-    got = {r["quantity"]: r["value"] for r in bench.estimates(tables, {"K = 25": (200, 1, 5), "K = 100": (10, 4, 10)})}
+    runs = {"K = 25": (200, 1, 5), "K = 100": (10, 4, 10)}  # epochs, images per epoch x, checkpoint every
+    got = {r["quantity"]: r["value"] for r in bench.estimates(tables, runs)}
     assert got["steady epoch, train + eval"] == pytest.approx(1.2)
-    assert got["first epoch's extra time (compiling the last-batch and eval graphs)"] == pytest.approx(10.8)
+    assert got["first epoch's extra time (if compiled: the last-batch and eval graphs)"] == pytest.approx(10.8)
     minutes = (200 * 1.2 + 10.8 + 4.0) / 60  # steady epochs + first-epoch graphs + the full-batch graph
     assert got["K = 25, 200 epochs, extrapolated"] == pytest.approx(minutes)
     assert got["K = 25, the same with a checkpoint every 5 epochs"] == pytest.approx(minutes + 40 * 0.5 / 60)
