@@ -10,8 +10,10 @@
 Randomness: every draw uses its own named stream, `np.random.default_rng([seed, STREAMS[name],
 *key])`, so adding a K or a sample size to one sweep leaves every other draw unchanged, and the
 figures that share centers or test sets name the same stream. The table draws row j from
-`default_rng([seed, j])`. These keys are what the committed figures and the notebook's printed
-numbers were drawn with; changing one changes them.
+`default_rng([seed, j])`; those keys coincide with some stream keys (row 1 and
+'loss_vs_k_centers' are both [seed, 1]), which is harmless because the draws are used for
+different things. These keys are what the committed figures and the notebook's printed numbers
+were drawn with; changing one changes them.
 
 The frame functions cap BLAS at one thread (threadpoolctl): the matrices are small (K, d <= a
 few hundred, n <= 20,000), where BLAS threads only add overhead, and on a CPU shared with other
