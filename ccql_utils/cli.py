@@ -228,6 +228,10 @@ def cmd_all(args) -> int:
             parameters.update(preset=preset, device=args.device, runs_dir=_absolute(args.runs_dir))
             if args.data_root:
                 parameters["data_root"] = _absolute(args.data_root)
+            if args.lr is not None:
+                parameters["lr"] = args.lr
+            if args.unverified_data:
+                parameters["verify_data"] = False
         print(f"[all] {time.strftime('%H:%M:%S')} {path.name} (preset {preset}) -> {out_dir / path.name}",
               flush=True)
         t0 = time.time()
@@ -242,7 +246,7 @@ def cmd_all(args) -> int:
     print(f"\n[all] finished {len(notebooks)} notebook(s) in {time.time() - start:.0f} s "
           f"(preset {preset}). Figures:")
     summarise(figures_dir, Path(args.runs_dir), preset)
-    return _report_diverged(diverged, "-p lr '{\"loss\": value}' or the preset's table")
+    return _report_diverged(diverged, "rerun with --lr loss=value, e.g. a third of it")
 
 
 def summarise(figures_dir: Path, runs_dir: Path, preset: str | None = None) -> int:
@@ -346,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--only", default="", help="only notebooks whose file name contains this")
+    p.add_argument("--lr", type=_lr, default=None,
+                   help="override the preset's LRs, e.g. ql=0.01 (the fix for a diverged run)")
+    p.add_argument("--unverified-data", action="store_true",
+                   help="accept a copy whose content differs from CIFAR-100's")
     p.add_argument("--runs-dir", default=str(PROJECT_ROOT / "runs"))
     p.add_argument("--quiet", action="store_true", help="do not echo cell output")
     p.set_defaults(func=cmd_all)

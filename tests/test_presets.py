@@ -1,0 +1,51 @@
+"""The presets' learning rates are the ones the recorded measurements show train."""
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ccql_utils.presets import PRESETS, experiment_configs
+from ccql_utils.sweep import probe_summary
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+
+
+@pytest.fixture(scope="module")
+def wrn28_probe():
+    return probe_summary(pd.read_csv(RESULTS / "lr_probe_paper_k25_h200.csv"), num_classes=25)
+
+
+@pytest.mark.parametrize("preset", ["paper", "gpu-short"])
+def test_paper_scale_lrs_at_k25_are_measured_lrs_that_trained_within_one_se_of_the_best(preset, wrn28_probe):
+    for label, c in experiment_configs("k25_random", preset).items():
+        probed = wrn28_probe[wrn28_probe.loss == c.loss]
+        chosen = probed[probed.lr == c.lr]
+        assert not chosen.empty, f"{label}: lr {c.lr} was never measured at WRN-28-10"
+        assert chosen.trained.all(), f"{label}: lr {c.lr} diverged or collapsed in the probe"
+        best = probed[probed.trained].test_acc.max()
+        # within one standard error of a test accuracy measured on the probe's 2,500 test images
+        standard_error = (best * (1 - best) / 2500) ** 0.5
+        assert chosen.test_acc.max() >= best - standard_error, (label, c.lr, chosen.test_acc.max(), best)
+
+
+def test_the_probe_records_the_failures_the_old_paper_lrs_would_have_hit(wrn28_probe):
+    failed = wrn28_probe[~wrn28_probe.trained]
+    assert {("ql", 0.1), ("ql", 0.05), ("ccql", 0.1)} <= set(zip(failed.loss, failed.lr))
+
+
+def test_paper_scale_lrs_at_k100_are_no_larger_than_at_k25_and_say_they_are_unmeasured():
+    for preset in ("paper", "gpu-short"):
+        lr = PRESETS[preset].lr
+        assert all(lr[100][loss] <= lr[25][loss] for loss in ("ql", "ccql"))
+        assert "K = 100: NOT measured" in PRESETS[preset].lr_provenance
+
+
+def test_gpu_short_is_the_papers_model_and_data_on_a_compressed_schedule():
+    paper = experiment_configs("k25_random", "paper")
+    short = experiment_configs("k25_random", "gpu-short")
+    for label in paper:
+        p, s = paper[label], short[label]
+        assert (s.depth, s.width, s.train_per_class, s.test_per_class) == (28, 10, None, None)
+        assert (s.lr, s.batch_size, s.lr_milestones) == (p.lr, p.batch_size, p.lr_milestones)
+        assert s.epochs == 60 and p.epochs == 200
+    assert PRESETS["gpu-short"].paper_scale and not PRESETS["quick"].paper_scale
