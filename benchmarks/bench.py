@@ -11,7 +11,7 @@ measured. Timing: CUDA events on a GPU, perf_counter on a CPU; medians of repeat
 
     python benchmarks/bench.py --preset dry-run    # every part at toy size on a CPU, ~20 s
     python benchmarks/bench.py --preset cpu --data-root ../shared/data
-    PYTHONPATH=. python3 benchmarks/bench.py --preset gpu --npz .carry/cifar100_k25_seed0.npz  # not installed
+    PYTHONPATH=. python3 benchmarks/bench.py --preset gpu --data-root .carry/k25.npz  # not installed
 Targets and recorded figures: benchmarks/README.md.
 """
 from __future__ import annotations
@@ -499,8 +499,8 @@ def run(preset: Preset, data, out_dir: Path, stem: str, parts: set, commit: str 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    p.add_argument("--data-root", help="CIFAR-100 folder (default CCQL_DATA_ROOT, then ./data)")
-    p.add_argument("--npz", help="the K = 25 subset packed by prepare_gpu_data.py (dry-run: synthetic data)")
+    p.add_argument("--data-root", help="CIFAR-100 folder, or a subset packed by `python -m ccql_utils "
+                                       "pack` (.npz); default CCQL_DATA_ROOT, then ./data; dry-run: synthetic")
     p.add_argument("--parts", default="device,flops,throughput,data,overhead,epochs,scaling")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                    help="override Preset fields, e.g. budget_s=120 threads=1 epochs=1 workers=4")
@@ -519,10 +519,7 @@ def main(argv=None) -> int:
             if preset.device == "cuda" else f"cpu{os.cpu_count()}")
     stem = a.stem or f"bench-{a.preset}-{slug}-{time.strftime('%Y-%m-%d', time.gmtime())}"
     with tempfile.TemporaryDirectory() as tmp:
-        if a.npz:
-            from prepare_gpu_data import load_npz  # benchmarks/ is on sys.path when this script runs
-            data = load_npz(a.npz)
-        elif dry and not a.data_root:  # a generated stand-in with CIFAR-100's class names
+        if dry and not a.data_root:  # a generated stand-in with CIFAR-100's class names
             write_synthetic_cifar100(tmp, train_per_class=8, test_per_class=4, seed=0)
             data = load_cifar100(tmp, verify=False, download=False)
         else:

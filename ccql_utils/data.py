@@ -135,6 +135,14 @@ def locate_cifar100(data_root: str | os.PathLike | None = None, download: bool =
     return folder
 
 
+def data_source(data_root: str | os.PathLike | None = None) -> Path:
+    """What `load_cifar100(data_root)` reads: a packed subset (.npz) or the located folder."""
+    explicit = data_root if data_root is not None else os.environ.get(DATA_ROOT_ENV) or None
+    if explicit is not None and str(explicit).endswith(".npz"):
+        return Path(explicit).expanduser()
+    return locate_cifar100(data_root, download=False)
+
+
 @dataclass(frozen=True)
 class Cifar100:
     """The whole data set in memory. Images uint8 [N, 3, 32, 32]; labels int64 [N]."""
@@ -212,9 +220,8 @@ def load_cifar100(data_root: str | os.PathLike | None = None, verify: bool = Tru
     stand-ins in tests). Takes about half a second. A data_root ending in `.npz` is a packed
     subset (see `pack_subset`), for machines without a full copy.
     """
-    explicit = data_root if data_root is not None else os.environ.get(DATA_ROOT_ENV) or None
-    if explicit is not None and str(explicit).endswith(".npz"):
-        return load_packed(explicit)
+    if str(data_root if data_root is not None else os.environ.get(DATA_ROOT_ENV, "")).endswith(".npz"):
+        return load_packed(data_source(data_root))
     folder = locate_cifar100(data_root, download=download)
     meta = _read_pickle(folder / "meta")
     if not isinstance(meta, dict) or "fine_label_names" not in meta or "coarse_label_names" not in meta:

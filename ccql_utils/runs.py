@@ -35,7 +35,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from .config import TrainConfig
-from .data import Cifar100, DataError, load_cifar100, locate_cifar100
+from .data import Cifar100, DataError, data_source, load_cifar100
 from .provenance import atomic_write_text
 from .train import RunDiverged, RunError, Trainer
 
@@ -244,7 +244,7 @@ class RunStore:
         config = config.resolved()
         if self.verify_data:
             return config
-        folder = self._data.folder if self._data is not None else locate_cifar100(self.data_root, download=False)
+        folder = self._data.folder if self._data is not None else data_source(self.data_root)
         return replace(config, dataset=f"unverified-{Path(folder).resolve()}").resolved()
 
     def path(self, config: TrainConfig) -> Path:

@@ -1,5 +1,5 @@
 """The benchmark script (benchmarks/bench.py): its CPU dry run, its pure helpers, the baseline's
-dataset, and the npz that carries the K = 25 subset to the GPU machine (prepare_gpu_data.py).
+dataset, fed the K = 25 subset packed as the GPU machine receives it (`python -m ccql_utils pack`).
 
 The dry run is a subprocess, as on the GPU machine, so its torch thread count and compiled
 graphs stay out of this process. benchmarks/ is not a package: its scripts load by path.
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from ccql_utils.data import load_cifar100, make_subset, select_classes, write_synthetic_cifar100
+from ccql_utils.data import load_cifar100, make_subset, pack_subset, random_classes, write_synthetic_cifar100
 from ccql_utils.presets import experiment_configs
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -32,7 +32,6 @@ def _script(name: str):
 
 
 bench = _script("bench")
-prepare_gpu_data = _script("prepare_gpu_data")
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +42,9 @@ def small_data(tmp_path_factory):
 
 
 def test_dry_run_measures_every_part_into_one_record(small_data, tmp_path):
-    npz = prepare_gpu_data.save_npz(small_data[1], tmp_path / "k25.npz")  # the GPU machine's data path
+    npz = pack_subset(small_data[1], tmp_path / "k25.npz", random_classes(25, 0))  # as on a GPU node
     env = {k: v for k, v in os.environ.items() if k != "OUT"}
-    proc = subprocess.run([sys.executable, str(BENCH_DIR / "bench.py"), "--preset", "dry-run", "--npz", str(npz),
+    proc = subprocess.run([sys.executable, str(BENCH_DIR / "bench.py"), "--preset", "dry-run", "--data-root", str(npz),
                            "--out", str(tmp_path / "out"), "--stem", "dry"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -154,44 +153,5 @@ def test_training_settings_come_from_the_presets_not_the_benchmark():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_gpu_preset_refuses_a_machine_without_cuda(capsys):
-    assert bench.main(["--preset", "gpu", "--npz", "unused.npz"]) == 2
+    assert bench.main(["--preset", "gpu", "--data-root", "unused.npz"]) == 2
     assert "needs a CUDA GPU" in capsys.readouterr().err
-
-
-def test_npz_round_trip_gives_the_same_subset(small_data, tmp_path):
-    _, data = small_data
-    path = prepare_gpu_data.save_npz(data, tmp_path / "k25.npz")
-    meta = prepare_gpu_data.npz_meta(path)
-    assert meta["k"] == 25 and meta["verified"] is False and len(meta["class_names"]) == 25
-    loaded = prepare_gpu_data.load_npz(path)
-    classes = select_classes("random", data, 25, 0)
-    assert select_classes("random", loaded, 25, 0) == classes
-    a, b = make_subset(data, classes), make_subset(loaded, classes)
-    for name in ("train_images", "train_labels", "test_images", "test_labels"):
-        assert np.array_equal(getattr(a, name), getattr(b, name))
-    assert a.class_names == b.class_names == tuple(meta["class_names"])
-    assert len(loaded.train_images) == 25 * 3  # only the packed classes travel
-
-
-def test_npz_with_altered_pixels_is_refused(small_data, tmp_path):
-    _, data = small_data
-    path = prepare_gpu_data.save_npz(data, tmp_path / "k25.npz")
-    with np.load(path) as z:
-        arrays = {k: z[k] for k in z.files}
-    arrays["train_images"][0, 0, 0, 0] ^= 1
-    np.savez(path, **arrays)
-    with pytest.raises(ValueError, match="sha256"):
-        prepare_gpu_data.load_npz(path)
-
-
-@pytest.mark.realdata
-def test_packed_real_subset_matches_the_full_data(real_data, tmp_path):
-    path = prepare_gpu_data.save_npz(real_data, tmp_path / "k25.npz")
-    assert path.stat().st_size < 50 * 2**20
-    loaded = prepare_gpu_data.load_npz(path)
-    assert loaded.verified
-    classes = select_classes("random", real_data, 25, 0)
-    a, b = make_subset(real_data, classes), make_subset(loaded, classes)
-    assert len(a.train_labels) == 12_500 and len(a.test_labels) == 2_500
-    for name in ("train_images", "train_labels", "test_images", "test_labels"):
-        assert np.array_equal(getattr(a, name), getattr(b, name))

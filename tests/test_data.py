@@ -240,3 +240,40 @@ def test_synthetic_writer_produces_torchvision_layout(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["meta", "test", "train"]
     data = load_cifar100(tmp_path, verify=False)
     assert data.train_images.shape == (200, 3, 32, 32) and not data.verified
+
+
+# ----------------------------------------------------------------------------- packed subsets
+def test_a_packed_subset_gives_the_same_subset_and_run_ids_as_the_full_data(synthetic_data, tmp_path):
+    from ccql_utils.data import load_packed, pack_subset, random_classes
+    classes = random_classes(25, 0)
+    path = pack_subset(synthetic_data, tmp_path / "k25.npz", classes)
+    loaded = D.load_cifar100(str(path))  # a .npz data root is a packed subset
+    assert not loaded.verified and len(loaded.train_images) == 25 * 40  # only these classes travel
+    assert select_classes("random", loaded, 25, 0) == classes
+    a, b = make_subset(synthetic_data, classes), make_subset(loaded, classes)
+    for name in ("train_images", "train_labels", "test_images", "test_labels"):
+        assert np.array_equal(getattr(a, name), getattr(b, name))
+    mammals = select_classes("mammals", synthetic_data)
+    packed = load_packed(pack_subset(synthetic_data, tmp_path / "m.npz", mammals, 10, 5))
+    assert select_classes("mammals", packed) == mammals
+    capped = make_subset(packed, mammals, 10, 5)
+    assert np.array_equal(capped.train_images, make_subset(synthetic_data, mammals, 10, 5).train_images)
+
+
+def test_a_packed_subset_refuses_classes_it_lacks_and_altered_pixels(real_data, tmp_path):
+    from ccql_utils.data import load_packed, pack_subset
+    path = pack_subset(real_data, tmp_path / "all100.npz", range(100), 100, 20)
+    assert path.stat().st_size < 40 * 2**20  # the K = 100 LR-probe subset fits a 64 MiB transfer
+    packed = load_packed(path)
+    assert packed.verified
+    assert len(make_subset(packed, range(100), 100, 20).train_labels) == 10_000
+    with pytest.raises(DataError, match="fewer than 500 train images"):
+        make_subset(packed, range(100))  # all 500 per class asked of a 100-per-class pack
+    with pytest.raises(DataError, match="fewer than"):
+        make_subset(load_packed(pack_subset(real_data, tmp_path / "two.npz", [0, 1])), [0, 1, 2])
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["train_images"][0, 0, 0, 0] ^= 1
+    np.savez(path, **arrays)
+    with pytest.raises(DataError, match="sha256"):
+        load_packed(path)

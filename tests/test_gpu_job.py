@@ -1,0 +1,45 @@
+"""The GPU job script, dry-run on the CPU: it trains an experiment on a packed subset and leaves
+records that another machine imports and redraws without training or data."""
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pandas as pd
+
+from ccql_utils.data import load_cifar100, pack_subset, random_classes, write_synthetic_cifar100
+from ccql_utils.runs import import_records
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_gpu_job_dry_run_leaves_records_that_redraw_elsewhere(tmp_path, monkeypatch):
+    write_synthetic_cifar100(tmp_path / "data", train_per_class=12, test_per_class=6)
+    data = load_cifar100(tmp_path / "data", verify=False, download=False)
+    npz = pack_subset(data, tmp_path / "k25.npz", random_classes(25, 0))
+    out = tmp_path / "out"
+    proc = subprocess.run(["bash", "scripts/gpu_job.sh", "k25_random", str(npz)], cwd=PROJECT_ROOT,
+                          env={**os.environ, "DRY_RUN": "1", "OUT": str(out), "PY": sys.executable},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (out / "machine.txt").read_text() and "CE" in (out / "log.txt").read_text()
+    with tarfile.open(out / "records.tar.gz") as tar:
+        names = sorted(tar.getnames())
+    assert len(names) == 9 and all(n.split("/")[1] in ("config.json", "metrics.csv", "status.json")
+                                   for n in names)  # three runs, no checkpoints
+
+    from ccql_utils import runs
+    from ccql_utils.experiments import run_experiment
+    laptop = tmp_path / "laptop"
+    assert len(import_records(out / "records.tar.gz", laptop)) == 3
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("data loaded to redraw finished runs")
+    monkeypatch.setattr(runs, "load_cifar100", no_data)
+    redrawn = run_experiment("k25_random", "tiny", data_root=npz, verify_data=False,
+                             runs_dir=laptop, progress=False, device="cpu")
+    trained = run_experiment("k25_random", "tiny", data_root=npz, verify_data=False,
+                             runs_dir=out / "runs", progress=False, device="cpu")
+    assert all(run.finished for run in redrawn.runs.values())
+    pd.testing.assert_frame_equal(redrawn.histories(), trained.histories())
