@@ -27,7 +27,8 @@ DATA_ROOT_ENV = "CCQL_DATA_ROOT"
 DEFAULT_DATA_ROOT = PROJECT_ROOT / "data"
 FOLDER_NAME = "cifar-100-python"
 
-# sha256 of the decoded arrays (data as uint8 [N, 3072], labels as uint8), see CIFAR100_PROVENANCE.
+# sha256 of the decoded arrays of the published CIFAR-100 (data as uint8 [N, 3072], labels as uint8);
+# the same for a torchvision download and for repacked copies, since only the decoded content counts.
 CONTENT_SHA256 = {
     "train": {"data": "de64658905c6b161606e3649ddafce7cf86c7634a0cf9116d518e64ef46a33c5",
               "fine_labels": "9f11b9f97aad759ba6df0a33e3218b01d8deaf4ed3a14aa1185d69b9ad7ebcb3",

@@ -15,7 +15,7 @@ def random_batch(batch=16, num_classes=7, seed=0, dtype=torch.float64):
 
 
 def per_sample_reference(name, outputs, labels, **opt):
-    """Straight from the formulas in REPRODUCTION.md, one sample at a time."""
+    """Straight from the formulas in docs/protocol.md, one sample at a time."""
     values = []
     K = outputs.shape[1]
     for f, y in zip(outputs.tolist(), labels.tolist()):
