@@ -38,7 +38,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ccql_utils.data import (CIFAR100_MEAN, CIFAR100_STD, DeviceLoader, load_cifar100, make_subset,
+from ccql_utils.loader import DeviceLoader
+from ccql_utils.data import (CIFAR100_MEAN, CIFAR100_STD, load_cifar100, make_subset,
                              select_classes, write_synthetic_cifar100)
 from ccql_utils.presets import experiment_configs
 from ccql_utils.provenance import atomic_write_text, environment_record

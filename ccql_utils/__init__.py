@@ -9,7 +9,8 @@ The public API the notebooks and tests use:
 - figures: `presets.experiment_configs`, `experiments.run_experiment`, `plots.plot_experiment`
 """
 from .config import TrainConfig
-from .data import DataError, DeviceLoader, load_cifar100, make_subset, select_classes
+from .data import DataError, load_cifar100, make_subset, select_classes
+from .loader import DeviceLoader
 from .losses import default_ccql_weight, make_loss
 from .runs import Run, RunError, RunStore, load_run
 from .train import RunDiverged, Trainer

@@ -1,4 +1,4 @@
-"""CIFAR-100: locating or downloading it, checking its content, class subsets, the device loader.
+"""CIFAR-100: locating or downloading it, checking its content, class subsets, packed subsets.
 
 Where the data comes from, in order:
 1. `data_root` passed by the caller (`--data-root PATH` on the command line),
@@ -446,89 +446,6 @@ def load_packed(path: str | os.PathLike) -> Cifar100:
                         f"truncated or altered. Pack it again.")
     return Cifar100(*(arrays[n] for n in PACKED_ARRAYS), fine_names=FINE_NAMES,
                     coarse_names=COARSE_NAMES, folder=str(path), verified=bool(meta["verified"]))
-
-
-# ----------------------------------------------------------------------------- device loader
-class DeviceLoader:
-    """One split held on `device` as uint8, batched and augmented there.
-
-    Each epoch draws a permutation, crop offsets and flips from a CPU generator seeded by
-    (seed, epoch), so epoch e is the same on every run and device, and resuming needs no
-    loader state. Augmentation: random 32x32 crop of the 4-pixel zero-padded image and a
-    horizontal flip with probability 1/2, done for a whole batch by one gather; then
-    normalisation with the CIFAR-100 training mean/std.
-    """
-
-    PAD = 4
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, device: torch.device | str,
-                 seed: int = 0, channels_last: bool = False):
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (3, 32, 32):
-            raise ValueError(f"images must be uint8 [N, 3, 32, 32], got {images.dtype} {images.shape}")
-        if len(labels) != len(images):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        self.device = torch.device(device)
-        self.seed = int(seed)
-        self.channels_last = channels_last
-        self.images = torch.from_numpy(images).to(self.device)
-        self.padded = torch.nn.functional.pad(self.images, (self.PAD,) * 4)  # [N, 3, 40, 40]
-        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(self.device)
-        self.mean = torch.tensor(CIFAR100_MEAN, device=self.device).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(CIFAR100_STD, device=self.device).view(1, 3, 1, 1) * 255
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def normalize(self, images_uint8: torch.Tensor) -> torch.Tensor:
-        """uint8 [B, 3, 32, 32] -> float32 [B, 3, 32, 32], standardised per channel."""
-        out = (images_uint8.float() - self.mean) / self.std
-        return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
-
-    def epoch_plan(self, epoch: int, rank: int = 0, world_size: int = 1):
-        """This rank's share of epoch `epoch`: (indices [n], dy [n], dx [n], flip [n]) on device."""
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + int(epoch))
-        n = len(self.labels)
-        order = torch.randperm(n, generator=gen)
-        offsets = torch.randint(0, 2 * self.PAD + 1, (2, n), generator=gen)
-        flip = torch.rand(n, generator=gen) < 0.5
-        share = slice(rank, None, world_size)
-        plan = (order[share], offsets[0][share], offsets[1][share], flip[share])
-        return tuple(t.to(self.device, non_blocking=True) for t in plan)
-
-    def augmented_batch(self, indices, dy, dx, flip) -> torch.Tensor:
-        """Crop-and-flip of images `indices` by one gather: uint8 [B, 3, 32, 32].
-
-        Builds flat indices into the padded images ([N, 3, 40, 40]) and takes them with one
-        torch.take, which is 2-3x faster than the equivalent 4-D advanced indexing.
-        """
-        side = 32 + 2 * self.PAD
-        steps = torch.arange(32, device=self.device)
-        rows = dy[:, None] + steps                                       # [B, 32]
-        cols = torch.where(flip[:, None], dx[:, None] + 31 - steps, dx[:, None] + steps)
-        channels = torch.arange(3, device=self.device) * (side * side)
-        flat = ((indices * (3 * side * side))[:, None, None, None] + channels[None, :, None, None]
-                + (rows * side)[:, None, :, None] + cols[:, None, None, :])
-        return torch.take(self.padded, flat)
-
-    def train_batches(self, epoch: int, batch_size: int, rank: int = 0,
-                      world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Shuffled, augmented batches (float [B, 3, 32, 32], int64 [B]) of one epoch.
-
-        The last batch may be smaller; a final batch of one image is dropped (BatchNorm needs two).
-        """
-        indices, dy, dx, flip = self.epoch_plan(epoch, rank, world_size)
-        for start in range(0, len(indices), batch_size):
-            sl = slice(start, start + batch_size)
-            if len(indices[sl]) < 2:
-                break
-            yield self.normalize(self.augmented_batch(indices[sl], dy[sl], dx[sl], flip[sl])), \
-                self.labels[indices[sl]]
-
-    def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """All images in order, no augmentation."""
-        for start in range(0, len(self.labels), batch_size):
-            yield (self.normalize(self.images[start:start + batch_size]),
-                   self.labels[start:start + batch_size])
 
 
 # ----------------------------------------------------------------------------- synthetic stand-in

@@ -26,7 +26,8 @@ from typing import Any, Callable
 
 import torch
 from .config import TrainConfig, lr_at_epoch, resolve_device
-from .data import Cifar100, DeviceLoader, make_subset, select_classes
+from .data import Cifar100, make_subset, select_classes
+from .loader import DeviceLoader
 from .losses import make_loss
 from .provenance import atomic_write_bytes
 from .wrn import WideResNet
