@@ -14,7 +14,23 @@ import pandas as pd
 
 from .config import TrainConfig
 from .presets import experiment_configs, get_experiment, get_preset, resolve_preset
+from .provenance import PROJECT_ROOT
 from .runs import Run, RunStore
+
+# The experiment notebooks' parameters and what None (their value in every notebook) means.
+# Paths are absolute so a notebook works wherever JupyterLab or papermill starts it.
+NOTEBOOK_DEFAULTS = {
+    "preset": "auto",        # paper on a CUDA machine, quick elsewhere
+    "seed": 0,               # model initialisation, data order and the random class draw
+    "data_root": None,       # $CCQL_DATA_ROOT, then data/ in the repository (data.py)
+    "verify_data": True,     # False accepts a copy that is not CIFAR-100's content (test stand-ins)
+    "device": "auto",
+    "runs_dir": str(PROJECT_ROOT / "runs"),
+    "figures_dir": str(PROJECT_ROOT / "figures"),
+    "progress": True,
+    # overrides of the preset; None keeps the preset's value
+    "epochs": None, "depth": None, "width": None, "train_per_class": None, "lr": None, "w": None,
+}
 
 
 @dataclass
@@ -25,6 +41,7 @@ class ExperimentResult:
     preset: str
     configs: dict[str, TrainConfig]
     runs: dict[str, Run]
+    figures_dir: str | None = None  # where save_figure writes (None: figures/ in the repository)
 
     def histories(self) -> pd.DataFrame:
         """All runs' per-epoch metrics in one frame, with a `run` column (the legend label)."""
@@ -92,3 +109,16 @@ def run_experiment(experiment: str, preset: str = "auto", seed: int = 0,
     configs = experiment_configs(experiment, preset, seed=seed, **overrides)
     store = RunStore(runs_dir, data_root=data_root, verify_data=verify_data, progress=progress)
     return ExperimentResult(experiment, preset, configs, store.get_all(configs, experiment))
+
+
+def run_notebook_experiment(experiment: str, **parameters) -> ExperimentResult:
+    """What an experiment notebook runs: its parameters (names of NOTEBOOK_DEFAULTS; None takes
+    the default) -> run_experiment. The result remembers figures_dir for `save_figure`."""
+    unknown = sorted(set(parameters) - set(NOTEBOOK_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown notebook parameter(s) {unknown}; valid: {', '.join(NOTEBOOK_DEFAULTS)}")
+    p = {k: NOTEBOOK_DEFAULTS[k] if parameters.get(k) is None else parameters[k] for k in NOTEBOOK_DEFAULTS}
+    figures_dir = p.pop("figures_dir")
+    result = run_experiment(experiment, p.pop("preset"), **p)
+    result.figures_dir = figures_dir
+    return result

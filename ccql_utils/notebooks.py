@@ -49,10 +49,9 @@ def check_parameters(path: str | Path, parameters: dict[str, Any]) -> None:
     experiment = experiment_of(path)
     if experiment is None:
         return
-    import ast
-    values = {name: ast.literal_eval(source) for name, source in declared.items()
-              if name in ("preset", "seed", "device", *OVERRIDES)}
-    values.update({k: v for k, v in parameters.items() if k in values})
+    from .experiments import NOTEBOOK_DEFAULTS
+    values = {name: NOTEBOOK_DEFAULTS[name] if parameters.get(name) is None else parameters[name]
+              for name in ("preset", "seed", "device", *OVERRIDES) if name in NOTEBOOK_DEFAULTS}
     preset, seed = values.pop("preset"), values.pop("seed")
     try:
         experiment_configs(experiment, resolve_preset(preset, values.get("device") or "auto"),

@@ -1,64 +1,85 @@
-"""Figure layouts of the paper: train solid, test dashed, one colour per run, normalized losses."""
+"""Figure layouts of the paper, drawn with seaborn from one tidy frame: train solid, test dashed,
+one colour per run, accuracy and normalized-loss panels."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
 from .experiments import ExperimentResult
+from .presets import get_experiment
 from .provenance import save_figure
 
 COLOURS = {"CE": "tab:blue", "QL": "tab:red", "CCQL": "tab:green",
            "25 random classes": "tab:red", "25 mammal classes": "tab:purple"}
+# panel -> (y label, metric name in the tidy frame, splits drawn)
 PANELS = {
-    "acc": ("accuracy", "train_acc", "test_acc"),
-    "loss_norm": ("normalized loss", "train_loss_norm", "test_loss_norm"),
-    "train_loss_norm": ("normalized training loss", "train_loss_norm", None),
+    "acc": ("accuracy", "acc", ("train", "test")),
+    "loss_norm": ("normalized loss", "loss_norm", ("train", "test")),
+    "train_loss_norm": ("normalized training loss", "loss_norm", ("train",)),
 }
+DASHES = {"train": "", "test": (4, 2)}
 
 
-def plot_experiment(result: ExperimentResult, panels=("acc", "loss_norm"), title: str = ""):
+def tidy_histories(result: ExperimentResult) -> pd.DataFrame:
+    """One row per run x epoch x split x metric: columns run, epoch, split, metric, value.
+
+    `run` is the legend label, with "(diverged at epoch N (lr X))" appended to a diverged run.
+    """
+    rows = []
+    for label, run in result.runs.items():
+        if run.history.empty:
+            continue
+        name = label + (f" ({run.describe()})" if run.diverged else "")
+        for split in ("train", "test"):
+            for metric in ("acc", "loss_norm"):
+                column = f"{split}_{metric}"
+                rows.append(run.history[["epoch", column]].rename(columns={column: "value"})
+                            .assign(run=name, split=split, metric=metric))
+    if not rows:
+        return pd.DataFrame(columns=["run", "epoch", "split", "metric", "value"])
+    return pd.concat(rows, ignore_index=True)[["run", "epoch", "split", "metric", "value"]]
+
+
+def plot_experiment(result: ExperimentResult, panels=("acc", "loss_norm"), title: str | None = None):
     """One subplot per panel ('acc', 'loss_norm', 'train_loss_norm'); returns the figure.
 
-    Each run is one colour; train is solid, test dashed. A diverged run is named "diverged at
-    epoch N" in the legend and marked with a cross at that epoch.
+    A diverged run is named "diverged at epoch N" in the legend and marked with a cross there.
     """
+    frame = tidy_histories(result)
+    palette = {name: COLOURS.get(name.split(" (diverged")[0]) for name in frame.run.unique()}
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.9), squeeze=False)
     for ax, panel, letter in zip(axes[0], panels, "abcdef"):
-        ylabel, train_col, test_col = PANELS[panel]
+        ylabel, metric, splits = PANELS[panel]
+        data = frame[(frame.metric == metric) & frame.split.isin(splits)]
+        if not data.empty:
+            sns.lineplot(data=data, x="epoch", y="value", hue="run", style="split", palette=palette,
+                         dashes=DASHES, errorbar="sd", ax=ax)
         for label, run in result.runs.items():
-            h = run.history
-            if h.empty:
-                continue
-            colour = COLOURS.get(label)
-            name = label + (f" ({run.describe()})" if run.diverged else "")
-            ax.plot(h.epoch, h[train_col], color=colour, ls="-", label=f"{name} train")
-            if test_col:
-                ax.plot(h.epoch, h[test_col], color=colour, ls="--", label=f"{name} test")
-            if run.diverged:  # a cross where the loss became non-finite (its values are NaN)
+            if run.diverged:  # its last values are NaN: mark the epoch at the top of the panel
                 ax.plot([run.status.get("diverged_epoch")], [0.95], marker="x", ms=9, mew=2,
-                        color=colour, transform=ax.get_xaxis_transform(), clip_on=False)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(ylabel)
-        ax.set_title(f"({letter}) {ylabel}", fontsize=10)
+                        color=COLOURS.get(label), transform=ax.get_xaxis_transform(), clip_on=False)
         if panel == "acc":
             ax.set_ylim(0, 1.02)
             k = next(iter(result.configs.values())).num_classes
             ax.axhline(1 / k, color="grey", lw=0.6, ls=":", label=f"chance (1/{k})")
         else:
             ax.axhline(1.0, color="grey", lw=0.6, ls=":")
+        ax.set(xlabel="epoch", ylabel=ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"({letter}) {ylabel}", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    title = get_experiment(result.experiment).title if title is None else title
     fig.suptitle(f"{title}\n{result.caption()}", fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def save_experiment_figure(fig, result: ExperimentResult, name: str,
-                           figures_dir: str | Path | None = None, extra: dict | None = None):
-    """Save PNG + PDF + the histories as CSV + provenance (preset, configs, class names, ...)."""
+def save_experiment_figure(fig, result: ExperimentResult, figures_dir=None, extra: dict | None = None):
+    """Save PNG + PDF + the histories as CSV + provenance, as <figure>_<preset> (presets.EXPERIMENTS)."""
+    name = f"{get_experiment(result.experiment).figure}_{result.preset}"
     params = {**result.provenance(), **(extra or {})}
     return save_figure(fig, name, data=result.histories(), params=params,
-                       figures_dir=figures_dir, caption=result.caption())
+                       figures_dir=figures_dir or result.figures_dir, caption=result.caption())

@@ -68,7 +68,8 @@ def test_run_experiment_table_figure_and_provenance(synthetic_root, tmp_path):
     assert len(histories) == 6 and set(histories.run) == {"CE", "QL", "CCQL"}
 
     fig = plot_experiment(result, panels=("acc", "loss_norm"), title="t")
-    paths = save_experiment_figure(fig, result, "fig_test", tmp_path / "figures")
+    paths = save_experiment_figure(fig, result, tmp_path / "figures")
+    assert paths["png"].name == "fig1_k25_random_tiny.png"
     record = json.loads(paths["provenance"].read_text())
     assert record["parameters"]["runs"]["QL"]["class_names"] == result.runs["QL"].class_names
     assert record["parameters"]["diverged_runs"] == []

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from ccql_utils.experiments import NOTEBOOK_DEFAULTS
 from ccql_utils.notebooks import (EXPERIMENT_NOTEBOOKS, NOTEBOOKS_DIR, check_parameters,
                                   execute_notebook, notebook_parameters)
 
@@ -67,12 +68,11 @@ def test_unknown_parameter_names_fail_loudly(tmp_path):
     check_parameters(NOTEBOOKS_DIR / "01_k25_random.ipynb", {"epochs": 5, "lr": {"ce": 0.1}})
 
 
-def test_experiment_notebooks_declare_the_same_parameters():
-    expected = {"preset", "seed", "data_root", "verify_data", "device", "runs_dir", "figures_dir",
-                "progress", "epochs", "depth", "width", "train_per_class", "lr"}
+def test_experiment_notebooks_declare_the_package_parameters_and_no_defaults_of_their_own():
     for name in EXPERIMENT_NOTEBOOKS:
-        declared = set(notebook_parameters(NOTEBOOKS_DIR / name))
-        assert expected <= declared, (name, expected - declared)
+        declared = notebook_parameters(NOTEBOOKS_DIR / name)
+        assert list(declared) == list(NOTEBOOK_DEFAULTS), name
+        assert set(declared.values()) == {"None"}, (name, declared)  # defaults live in one place
 
 
 def test_cli_notebook_command_refuses_unknown_parameters():
