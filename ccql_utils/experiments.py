@@ -28,6 +28,8 @@ NOTEBOOK_DEFAULTS = {
     "runs_dir": str(PROJECT_ROOT / "runs"),
     "figures_dir": str(PROJECT_ROOT / "figures"),
     "progress": True,
+    "executor": "local",     # local: one run after another here; ray: concurrently on a Ray cluster
+    "address": None,         # a Ray cluster to join (default: $RAY_ADDRESS, else a local one)
     # overrides of the preset; None keeps the preset's value
     "epochs": None, "depth": None, "width": None, "train_per_class": None, "lr": None, "w": None,
 }
@@ -100,6 +102,7 @@ class ExperimentResult:
 def run_experiment(experiment: str, preset: str = "auto", seed: int = 0,
                    data_root: str | Path | None = None, runs_dir: str | Path = "runs",
                    verify_data: bool = True, progress: bool | None = None,
+                   executor: str = "local", address: str | None = None,
                    **overrides) -> ExperimentResult:
     """Obtain every run of `experiment` (see presets.experiment_configs for the overrides).
 
@@ -120,5 +123,7 @@ def run_notebook_experiment(experiment: str, **parameters) -> ExperimentResult:
     p = {k: NOTEBOOK_DEFAULTS[k] if parameters.get(k) is None else parameters[k] for k in NOTEBOOK_DEFAULTS}
     figures_dir = p.pop("figures_dir")
     result = run_experiment(experiment, p.pop("preset"), **p)
+    if parameters.get("figures_dir") is None and result.preset == "tiny":
+        figures_dir = str(PROJECT_ROOT / "outputs" / "tiny" / "figures")  # never beside committed figures
     result.figures_dir = figures_dir
     return result
