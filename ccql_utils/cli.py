@@ -192,13 +192,15 @@ def _absolute(path: str | None) -> str | None:
 
 
 def cmd_notebook(args) -> int:
-    from .notebooks import execute_notebook, parse_parameter
+    from .notebooks import execute_notebook, experiment_of, parse_parameter
     parameters = {name: parse_parameter(value) for name, value in args.parameter}
     # Paths on the command line are relative to where the command runs (the notebook runs in
     # its own folder), so make them absolute.
     for name in ("data_root", "runs_dir", "figures_dir"):
         if isinstance(parameters.get(name), str):
             parameters[name] = _absolute(parameters[name])
+    if experiment_of(args.path):
+        parameters.setdefault("progress", "lines")  # headless: a line per epoch, no bars
     output = args.output or str(Path("outputs") / Path(args.path).name)
     execute_notebook(args.path, output, parameters, prepare_only=args.prepare_only,
                      log_output=not args.quiet)
@@ -225,7 +227,8 @@ def cmd_all(args) -> int:
         parameters = {"figures_dir": str(figures_dir)}
         experiment = experiment_of(path)
         if experiment:
-            parameters.update(preset=preset, device=args.device, runs_dir=_absolute(args.runs_dir))
+            parameters.update(preset=preset, device=args.device, runs_dir=_absolute(args.runs_dir),
+                              progress="lines")
             if args.data_root:
                 parameters["data_root"] = _absolute(args.data_root)
             if args.lr is not None:

@@ -36,6 +36,7 @@ import pandas as pd
 
 from .config import TrainConfig
 from .data import Cifar100, DataError, data_source, load_cifar100
+from .progress import progress_mode
 from .provenance import atomic_write_text
 from .train import RunDiverged, RunError, Trainer
 
@@ -216,8 +217,8 @@ class RunStore:
 
     data_root / verify_data say where CIFAR-100 comes from (see data.py); it is loaded once, on
     the first run that needs training (or pass `data` already loaded). Unverified data (a
-    stand-in) gets run ids of its own, tied to its folder. progress: per-epoch lines (None: a
-    per-batch bar too when stderr is a terminal; False: silent).
+    stand-in) gets run ids of its own, tied to its folder. progress: the per-epoch display
+    (progress.py: True/None a bar in terminals and notebooks, else lines; 'lines'; False: silent).
     """
 
     def __init__(self, runs_dir: str | Path = "runs", data_root: str | os.PathLike | None = None,
@@ -255,7 +256,7 @@ class RunStore:
         """The stored run of `config` in whatever state it is (state 'absent' if none); never trains."""
         return load_run(self.path(config))
 
-    def get(self, config: TrainConfig) -> Run:
+    def get(self, config: TrainConfig, label: str | None = None) -> Run:
         """The run of `config`: stored if finished or diverged, else resumed or trained now.
 
         A diverged run is returned with `diverged` True and is never reported as finished.
@@ -270,17 +271,17 @@ class RunStore:
         data = self.data  # before creating anything, so a data error leaves no empty run folder
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
-            lock = _exclusive_lock(run_dir / ".lock", self.progress is False)
+            lock = _exclusive_lock(run_dir / ".lock", progress_mode(self.progress) == "off")
             lock.__enter__()
         except OSError as exc:
             raise RunError(f"cannot write to {run_dir} ({exc.strerror or exc}); choose a writable "
                            f"runs folder (--runs-dir / runs_dir)") from None
         try:
-            return self._train_locked(config, run_dir, data)
+            return self._train_locked(config, run_dir, data, label)
         finally:
             lock.__exit__(None, None, None)
 
-    def _train_locked(self, config: TrainConfig, run_dir: Path, data: Cifar100) -> Run:
+    def _train_locked(self, config: TrainConfig, run_dir: Path, data: Cifar100, label=None) -> Run:
         stored = load_run(run_dir)  # another process may have finished it meanwhile
         if stored.state in FINAL_STATES:
             return stored
@@ -296,7 +297,7 @@ class RunStore:
             atomic_write_text(run_dir / "metrics.csv", pd.DataFrame(history).to_csv(index=False))
             write_status(epochs_completed=len(history))
 
-        trainer = Trainer(config, data, run_dir, progress=self.progress, on_epoch=on_epoch)
+        trainer = Trainer(config, data, run_dir, progress=self.progress, name=label, on_epoch=on_epoch)
         _write_json(run_dir / "config.json", {
             **trainer.record, "device": str(trainer.device), "compile": config.compile,
             "precision_used": "bf16" if trainer.use_bf16 else "fp32"})
@@ -327,13 +328,18 @@ class RunStore:
         return load_run(run_dir)
 
     def get_all(self, configs: dict[str, TrainConfig], name: str = "") -> dict[str, Run]:
-        """`get` for each labelled config in turn; data is loaded once, only if one needs training."""
+        """`get` for each labelled config in turn; data is loaded once, only if one needs training.
+
+        Says for each run whether it is read from the store or trained (n of N)."""
         runs = {}
-        for label, config in configs.items():
+        for n, (label, config) in enumerate(configs.items(), 1):
             stored = self.load(config)
-            if stored.state not in FINAL_STATES and self.progress is not False:
-                print(f"[{name}] {label}: {stored.run_dir.name} ({stored.describe()})", flush=True)
-            runs[label] = stored if stored.state in FINAL_STATES else self.get(config)
+            if progress_mode(self.progress) != "off":
+                doing = ("training" if stored.state == "absent" else f"{stored.describe()}, " +
+                         ("read from the store" if stored.state in FINAL_STATES else "resuming"))
+                print(f"[{name}] run {n}/{len(configs)} {label}: {doing} ({stored.run_dir.name})",
+                      file=sys.stderr, flush=True)
+            runs[label] = stored if stored.state in FINAL_STATES else self.get(config, label)
         return runs
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 from .config import TrainConfig, lr_at_epoch, resolve_device
 from .data import Cifar100, make_subset, select_classes
 from .loader import DeviceLoader
+from .progress import EpochProgress
 from .losses import make_loss
 from .provenance import atomic_write_bytes
 from .wrn import WideResNet
@@ -70,16 +70,17 @@ class Trainer:
     """Trains one run in `run_dir`, resuming from its checkpoint if one is there.
 
     data: the loaded CIFAR-100 (see data.load_cifar100). on_epoch(history) is called after each
-    epoch with the history so far (the run store writes metrics.csv from it). progress: one line
-    per epoch on stderr, plus a per-batch bar when stderr is a terminal (None: only then).
+    epoch with the history so far (the run store writes metrics.csv from it). progress and name:
+    the per-epoch display (progress.py) and its label (default: the run id).
     """
 
     def __init__(self, config: TrainConfig, data: Cifar100, run_dir: str | Path,
-                 progress: bool | None = None,
+                 progress: bool | str | None = None, name: str | None = None,
                  on_epoch: Callable[[list[dict]], None] | None = None):
         self.config = config.resolved()
         self.run_dir = Path(run_dir)
-        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.progress = progress
+        self.name = name or self.config.run_id()
         self.on_epoch = on_epoch
         c = self.config
         self.device = resolve_device(c.device)
@@ -172,13 +173,7 @@ class Trainer:
             group["lr"] = lr
         self.model.train()
         sums = EpochSums.zeros(self.device)
-        num_batches = math.ceil(len(self.train_loader) / c.batch_size)
-        batches = self.train_loader.train_batches(epoch, c.batch_size)
-        if self.progress and sys.stderr.isatty():  # a bar in terminals; per-epoch lines anywhere
-            from tqdm import tqdm
-            batches = tqdm(batches, total=num_batches, leave=False, file=sys.stderr,
-                           desc=f"epoch {epoch + 1}/{c.epochs}", dynamic_ncols=True)
-        for images, labels in batches:
+        for images, labels in self.train_loader.train_batches(epoch, c.batch_size):
             with self._autocast():
                 outputs = self.forward(images)
             loss = self.loss_fn(outputs.float(), labels)
@@ -204,6 +199,7 @@ class Trainer:
         """Train the remaining epochs. Returns the history; raises RunDiverged on a non-finite loss."""
         c = self.config
         reference = self.loss_fn.reference_value
+        display = EpochProgress(self.progress, self.name, c.epochs, done=len(self.history))
         for epoch in range(len(self.history), c.epochs):
             start = time.perf_counter()
             train_loss, train_acc = self.train_epoch(epoch)
@@ -235,8 +231,6 @@ class Trainer:
                 self._save_checkpoint()
             if self.on_epoch:
                 self.on_epoch(self.history)
-            if self.progress:
-                print(f"epoch {epoch + 1}/{c.epochs}  lr {row['lr']:.4g}  train loss "
-                      f"{train_loss:.4f} acc {train_acc:.3f}  test loss {row['test_loss']:.4f} "
-                      f"acc {row['test_acc']:.3f}  {row['seconds']:.1f}s", file=sys.stderr)
+            display.update(row)
+        display.close()
         return self.history
