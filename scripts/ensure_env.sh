@@ -3,6 +3,11 @@
 #   editable, if it is missing).
 # - Otherwise: create ./.venv once with `pip install -e .[test,notebooks]`, and reuse it;
 #   it is reinstalled when pyproject.toml changes.
+# - Either way: registers the Jupyter kernel `ccql` ("Python (ccql)", this Python) in the
+#   environment (ipykernel install --sys-prefix), the kernel the notebooks name, so that
+#   `jupyter lab` from this environment opens them with it (so do plain `papermill` and the
+#   nbval tests, which read the notebook's kernel; run_all.sh and `python -m ccql_utils
+#   notebook` ask for kernel_name="python3" and work without it).
 _root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 _stamp_of() { sha256sum "$_root/pyproject.toml" | cut -d' ' -f1; }
 
@@ -22,5 +27,11 @@ else
         "$PY" -m pip install -q -e "$_root[test,notebooks]" >&2 || return 1
         _stamp_of > "$_venv/.ccql-installed"
     fi
+fi
+_kernel="$("$PY" -c 'import sys; print(sys.prefix)')/share/jupyter/kernels/ccql/kernel.json"
+if ! grep -qF "\"$PY\"" "$_kernel" 2>/dev/null; then
+    echo "[env] registering the Jupyter kernel 'ccql' (Python (ccql)) for $PY" >&2
+    "$PY" -m ipykernel install --sys-prefix --name ccql --display-name "Python (ccql)" >/dev/null \
+        || { echo "[env] ipykernel install failed (is ipykernel installed in $PY?)" >&2; return 1; }
 fi
 export PY

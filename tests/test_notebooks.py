@@ -80,3 +80,48 @@ def test_cli_notebook_command_refuses_unknown_parameters():
                            str(NOTEBOOKS_DIR / "02_k100.ipynb"), "-p", "epoch", "3"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "unknown parameter" in proc.stderr
+
+
+def _ccql_kernel_registered() -> bool:
+    from jupyter_client.kernelspec import KernelSpecManager
+    return "ccql" in KernelSpecManager().find_kernel_specs()
+
+
+@pytest.mark.parametrize("name", ["01_k25_random.ipynb", "00_theory.ipynb"])
+def test_plain_papermill_refuses_a_misspelled_parameter(name, tmp_path):
+    """`papermill NOTEBOOK OUT -p epoch 3` (no project wrapper) fails in the cell after the
+    parameters, naming the declared parameters, before anything trains."""
+    misspelled = {"00_theory.ipynb": "sead", "01_k25_random.ipynb": "epoch"}[name]
+    command = [sys.executable, "-m", "papermill", str(Path("notebooks") / name),
+               str(tmp_path / "out.ipynb"), "-p", misspelled, "3"]
+    if not _ccql_kernel_registered():  # the set-up registers it; papermill reads the notebook's
+        command += ["-k", "python3"]
+    proc = subprocess.run(command, cwd=NOTEBOOKS_DIR.parent, capture_output=True, text=True,
+                          env={**os.environ, "MPLBACKEND": "Agg"}, timeout=300)
+    assert proc.returncode != 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    declared = ", ".join(notebook_parameters(NOTEBOOKS_DIR / name))
+    assert f"unknown parameter(s) ['{misspelled}'] for {name}; it declares: {declared}" in proc.stderr
+    executed = json.loads((tmp_path / "out.ipynb").read_text())
+    ran = [c for c in executed["cells"] if c["cell_type"] == "code" and c["execution_count"]]
+    assert len(ran) == 3  # parameters, papermill's injected parameters, the check
+
+
+def test_refuse_unknown_names_ignores_names_of_an_earlier_run_in_the_same_kernel():
+    from ccql_utils.notebooks import refuse_unknown_names
+    parameters_cell = "# Parameters, ...\npreset = 'tiny'\n"
+    rerun = {"In": ["", parameters_cell, "refuse_unknown_names(globals(), ...)"],
+             "preset": "tiny", "result": object(), "paths": {}, "NOTEBOOK_DEFAULTS": {}}
+    refuse_unknown_names(rerun, "01_k25_random.ipynb")  # later cells' names are not parameters
+    typo = {**rerun, "In": ["", parameters_cell + "epoch = 3\n", "..."], "epoch": 3}
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['epoch'\]"):
+        refuse_unknown_names(typo, "01_k25_random.ipynb")
+    with pytest.raises(ValueError, match=r"\['epoch'\].*declares: preset, seed"):
+        refuse_unknown_names({"preset": None, "epoch": 3, "os": os}, "01_k25_random.ipynb")
+
+
+def test_notebooks_name_the_project_kernel():
+    """JupyterLab opens them with the kernel the set-up registers (scripts/ensure_env.sh);
+    headless execution passes kernel_name="python3" explicitly and needs no such kernel."""
+    for name in ALL_NOTEBOOKS:
+        spec = json.loads((NOTEBOOKS_DIR / name).read_text())["metadata"]["kernelspec"]
+        assert spec == {"display_name": "Python (ccql)", "language": "python", "name": "ccql"}
