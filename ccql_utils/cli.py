@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
-import os
 import signal
 import sys
 from pathlib import Path
 
 from .config import PRECISIONS, TrainConfig, resolve_device
 from .data import SUBSET_KINDS, DataError
+from .executor import ExecutorError
 from .losses import LOSS_NAMES
 from .presets import EXPERIMENTS, OVERRIDES, PRESETS, get_preset, resolve_preset
 from .provenance import PROJECT_ROOT
@@ -126,6 +125,20 @@ def add_store_arguments(parser: argparse.ArgumentParser, data: bool = True) -> N
     group.add_argument("--runs-dir", default="runs", help="the run store (default ./runs)")
 
 
+def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    from .executor import EXECUTORS
+    group = parser.add_argument_group("executing many runs")
+    group.add_argument("--executor", default="local", choices=EXECUTORS,
+                       help="local: one run after another; ray: concurrently on a Ray cluster")
+    group.add_argument("--address", default=None,
+                       help="with ray: the cluster to join (default $RAY_ADDRESS, else start one here)")
+    group.add_argument("--runs-per-gpu", type=int, default=1, help="with ray: runs sharing one GPU")
+
+
+def _executor(args) -> dict:
+    return {"executor": args.executor, "address": args.address, "runs_per_gpu": args.runs_per_gpu}
+
+
 def _store(args):
     from .runs import RunStore
     return RunStore(args.runs_dir, data_root=args.data_root, verify_data=not args.unverified_data,
@@ -160,7 +173,8 @@ def cmd_run(args) -> int:
     from .experiments import run_experiment
     result = run_experiment(args.experiment, args.preset, seed=args.seed, data_root=args.data_root,
                             runs_dir=args.runs_dir, verify_data=not args.unverified_data,
-                            progress=False if args.quiet else None, **_overrides(args))
+                            progress=False if args.quiet else None, **_executor(args),
+                            **_overrides(args))
     with pd.option_context("display.width", 200, "display.max_colwidth", 60):
         print(result.results_table().drop(columns=result.results_table().columns[-1]).to_string(index=False))
     return _report_diverged(result.diverged(), "--lr loss=value")
@@ -178,7 +192,8 @@ def cmd_sweep_lr(args) -> int:
     else:
         configs = [config_from_args(args)]
     store = _store(args)
-    tables = [sweep_lr(c, args.lrs, store, tolerance=args.tolerance) for c in configs]
+    tables = [sweep_lr(c, args.lrs, store, tolerance=args.tolerance, **_executor(args))
+              for c in configs]
     table = pd.concat(tables, ignore_index=True)
     print(table.drop(columns="run_dir").to_string(index=False))
     if args.output:
@@ -235,6 +250,7 @@ def cmd_all(args) -> int:
                 parameters["lr"] = args.lr
             if args.unverified_data:
                 parameters["verify_data"] = False
+            parameters.update(_executor(args))
         print(f"[all] {time.strftime('%H:%M:%S')} {path.name} (preset {preset}) -> {out_dir / path.name}",
               flush=True)
         t0 = time.time()
@@ -345,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", choices=EXPERIMENTS)
     _experiment_arguments(p)
     add_store_arguments(p)
+    add_executor_arguments(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("all", help="execute every notebook at one preset (what run_all.sh runs)")
@@ -359,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accept a copy whose content differs from CIFAR-100's")
     p.add_argument("--runs-dir", default=str(PROJECT_ROOT / "runs"))
     p.add_argument("--quiet", action="store_true", help="do not echo cell output")
+    add_executor_arguments(p)
     p.set_defaults(func=cmd_all)
 
     p = sub.add_parser("notebook", help="execute a notebook with papermill (unknown parameters are errors)")
@@ -389,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="write the table as CSV here")
     add_config_arguments(p)
     add_store_arguments(p)
+    add_executor_arguments(p)
     p.set_defaults(func=cmd_sweep_lr)
 
     p = sub.add_parser("export", help="records of finished runs (config, metrics, status; no checkpoints)")
@@ -429,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ValueError as exc:  # invalid values that only the configuration can judge
         parser.exit(2, f"{parser.prog} {args.command}: error: {exc}\n")
-    except (DataError, RunError) as exc:
+    except (DataError, RunError, ExecutorError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -16,10 +16,9 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
-import torch
 
 from .provenance import PROJECT_ROOT
 

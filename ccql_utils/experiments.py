@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from .config import TrainConfig
+from .executor import run_configs
 from .presets import experiment_configs, get_experiment, get_preset, resolve_preset
 from .provenance import PROJECT_ROOT
 from .runs import Run, RunStore
@@ -30,6 +31,7 @@ NOTEBOOK_DEFAULTS = {
     "progress": True,
     "executor": "local",     # local: one run after another here; ray: concurrently on a Ray cluster
     "address": None,         # a Ray cluster to join (default: $RAY_ADDRESS, else a local one)
+    "runs_per_gpu": 1,       # with ray: runs sharing one GPU
     # overrides of the preset; None keeps the preset's value
     "epochs": None, "depth": None, "width": None, "train_per_class": None, "lr": None, "w": None,
 }
@@ -102,16 +104,18 @@ class ExperimentResult:
 def run_experiment(experiment: str, preset: str = "auto", seed: int = 0,
                    data_root: str | Path | None = None, runs_dir: str | Path = "runs",
                    verify_data: bool = True, progress: bool | None = None,
-                   executor: str = "local", address: str | None = None,
+                   executor: str = "local", address: str | None = None, runs_per_gpu: int = 1,
                    **overrides) -> ExperimentResult:
     """Obtain every run of `experiment` (see presets.experiment_configs for the overrides).
 
-    Finished runs are read from `runs_dir` without loading data; others resume or train.
+    Finished runs are read from `runs_dir` without loading data; others resume or train, one
+    after another (executor 'local') or concurrently on a Ray cluster ('ray', see executor.py).
     """
     preset = resolve_preset(preset, overrides.get("device") or "auto")
     configs = experiment_configs(experiment, preset, seed=seed, **overrides)
     store = RunStore(runs_dir, data_root=data_root, verify_data=verify_data, progress=progress)
-    return ExperimentResult(experiment, preset, configs, store.get_all(configs, experiment))
+    runs = run_configs(store, configs, executor, address, runs_per_gpu, experiment)
+    return ExperimentResult(experiment, preset, configs, runs)
 
 
 def run_notebook_experiment(experiment: str, **parameters) -> ExperimentResult:

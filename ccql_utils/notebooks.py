@@ -53,6 +53,13 @@ def check_parameters(path: str | Path, parameters: dict[str, Any]) -> None:
     values = {name: NOTEBOOK_DEFAULTS[name] if parameters.get(name) is None else parameters[name]
               for name in ("preset", "seed", "device", *OVERRIDES) if name in NOTEBOOK_DEFAULTS}
     preset, seed = values.pop("preset"), values.pop("seed")
+    from .executor import check_executor
+    executor = parameters.get("executor")
+    if executor is not None:
+        try:
+            check_executor(executor)
+        except ValueError as exc:
+            raise ValueError(f"notebook parameter: {exc}") from None
     try:
         experiment_configs(experiment, resolve_preset(preset, values.get("device") or "auto"),
                            seed=seed, **values)

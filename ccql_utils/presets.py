@@ -8,7 +8,6 @@ preset, **overrides)`. Learning rates and where they come from: results/README.m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from .config import TrainConfig
 

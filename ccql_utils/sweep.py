@@ -13,17 +13,20 @@ from typing import Sequence
 import pandas as pd
 
 from .config import TrainConfig
+from .executor import run_configs
 from .runs import RunStore
 
 
 def sweep_lr(config: TrainConfig, lrs: Sequence[float], store: RunStore,
-             tolerance: float = 0.005) -> pd.DataFrame:
+             tolerance: float = 0.005, executor: str = "local", address: str | None = None,
+             runs_per_gpu: int = 1) -> pd.DataFrame:
     """Train `config` once per LR in `lrs`; one row per LR, the best marked.
 
     Columns: loss, lr, state, epochs, train_acc, test_acc, test_loss_norm, best, run_dir. The
     best is the smallest LR whose final test accuracy is within `tolerance` (a fraction: 0.005
     is half a percentage point, about the noise of one short run) of the highest among runs
     that finished; smaller LRs are the safer choice for the longer schedule that follows.
+    The runs execute one after another or concurrently (executor, see executor.py).
     """
     lrs = sorted(float(x) for x in lrs)
     if not lrs:
@@ -31,10 +34,11 @@ def sweep_lr(config: TrainConfig, lrs: Sequence[float], store: RunStore,
     bad = [x for x in lrs if not (x > 0 and math.isfinite(x))]
     if bad:
         raise ValueError(f"learning rates must be positive numbers, got {bad}")
-    configs = [dataclasses.replace(config, lr=lr).resolved() for lr in lrs]  # all checked first
+    configs = {f"{config.loss} lr {lr}": dataclasses.replace(config, lr=lr).resolved() for lr in lrs}
+    runs = run_configs(store, configs, executor, address, runs_per_gpu, "sweep-lr")
     rows = []
-    for c in configs:
-        run = store.get(c)
+    for label, c in configs.items():
+        run = runs[label]
         final = run.final()
         rows.append({"loss": c.loss, "lr": c.lr, "state": run.state, "epochs": len(run.history),
                      "train_acc": final.get("train_acc"),

@@ -1,0 +1,160 @@
+"""Executing a set of runs: one after another here (`local`, the default), or concurrently as
+tasks on a Ray cluster (`ray`), one GPU per run (or a fraction, `runs_per_gpu`), else one CPU.
+
+Every figure and sweep is a set of independent runs, so one run per GPU is the unit of scale-out
+(data parallelism would split the paper's batch of 128 across GPUs, starve each of them and
+change BatchNorm's statistics). The run store stays the single source of truth: a task trains,
+resumes or reads its run in the runs folder exactly as `local` does, so that folder (and the
+data) must be on a filesystem every worker sees. A task whose worker dies is retried by Ray and
+resumes from the run's last checkpoint; two tasks for one run train it once (the run's lock).
+Results come back as run records read from the folder, not through Ray's object store.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from .config import TrainConfig
+from .data import DataError, data_source
+from .progress import progress_mode
+from .runs import FINAL_STATES, Run, RunStore, load_run
+from .train import RunError
+
+EXECUTORS = ("local", "ray")
+TASK_RETRIES = 3  # Ray re-runs a task whose worker died this often; each retry resumes the run
+
+
+class ExecutorError(RuntimeError):
+    """The executor cannot start (Ray missing, cluster unreachable, no GPU); the message says the fix."""
+
+
+def check_executor(executor: str) -> str:
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    return executor
+
+
+def run_configs(store: RunStore, configs: dict[str, TrainConfig], executor: str = "local",
+                address: str | None = None, runs_per_gpu: int = 1, name: str = "") -> dict[str, Run]:
+    """Every labelled run of `configs` from `store`, trained where needed by `executor`."""
+    if check_executor(executor) == "local":
+        return store.get_all(configs, name)
+    if int(runs_per_gpu) != runs_per_gpu or runs_per_gpu < 1:
+        raise ValueError(f"runs_per_gpu must be an integer >= 1, got {runs_per_gpu}")
+    resolved = {label: store.resolve(c) for label, c in configs.items()}
+    stored = {label: load_run(store.runs_dir / c.run_id()) for label, c in resolved.items()}
+    todo = {label: c for label, c in resolved.items() if stored[label].state not in FINAL_STATES}
+    placements = _train_on_ray(store, todo, address, runs_per_gpu, name) if todo else {}
+    runs = {label: load_run(store.runs_dir / c.run_id()) for label, c in resolved.items()}
+    for label, where in placements.items():  # which Ray node and process ran it (not stored)
+        runs[label].status.update(ray_node=where["node"], ray_pid=where["pid"])
+    return runs
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ExecutorError("the ray executor needs Ray: pip install -e '.[cluster]' (or "
+                            "pip install 'ray[default]'), or use --executor local") from None
+    return ray
+
+
+def connect(address: str | None = None):
+    """ray.init: join `address` (or $RAY_ADDRESS) if given, else start a local cluster."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        return ray
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address and address != "auto":
+        _check_reachable(address)  # Ray itself retries an unreachable address for minutes
+    # A local cluster listens on the loopback address only, so nothing leaves this machine.
+    local = {} if address else {"_node_ip_address": "127.0.0.1"}
+    try:
+        ray.init(address=address, logging_level="ERROR", log_to_driver=False,
+                 include_dashboard=False, **local)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+        raise ExecutorError(f"could not connect to {where} ({str(exc).splitlines()[0]}); start it "
+                            f"with `ray start --head`, check --address / RAY_ADDRESS, or use "
+                            f"--executor local") from None
+    return ray
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """ExecutorError unless a TCP connection to the cluster's host:port opens within timeout_s."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as exc:
+        raise ExecutorError(f"no Ray cluster answers at {address} ({exc}); start one with `ray start "
+                            f"--head`, check --address / RAY_ADDRESS, or use --executor local") from None
+
+
+def _train_task(runs_dir: str, data_root: str | None, verify_data: bool, config: dict) -> dict:
+    """A Ray task: obtain one run through the store, as `local` would; report where it ran."""
+    import ray
+    store = RunStore(runs_dir, data_root=data_root, verify_data=verify_data, progress=False)
+    run = store.get(TrainConfig.from_dict(config))
+    return {"run_dir": str(run.run_dir), "state": run.state,
+            "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+
+
+def _train_on_ray(store: RunStore, todo: dict[str, TrainConfig], address, runs_per_gpu,
+                  name) -> dict[str, dict]:
+    """Train `todo` as Ray tasks; label -> {"node", "pid"} of the task that finished each."""
+    ray = connect(address)
+    gpus = ray.cluster_resources().get("GPU", 0)
+    wants_cuda = {c.device for c in todo.values()} - {"auto", "cpu"}
+    if wants_cuda and not gpus:
+        raise ExecutorError(f"device {sorted(wants_cuda)[0]!r} asked for, but the Ray cluster has no "
+                            f"GPUs; use --device cpu (or auto), or join a cluster with GPUs")
+    resources = ({"num_gpus": 1 / runs_per_gpu, "num_cpus": 1} if gpus and "cpu" not in
+                 {c.device for c in todo.values()} else {"num_cpus": 1})
+    try:  # the workers need the same data: an explicit, absolute path
+        data_root = str(Path(data_source(store.data_root)).resolve())
+    except DataError:
+        data_root = None  # the default folder; a worker downloads it there if it can
+    task = ray.remote(max_retries=TASK_RETRIES, **resources)(_train_task)
+    pending = {task.remote(str(store.runs_dir.resolve()), data_root, store.verify_data,
+                           asdict(c)): label for label, c in todo.items()}
+    show = progress_mode(store.progress) != "off"
+    if show:
+        print(f"[{name}] {len(todo)} run(s) on Ray ({int(gpus)} GPU(s), "
+              f"{int(ray.cluster_resources().get('CPU', 0))} CPU(s)); each task asks {resources}",
+              file=sys.stderr, flush=True)
+    errors, last, placements = [], "", {}
+    while pending:
+        done, _ = ray.wait(list(pending), timeout=5.0)
+        for ref in done:
+            label = pending.pop(ref)
+            try:
+                placements[label] = ray.get(ref)
+            except Exception as exc:  # RayTaskError wraps the worker's exception
+                errors.append(f"{label}: {str(exc).strip().splitlines()[-1]}")
+        if show:
+            line = _status_line(store, todo)
+            if line != last:
+                print(f"[{name}] {line}", file=sys.stderr, flush=True)
+                last = line
+    if errors:
+        raise RunError("; ".join(errors))
+    return placements
+
+
+def _status_line(store: RunStore, todo: dict[str, TrainConfig]) -> str:
+    """'finished 1, running 2, queued 0 | CE epoch 3/50, QL epoch 2/50'."""
+    counts, epochs = {"finished": 0, "running": 0, "queued": 0}, []
+    for label, c in todo.items():
+        run = load_run(store.runs_dir / c.run_id())
+        if run.state in FINAL_STATES:
+            counts["finished"] += 1
+        elif run.state == "running":
+            counts["running"] += 1
+            epochs.append(f"{label} epoch {len(run.history)}/{c.epochs}")
+        else:
+            counts["queued"] += 1
+    return ", ".join(f"{k} {v}" for k, v in counts.items()) + (" | " + ", ".join(epochs) if epochs else "")

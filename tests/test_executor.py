@@ -1,0 +1,156 @@
+"""Many runs at once on a real Ray cluster on this CPU (tiny settings): the same metrics as one
+after another, concurrently; a killed worker's run resumes; two drivers train a run once; runs
+spread over two nodes; clear errors. Skipped, visibly, without Ray (pip install -e '.[cluster]')."""
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from ccql_utils import RunStore, TrainConfig, load_run
+from ccql_utils.executor import ExecutorError, connect, run_configs
+
+ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[cluster]'")
+pytestmark = pytest.mark.cluster
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def configs(n=3, epochs=4, **overrides):
+    base = dict(loss="ql", num_classes=5, train_per_class=40, depth=10, width=1, epochs=epochs,
+                lr=0.05, device="cpu")
+    return {f"seed {s}": TrainConfig(**{**base, "seed": s, **overrides}) for s in range(n)}
+
+
+def one_thread_reference(store, configs):
+    """The `local` result with one torch thread, as each Ray CPU task trains (1 CPU, 1 thread)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return store.get_all(configs)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def without_seconds(run):
+    return run.history.drop(columns="seconds")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.shutdown()
+    ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False,
+             logging_level="ERROR", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def interval(run):
+    start = dt.datetime.fromisoformat(run.status["started"])
+    return start, dt.datetime.fromisoformat(run.status["finished"])
+
+
+@pytest.mark.slow
+def test_ray_gives_the_metrics_of_local_runs_and_runs_them_concurrently(local_ray, synthetic_data, tmp_path):
+    runs = configs(n=2, epochs=6)
+    expected = one_thread_reference(RunStore(tmp_path / "local", data=synthetic_data, progress=False), runs)
+    store = RunStore(tmp_path / "ray", data_root=synthetic_data.folder, verify_data=False, progress=False)
+    got = run_configs(store, runs, executor="ray")
+    for label in runs:
+        assert got[label].finished
+        pd.testing.assert_frame_equal(without_seconds(got[label]), without_seconds(expected[label]))
+    (a_start, a_end), (b_start, b_end) = (interval(r) for r in got.values())
+    assert a_start < b_end and b_start < a_end, "the two runs did not overlap in time"
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_retried_and_its_run_resumes_to_the_uninterrupted_result(
+        local_ray, synthetic_data, tmp_path):
+    runs = configs(n=1, epochs=8)
+    expected = one_thread_reference(RunStore(tmp_path / "local", data=synthetic_data, progress=False), runs)
+    store = RunStore(tmp_path / "ray", data_root=synthetic_data.folder, verify_data=False, progress=False)
+    result = {}
+    driver = threading.Thread(target=lambda: result.update(run_configs(store, runs, executor="ray")))
+    driver.start()
+    status = next(iter(runs.values()))
+    run_dir = store.path(status)
+    deadline, killed = time.time() + 300, None
+    while time.time() < deadline and killed is None:
+        run = load_run(run_dir) if run_dir.exists() else None
+        if run is not None and run.state == "running" and len(run.history) >= 2:
+            killed = run.status["pid"]
+            os.kill(killed, signal.SIGKILL)  # the process that trains: Ray's worker
+        time.sleep(0.05)
+    driver.join(timeout=600)
+    assert killed is not None, "never saw the run in training"
+    run = result["seed 0"]
+    assert run.finished and run.status["resumed_from_epoch"] >= 2 and run.status["ray_pid"] != killed
+    pd.testing.assert_frame_equal(without_seconds(run), without_seconds(expected["seed 0"]))
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".") and p.name != ".lock") == []
+
+
+@pytest.mark.slow
+def test_two_drivers_submitting_one_experiment_train_each_run_once(tmp_path, synthetic_root):
+    ray.shutdown()
+    command = [sys.executable, "-m", "ccql_utils", "run", "mammals_vs_random", "--preset", "tiny",
+               "--device", "cpu", "--epochs", "3", "--executor", "ray", "--runs-dir", str(tmp_path),
+               "--data-root", str(synthetic_root), "--unverified-data", "--quiet"]
+    drivers = [subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [d.communicate(timeout=900) for d in drivers]
+    assert [d.returncode for d in drivers] == [0, 0], [e[-2000:] for _, e in outputs]
+    run_dirs = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert len(run_dirs) == 2
+    for run_dir in run_dirs:
+        run = load_run(run_dir)
+        assert run.finished and run.status["resumed_from_epoch"] == 0 and len(run.history) == 3
+
+
+@pytest.mark.slow
+def test_runs_spread_over_the_nodes_of_a_two_node_cluster(synthetic_data, tmp_path):
+    from ray.cluster_utils import Cluster
+    ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1"})
+    cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+    try:
+        ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
+        store = RunStore(tmp_path, data_root=synthetic_data.folder, verify_data=False, progress=False)
+        got = run_configs(store, configs(n=2, epochs=3), executor="ray")
+        assert all(run.finished for run in got.values())
+        assert len({run.status["ray_node"] for run in got.values()}) == 2
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def test_missing_ray_names_the_extra_and_writes_nothing(synthetic_data, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails
+    store = RunStore(tmp_path / "runs", data=synthetic_data, progress=False)
+    with pytest.raises(ExecutorError, match=r"pip install -e '\.\[cluster\]'"):
+        run_configs(store, configs(n=1), executor="ray")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_unreachable_address_fails_at_once_with_the_fix():
+    if ray.is_initialized():
+        ray.shutdown()
+    start = time.time()
+    with pytest.raises(ExecutorError, match="no Ray cluster answers at 127.0.0.1:1.*ray start --head"):
+        connect("127.0.0.1:1")
+    assert time.time() - start < 30
+
+
+def test_a_gpu_request_on_a_cluster_without_gpus_is_refused_before_anything_runs(
+        local_ray, synthetic_data, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    store = RunStore(tmp_path / "runs", data_root=synthetic_data.folder, verify_data=False, progress=False)
+    with pytest.raises(ExecutorError, match="device 'cuda' asked for, but the Ray cluster has no GPUs"):
+        run_configs(store, configs(n=1, device="cuda"), executor="ray")
+    assert not (tmp_path / "runs").exists()
