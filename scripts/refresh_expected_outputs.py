@@ -1,8 +1,8 @@
-"""Refresh the expected outputs that nbval compares in the experiment notebooks.
+"""Refresh the expected outputs that nbval compares in the notebooks.
 
-Executes each experiment notebook at the tiny preset (into a temporary folder) and copies the
-outputs of the cells tagged `nbval-check-output` back into notebooks/; every other output in
-those notebooks is cleared (executed notebooks of real runs live in outputs/, not in git).
+Executes every notebook (the experiment ones at the tiny preset) into a temporary folder and
+copies the outputs of the cells tagged `nbval-check-output` back into notebooks/; every other
+output is cleared (executed notebooks of real runs live in outputs/, not in git).
 
     .venv/bin/python scripts/refresh_expected_outputs.py --data-root ../shared/data
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import nbformat
 
-from ccql_utils.notebooks import EXPERIMENT_NOTEBOOKS, NOTEBOOKS_DIR, execute_notebook
+from ccql_utils.notebooks import NOTEBOOKS_DIR, execute_notebook, experiment_of
 
 CHECK_TAG = "nbval-check-output"
 
@@ -22,13 +22,14 @@ def main():
     parser.add_argument("--data-root", required=True)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        for name in EXPERIMENT_NOTEBOOKS:
-            source = NOTEBOOKS_DIR / name
+        for source in sorted(NOTEBOOKS_DIR.glob("*.ipynb")):
+            name = source.name
             executed = Path(tmp) / name
-            execute_notebook(source, executed, {
-                "preset": "tiny", "data_root": str(Path(args.data_root).resolve()),
-                "runs_dir": f"{tmp}/runs", "figures_dir": f"{tmp}/figures", "device": "cpu",
-                "progress": False}, log_output=False)
+            parameters = {"figures_dir": f"{tmp}/figures"}
+            if experiment_of(source):
+                parameters.update(preset="tiny", data_root=str(Path(args.data_root).resolve()),
+                                  runs_dir=f"{tmp}/runs", device="cpu", progress=False)
+            execute_notebook(source, executed, parameters, log_output=False)
             ran = [c for c in nbformat.read(executed, as_version=4).cells
                    if "injected-parameters" not in c.metadata.get("tags", [])]
             nb = nbformat.read(source, as_version=4)
