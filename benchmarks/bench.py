@@ -42,7 +42,7 @@ from ccql_utils.loader import DeviceLoader
 from ccql_utils.data import (CIFAR100_MEAN, CIFAR100_STD, load_cifar100, make_subset,
                              select_classes, write_synthetic_cifar100)
 from ccql_utils.presets import experiment_configs
-from ccql_utils.provenance import atomic_write_text, environment_record
+from ccql_utils.provenance import atomic_write_text, describe_device, environment_record
 from ccql_utils.train import Trainer
 from ccql_utils.wrn import WideResNet, count_parameters
 
@@ -445,7 +445,7 @@ def run(preset: Preset, data, out_dir: Path, stem: str, parts: set, commit: str 
     device = torch.device(preset.device)
     if preset.threads:
         torch.set_num_threads(preset.threads)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
+    name = describe_device(device)
     peak = next((v for k, v in PEAK_FLOPS.items() if k in name), None)
     meta = {"device": name, "preset": dataclasses.asdict(preset), "data": data.folder,
             "environment": environment_record() | ({"commit": commit} if commit else {}),

@@ -54,6 +54,15 @@ def environment_record() -> dict[str, Any]:
     return record
 
 
+def describe_device(device) -> str:
+    """'NVIDIA H200' for a CUDA device, 'cpu (2 cores, 2 threads)' for the CPU."""
+    import torch
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
 def _jsonable(value: Any) -> Any:
     """Make numpy scalars/arrays, paths and dataclasses JSON-serialisable."""
     import dataclasses

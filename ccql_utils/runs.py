@@ -37,7 +37,7 @@ import pandas as pd
 from .config import TrainConfig
 from .data import Cifar100, DataError, data_source, load_cifar100
 from .progress import progress_mode
-from .provenance import atomic_write_text
+from .provenance import atomic_write_text, describe_device
 from .train import RunDiverged, RunError, Trainer
 
 FINAL_STATES = ("finished", "diverged")
@@ -305,7 +305,7 @@ class RunStore:
             on_epoch(trainer.history)  # metrics.csv again as the checkpoint has it
         else:
             (run_dir / "metrics.csv").unlink(missing_ok=True)  # no epoch yet: no metrics file
-        write_status(resumed_from_epoch=len(trainer.history), device=_device_name(trainer.device),
+        write_status(resumed_from_epoch=len(trainer.history), device=describe_device(trainer.device),
                      epochs_completed=len(trainer.history))
         try:
             history = trainer.run()
@@ -341,13 +341,6 @@ class RunStore:
                       file=sys.stderr, flush=True)
             runs[label] = stored if stored.state in FINAL_STATES else self.get(config, label)
         return runs
-
-
-def _device_name(device) -> str:
-    import torch
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
 # ----------------------------------------------------------------------------- records between machines
