@@ -1,7 +1,7 @@
 # Sourced by run_all.sh and run_tests.sh: puts the Python to use in $PY.
 # - Inside an active conda or virtual environment: use it (installing this package into it,
 #   editable, if it is missing).
-# - Otherwise: create ./.venv once with `pip install -e .[test,notebooks]`, and reuse it;
+# - Otherwise: create ./.venv once with `pip install -e .[test,notebooks,cluster]`, and reuse it;
 #   it is reinstalled when pyproject.toml changes.
 # - Either way: registers the Jupyter kernel `ccql` ("Python (ccql)", this Python) in the
 #   environment (ipykernel install --sys-prefix), the kernel the notebooks name, so that
@@ -15,16 +15,16 @@ if [ -n "${VIRTUAL_ENV:-}" ] || { [ -n "${CONDA_PREFIX:-}" ] && [ "${CONDA_DEFAU
     PY="$(command -v python)"
     if ! "$PY" -c "import ccql_utils, papermill, pytest" >/dev/null 2>&1; then
         echo "[env] installing ccql_utils into the active environment ($PY)" >&2
-        "$PY" -m pip install -q -e "$_root[test,notebooks]" >&2 || return 1
+        "$PY" -m pip install -q -e "$_root[test,notebooks,cluster]" >&2 || return 1
     fi
 else
     _venv="$_root/.venv"
     PY="$_venv/bin/python"
     if [ ! -x "$PY" ] || [ "$(cat "$_venv/.ccql-installed" 2>/dev/null)" != "$(_stamp_of)" ]; then
-        echo "[env] setting up $_venv (pip install -e .[test,notebooks]; torch takes a few minutes the first time)" >&2
+        echo "[env] setting up $_venv (pip install -e .[test,notebooks,cluster]; torch takes a few minutes the first time)" >&2
         [ -x "$PY" ] || python3 -m venv "$_venv" || { echo "[env] python3 -m venv failed" >&2; return 1; }
         "$PY" -m pip install -q --upgrade pip >&2 || return 1
-        "$PY" -m pip install -q -e "$_root[test,notebooks]" >&2 || return 1
+        "$PY" -m pip install -q -e "$_root[test,notebooks,cluster]" >&2 || return 1
         _stamp_of > "$_venv/.ccql-installed"
     fi
 fi
