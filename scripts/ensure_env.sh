@@ -22,7 +22,10 @@ else
     PY="$_venv/bin/python"
     if [ ! -x "$PY" ] || [ "$(cat "$_venv/.ccql-installed" 2>/dev/null)" != "$(_stamp_of)" ]; then
         echo "[env] setting up $_venv (pip install -e .[test,notebooks,cluster]; torch takes a few minutes the first time)" >&2
-        [ -x "$PY" ] || python3 -m venv "$_venv" || { echo "[env] python3 -m venv failed" >&2; return 1; }
+        # A venv cut off while being created (no pip yet) is made again rather than trusted.
+        if [ ! -x "$PY" ] || ! "$PY" -m pip --version >/dev/null 2>&1; then
+            python3 -m venv --clear "$_venv" || { echo "[env] python3 -m venv failed" >&2; return 1; }
+        fi
         "$PY" -m pip install -q --upgrade pip >&2 || return 1
         "$PY" -m pip install -q -e "$_root[test,notebooks,cluster]" >&2 || return 1
         _stamp_of > "$_venv/.ccql-installed"
