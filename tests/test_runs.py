@@ -175,9 +175,21 @@ def data_args(synthetic_root):
     return ["--data-root", root] if root else ["--data-root", str(synthetic_root), "--unverified-data"]
 
 
-# 100 classes x 40 images: epoch 1 takes a few seconds of WRN-10-1 on the CPU, a window to kill in
-EPOCH1_ARGS = ["--loss", "ql", "--classes", "all", "--epochs", "2", "--lr", "0.05", "--depth", "10",
+# 100 classes x 40 images: the one epoch takes a few seconds of WRN-10-1 on the CPU, a window to
+# kill in; the resumed run must then redo it exactly
+EPOCH1_ARGS = ["--loss", "ql", "--classes", "all", "--epochs", "1", "--lr", "0.05", "--depth", "10",
                "--width", "1", "--train-per-class", "40", "--test-per-class", "10", "--seed", "1"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_epoch1(tmp_path_factory, synthetic_root):
+    """The metrics of the uninterrupted run (one process for every signal tested)."""
+    root = os.environ.get("CCQL_DATA_ROOT")
+    data = ["--data-root", root] if root else ["--data-root", str(synthetic_root), "--unverified-data"]
+    reference = cli(EPOCH1_ARGS, data, tmp_path_factory.mktemp("reference"))
+    out, err = reference.communicate(timeout=600)
+    assert reference.returncode == 0, err
+    return pd.read_csv(Path(out.strip().splitlines()[-1]) / "metrics.csv")
 
 
 def wait_for_first_epoch_to_start(runs_dir: Path, proc, timeout=120) -> Path:
@@ -197,12 +209,8 @@ def wait_for_first_epoch_to_start(runs_dir: Path, proc, timeout=120) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
 def test_a_run_interrupted_in_its_first_epoch_resumes_to_the_uninterrupted_result(
-        data_args, tmp_path, sig):
-    reference = cli(EPOCH1_ARGS, data_args, tmp_path / "reference")
-    out, err = reference.communicate(timeout=600)
-    assert reference.returncode == 0, err
-    expected = pd.read_csv(Path(out.strip().splitlines()[-1]) / "metrics.csv")
-
+        data_args, tmp_path, sig, uninterrupted_epoch1):
+    expected = uninterrupted_epoch1
     runs_dir = tmp_path / "interrupted"
     victim = cli(EPOCH1_ARGS, data_args, runs_dir)
     run_dir = wait_for_first_epoch_to_start(runs_dir, victim)
