@@ -93,12 +93,15 @@ class ExperimentResult:
         }
 
     def caption(self) -> str:
-        """One line on the scale that made the figure (so a quick run is never taken for the paper's)."""
+        """One line on the scale and the card that made the figure (so a quick run is never taken
+        for the paper's)."""
         c = next(iter(self.configs.values()))
         p = get_preset(self.preset)
         scale = "the paper's model and data" if p.paper_scale else "NOT the paper's scale"
+        devices = sorted({run.status["device"] for run in self.runs.values() if run.status.get("device")})
         return (f"preset '{self.preset}' ({scale}): WRN-{c.depth}-{c.width}, "
-                f"{c.train_per_class or 500} train images/class, {c.epochs} epochs, seed {c.seed}")
+                f"{c.train_per_class or 500} train images/class, {c.epochs} epochs, seed {c.seed}"
+                + (f"; trained on {', '.join(devices)}" if devices else ""))
 
 
 def run_experiment(experiment: str, preset: str = "auto", seed: int = 0,

@@ -56,6 +56,7 @@ def test_notebook_runs_under_nbval_and_writes_its_figures(name, tmp_path, data_p
         if name in EXPERIMENT_NOTEBOOKS:
             p = record["parameters"]
             assert p["preset"] == "tiny" and "NOT the paper's scale" in record["caption"]
+            assert "trained on cpu (" in record["caption"]  # the card (here the CPU) is named
             for run in p["runs"].values():
                 assert run["state"] == "finished" and run["epochs_completed"] == 2
                 assert len(run["class_names"]) == run["config"]["num_classes"]
