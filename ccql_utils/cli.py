@@ -451,8 +451,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, RunError, ExecutorError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume where it stopped", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # the run store's RunInterrupted says from which epoch
+        print(str(exc) or "interrupted: rerun the same command to resume where it stopped",
+              file=sys.stderr)
         return 130
     except Exception as exc:
         from .notebooks import NotebookFailed

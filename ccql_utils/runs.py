@@ -44,6 +44,10 @@ FINAL_STATES = ("finished", "diverged")
 RECORD_FILES = ("config.json", "metrics.csv", "status.json")  # all a finished run needs
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM through the CLI) while a run trained; the message says how to resume."""
+
+
 @dataclass
 class Run:
     """A stored run: its directory, config.json's record, status and history (one row per epoch)."""
@@ -321,8 +325,9 @@ class RunStore:
                              reason=type(exc).__name__ if interrupted else str(exc),
                              resume_from_epoch=resume)
             if interrupted:
-                print(f"interrupted: run {run_dir.name} stopped in epoch {len(trainer.history) + 1}; "
-                      f"rerun the same command to resume from epoch {resume + 1}", file=sys.stderr)
+                raise RunInterrupted(f"interrupted: run {run_dir.name} stopped in epoch "
+                                     f"{len(trainer.history) + 1}; rerun the same command to resume "
+                                     f"from epoch {resume + 1}") from None
             raise
         write_status(state="finished", epochs_completed=len(history), finished=_now())
         return load_run(run_dir)
@@ -394,5 +399,5 @@ def import_records(source: str | Path, runs_dir: str | Path) -> list[str]:
     return added
 
 
-__all__ = ["FINAL_STATES", "Run", "RunError", "RunStore", "export_records", "import_records",
+__all__ = ["FINAL_STATES", "Run", "RunError", "RunInterrupted", "RunStore", "export_records", "import_records",
            "load_run"]
