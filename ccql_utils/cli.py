@@ -176,7 +176,8 @@ def cmd_run(args) -> int:
                             progress=False if args.quiet else None, **_executor(args),
                             **_overrides(args))
     with pd.option_context("display.width", 200, "display.max_colwidth", 60):
-        print(result.results_table().drop(columns=result.results_table().columns[-1]).to_string(index=False))
+        table = result.results_table()
+        print(table.drop(columns=table.columns[-1]).to_string(index=False))  # not the paper's text
     return _report_diverged(result.diverged(), "--lr loss=value")
 
 

@@ -7,7 +7,7 @@ preset, **overrides)`. Learning rates and where they come from: results/README.m
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .config import TrainConfig
 
@@ -83,22 +83,23 @@ PAPER_LR_PROVENANCE = (
     "0.03 starts at chance). K = 100: NOT measured yet; chosen by the scaling of the summed square "
     "losses' curvature with K and 1 + w (results/README.md): CE 0.1, QL 0.01, CCQL 0.01.")
 
+PAPER = Preset(
+    name="paper",
+    description="The paper's protocol: WRN-28-10, 200 epochs, batch 128, all 500 images per "
+                "class, LR / 4 after epochs 50, 80, 110, 150, 170 (needs a CUDA GPU).",
+    depth=28, width=10, epochs={25: 200, 100: 200}, train_per_class={25: None, 100: None},
+    lr=PAPER_LRS, checkpoint_every=5, lr_provenance=PAPER_LR_PROVENANCE, paper_scale=True)
+
 PRESETS = {p.name: p for p in (
-    Preset(
-        name="paper",
-        description="The paper's protocol: WRN-28-10, 200 epochs, batch 128, all 500 images per "
-                    "class, LR / 4 after epochs 50, 80, 110, 150, 170 (needs a CUDA GPU).",
-        depth=28, width=10, epochs={25: 200, 100: 200}, train_per_class={25: None, 100: None},
-        lr=PAPER_LRS, checkpoint_every=5, lr_provenance=PAPER_LR_PROVENANCE, paper_scale=True),
-    Preset(
-        name="gpu-short",
+    PAPER,
+    replace(  # the paper's model, data and LRs; only the schedule is shorter
+        PAPER, name="gpu-short",
         description="The paper's model and data (WRN-28-10, all 500 images per class, full test "
                     "set) on the paper's schedule compressed to 60 epochs (LR / 4 after epochs 15, "
                     "24, 33, 45, 51), so Fig 1's three runs fit one 10-minute GPU job. Shows the "
                     "paper's ordering at its scale; not its near-100% training accuracy, which "
                     "needs the 200-epoch schedule.",
-        depth=28, width=10, epochs={25: 60, 100: 60}, train_per_class={25: None, 100: None},
-        lr=PAPER_LRS, checkpoint_every=10, lr_provenance=PAPER_LR_PROVENANCE, paper_scale=True),
+        epochs={25: 60, 100: 60}, checkpoint_every=10),
     Preset(
         name="quick",
         description="CPU-sized: WRN-10-1, 200 train images per class and 50 epochs at K = 25, "

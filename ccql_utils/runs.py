@@ -201,8 +201,15 @@ def load_run(run_dir: str | Path) -> Run:
 
 @contextlib.contextmanager
 def _exclusive_lock(path: Path, quiet: bool):
-    """Hold an exclusive flock on `path`; wait (saying so) if another process holds it."""
-    with open(path, "a") as handle:
+    """Hold an exclusive flock on `path` (creating its folder); wait (saying so) if another
+    process holds it. A folder that cannot be written is a RunError saying so."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")
+    except OSError as exc:
+        raise RunError(f"cannot write to {path.parent} ({exc.strerror or exc}); choose a writable "
+                       f"runs folder (--runs-dir / runs_dir)") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -273,17 +280,8 @@ class RunStore:
         if stored.state in FINAL_STATES:
             return stored
         data = self.data  # before creating anything, so a data error leaves no empty run folder
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            lock = _exclusive_lock(run_dir / ".lock", progress_mode(self.progress) == "off")
-            lock.__enter__()
-        except OSError as exc:
-            raise RunError(f"cannot write to {run_dir} ({exc.strerror or exc}); choose a writable "
-                           f"runs folder (--runs-dir / runs_dir)") from None
-        try:
+        with _exclusive_lock(run_dir / ".lock", progress_mode(self.progress) == "off"):
             return self._train_locked(config, run_dir, data, label)
-        finally:
-            lock.__exit__(None, None, None)
 
     def _train_locked(self, config: TrainConfig, run_dir: Path, data: Cifar100, label=None) -> Run:
         stored = load_run(run_dir)  # another process may have finished it meanwhile
