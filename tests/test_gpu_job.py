@@ -7,6 +7,7 @@ import tarfile
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from ccql_utils.data import load_cifar100, pack_subset, random_classes, write_synthetic_cifar100
 from ccql_utils.runs import import_records
@@ -43,3 +44,25 @@ def test_gpu_job_dry_run_leaves_records_that_redraw_elsewhere(tmp_path, monkeypa
                              runs_dir=out / "runs", progress=False, device="cpu")
     assert all(run.finished for run in redrawn.runs.values())
     pd.testing.assert_frame_equal(redrawn.histories(), trained.histories())
+
+
+GPU_RECORDS = PROJECT_ROOT / "results" / "gpu-short-h200-2026-11-27"
+
+
+@pytest.mark.parametrize("experiment, figure", [("k25_random", "fig1_k25_random_gpu-short"),
+                                                ("mammals_vs_random", "fig3_mammals_vs_random_gpu-short")])
+def test_committed_gpu_records_redraw_the_committed_figure_data_without_training_or_data(
+        experiment, figure, tmp_path, monkeypatch):
+    from ccql_utils import runs
+    from ccql_utils.experiments import run_experiment
+    import_records(GPU_RECORDS, tmp_path / "runs")
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("data loaded to redraw finished runs")
+    monkeypatch.setattr(runs, "load_cifar100", no_data)
+    result = run_experiment(experiment, "gpu-short", runs_dir=tmp_path / "runs", progress=False,
+                            device="cpu")
+    assert all(run.finished and run.status["device"] == "NVIDIA H200" for run in result.runs.values())
+    committed = pd.read_csv(PROJECT_ROOT / "figures" / f"{figure}.csv")
+    pd.testing.assert_frame_equal(result.histories().reset_index(drop=True), committed,
+                                  check_dtype=False, rtol=1e-12)
