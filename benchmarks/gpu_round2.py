@@ -75,11 +75,14 @@ def profile(data, device: str, steps: int) -> dict:
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     with torch_profile(activities=activities) as prof:
         wall = time_call(lambda: trainer.train_epoch(2), trainer.device)
+    # Kernels only: an ATen op (aten::cudnn_convolution, ...) also reports the device time of the
+    # kernels it launched, so summing every event counts each kernel twice (the first H200 record).
     kernels = {}
     for evt in prof.key_averages():
-        t = getattr(evt, "self_device_time_total", None) or getattr(evt, "self_cuda_time_total", 0)
-        if t > 0:
-            kernels[evt.key] = kernels.get(evt.key, 0) + t / 1e6   # microseconds -> s
+        if evt.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        t = getattr(evt, "device_time_total", None) or getattr(evt, "cuda_time_total", 0)
+        kernels[evt.key] = kernels.get(evt.key, 0) + t / 1e6   # microseconds -> s
     busy = sum(kernels.values())
     by_family = {}
     for name, t in kernels.items():

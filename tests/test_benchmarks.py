@@ -155,3 +155,24 @@ def test_training_settings_come_from_the_presets_not_the_benchmark():
 def test_gpu_preset_refuses_a_machine_without_cuda(capsys):
     assert bench.main(["--preset", "gpu", "--data-root", "unused.npz"]) == 2
     assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_gpu_round2_sorts_the_h200_kernels_into_the_families_the_record_reports():
+    round2 = _script("gpu_round2")
+    assert round2.family("sm90_xmma_wgrad_indexed_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc") == "convolution"
+    assert round2.family("void at::native::batch_norm_collect_statistics_channels_last_kernel<>") == "batchnorm"
+    assert round2.family("void at::native::multi_tensor_apply_kernel<TensorListMetadata<3>>") == "optimizer"
+    assert round2.family("void at::native::vectorized_elementwise_kernel<8, CUDAFunctor_add>") == \
+        "elementwise (relu, add, ...)"
+
+
+def test_gpu_round2_dry_run_writes_its_record_part_by_part(tmp_path):
+    proc = subprocess.run([sys.executable, str(BENCH_DIR / "gpu_round2.py"), "--dry-run", "--parts",
+                           "optimizer,epoch", "--out", str(tmp_path)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads((tmp_path / "gpu_round2.json").read_text())
+    assert [row["optimizer"] for row in record["optimizer"]][:2] == ["foreach (default)", "fused"]
+    assert all(row["images_per_s"] > 0 for row in record["optimizer"])
+    assert record["epoch"]["train_images"] == 25 * 4 and len(record["epoch"]["epochs"]) == 3
+    assert "profile" not in record
