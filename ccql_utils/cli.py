@@ -239,6 +239,8 @@ def cmd_all(args) -> int:
     if not notebooks:
         raise ValueError(f"--only {args.only!r} matches no notebook in {NOTEBOOKS_DIR}")
     diverged, start = {}, time.time()
+    if args.executor != "local":
+        _train_all_at_once(args, preset, [experiment_of(p) for p in notebooks if experiment_of(p)])
     for path in notebooks:
         parameters = {"figures_dir": str(figures_dir)}
         experiment = experiment_of(path)
@@ -267,6 +269,21 @@ def cmd_all(args) -> int:
           f"(preset {preset}). Figures:")
     summarise(figures_dir, Path(args.runs_dir), preset)
     return _report_diverged(diverged, "rerun with --lr loss=value, e.g. a third of it")
+
+
+def _train_all_at_once(args, preset: str, experiments: list[str]) -> None:
+    """Hand every run of every figure to the executor in one call, so that a cluster trains them
+    side by side (the notebooks then draw from the finished runs); a run that two figures share
+    (Fig 3's random-class QL run is Fig 1's) is trained once."""
+    from .executor import run_configs
+    from .presets import experiment_configs
+    configs = {}
+    for experiment in experiments:
+        for c in experiment_configs(experiment, preset, device=args.device, lr=args.lr).values():
+            configs.setdefault(c.run_id(), c)
+    print(f"[all] training the {len(configs)} run(s) of {len(experiments)} figure(s) at once "
+          f"(executor {args.executor})", flush=True)
+    run_configs(_store(args), configs, **_executor(args), name="all")
 
 
 def summarise(figures_dir: Path, runs_dir: Path, preset: str | None = None) -> int:

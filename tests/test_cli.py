@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ccql_utils import cli
 from ccql_utils.cli import main
 from ccql_utils.data import write_synthetic_cifar100
 
@@ -112,3 +113,32 @@ def test_run_all_exits_3_when_a_run_diverged_and_draws_it_as_diverged(tmp_path):
     assert record["parameters"]["diverged_runs"] == ["QL"]
     table = (figures / "fig1_k25_random_tiny.csv").read_text()
     assert "QL" in table
+
+
+def test_run_all_on_a_cluster_hands_every_figures_runs_to_the_executor_at_once(tmp_path, monkeypatch):
+    """With --executor ray, all runs of all figures are submitted in one call before any notebook
+    runs (so a cluster trains them side by side), each shared run once."""
+    from ccql_utils import executor, notebooks
+    calls = []
+    monkeypatch.setattr(executor, "run_configs",
+                        lambda store, configs, **kw: calls.append(("train", dict(configs), kw)))
+
+    def execute_notebook(path, out, parameters, **kw):  # the notebook's record, as drawn from the runs
+        calls.append(("notebook", Path(path).name))
+        experiment = notebooks.experiment_of(path)
+        if experiment:
+            record = Path(parameters["figures_dir"]) / f"{cli.EXPERIMENTS[experiment].figure}_tiny.provenance.json"
+            record.parent.mkdir(parents=True, exist_ok=True)
+            if not record.exists():
+                record.write_text(json.dumps({"parameters": {"runs": {}}}))
+    monkeypatch.setattr(notebooks, "execute_notebook", execute_notebook)
+    monkeypatch.setattr(cli, "summarise", lambda *a, **kw: 0)
+    code = main(["all", "--preset", "tiny", "--device", "cpu", "--executor", "ray",
+                     "--runs-per-gpu", "4", "--runs-dir", str(tmp_path / "runs")])
+    assert code == 0
+    kind, configs, kw = calls[0]
+    assert kind == "train" and kw["executor"] == "ray" and kw["runs_per_gpu"] == 4
+    # Fig 1: 3 runs, Fig 2: 3, Fig 3: its random-class QL run is Fig 1's, so 1 more
+    assert len(configs) == 7 and all(run_id == c.run_id() for run_id, c in configs.items())
+    assert [c[1] for c in calls[1:]] == ["00_theory.ipynb", "01_k25_random.ipynb", "02_k100.ipynb",
+                                         "03_mammals_vs_random.ipynb"]
