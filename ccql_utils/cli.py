@@ -51,6 +51,16 @@ def _floats(text: str) -> list[float]:
     return values
 
 
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected at least one integer, got {text!r}")
+    return values
+
+
 def _lr(text: str):
     """'0.1' (every loss) or 'ql=0.03,ccql=0.02'."""
     if "=" not in text:
@@ -171,7 +181,8 @@ def _overrides(args) -> dict:
 def cmd_run(args) -> int:
     import pandas as pd
     from .experiments import run_experiment
-    result = run_experiment(args.experiment, args.preset, seed=args.seed, data_root=args.data_root,
+    result = run_experiment(args.experiment, args.preset, seed=args.seed, seeds=args.seeds,
+                            data_root=args.data_root,
                             runs_dir=args.runs_dir, verify_data=not args.unverified_data,
                             progress=False if args.quiet else None, **_executor(args),
                             **_overrides(args))
@@ -251,6 +262,8 @@ def cmd_all(args) -> int:
                 parameters["data_root"] = _absolute(args.data_root)
             if args.lr is not None:
                 parameters["lr"] = args.lr
+            if args.seeds is not None:
+                parameters["seeds"] = args.seeds
             if args.unverified_data:
                 parameters["verify_data"] = False
             parameters.update(_executor(args))
@@ -276,10 +289,11 @@ def _train_all_at_once(args, preset: str, experiments: list[str]) -> None:
     side by side (the notebooks then draw from the finished runs); a run that two figures share
     (Fig 3's random-class QL run is Fig 1's) is trained once."""
     from .executor import run_configs
-    from .presets import experiment_configs
+    from .presets import experiment_seed_configs
     configs = {}
     for experiment in experiments:
-        for c in experiment_configs(experiment, preset, device=args.device, lr=args.lr).values():
+        for c in experiment_seed_configs(experiment, preset, args.seeds, device=args.device,
+                                         lr=args.lr).values():
             configs.setdefault(c.run_id(), c)
     print(f"[all] training the {len(configs)} run(s) of {len(experiments)} figure(s) at once "
           f"(executor {args.executor})", flush=True)
@@ -353,6 +367,8 @@ def _experiment_arguments(parser, preset_default="auto") -> None:
     parser.add_argument("--preset", default=preset_default, choices=(*PRESETS, "auto"),
                         help="scale (auto: paper on a CUDA machine, quick elsewhere)")
     parser.add_argument("--seed", type=int, default=0, help="model init, data order, class draw")
+    parser.add_argument("--seeds", type=_ints, default=None,
+                        help="several seeds, e.g. 0,1,2: mean +- sd over them (the classes: the first's)")
     o = parser.add_argument_group("overrides of the preset")
     o.add_argument("--epochs", type=int)
     o.add_argument("--depth", type=int)
@@ -390,6 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", default="", help="only notebooks whose file name contains this")
     p.add_argument("--lr", type=_lr, default=None,
                    help="override the preset's LRs, e.g. ql=0.01 (the fix for a diverged run)")
+    p.add_argument("--seeds", type=_ints, default=None,
+                   help="several seeds for every figure, e.g. 0,1,2: mean +- sd bands")
     p.add_argument("--unverified-data", action="store_true",
                    help="accept a copy whose content differs from CIFAR-100's")
     p.add_argument("--runs-dir", default=str(PROJECT_ROOT / "runs"))

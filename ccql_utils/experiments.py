@@ -14,7 +14,7 @@ import pandas as pd
 
 from .config import TrainConfig
 from .executor import run_configs
-from .presets import experiment_configs, get_experiment, get_preset, resolve_preset
+from .presets import experiment_seed_configs, get_experiment, get_preset, resolve_preset
 from .provenance import PROJECT_ROOT
 from .runs import Run, RunStore
 
@@ -23,6 +23,7 @@ from .runs import Run, RunStore
 NOTEBOOK_DEFAULTS = {
     "preset": "auto",        # paper on a CUDA machine, quick elsewhere
     "seed": 0,               # model initialisation, data order and the random class draw
+    "seeds": None,           # several seeds, e.g. [0, 1, 2]: mean and +-1 sd bands (classes: the first's)
     "data_root": None,       # $CCQL_DATA_ROOT, then data/ in the repository (data.py)
     "verify_data": True,     # False accepts a copy that is not CIFAR-100's content (test stand-ins)
     "device": "auto",
@@ -37,58 +38,96 @@ NOTEBOOK_DEFAULTS = {
 }
 
 
+def run_name(label: str, seed: int, several_seeds: bool) -> str:
+    """How a run is named in tables, messages and progress: its label, and its seed when an
+    experiment has several."""
+    return f"{label} (seed {seed})" if several_seeds else label
+
+
 @dataclass
 class ExperimentResult:
-    """The runs of one experiment at one preset, keyed by legend label."""
+    """The runs of one experiment at one preset, keyed by (legend label, seed)."""
 
     experiment: str
     preset: str
-    configs: dict[str, TrainConfig]
-    runs: dict[str, Run]
+    configs: dict[tuple[str, int], TrainConfig]
+    runs: dict[tuple[str, int], Run]
     figures_dir: str | None = None  # where save_figure writes (None: figures/ in the repository)
 
+    @property
+    def labels(self) -> list[str]:
+        return list(dict.fromkeys(label for label, _ in self.runs))
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(dict.fromkeys(seed for _, seed in self.runs))
+
+    def name(self, label: str, seed: int) -> str:
+        return run_name(label, seed, several_seeds=len(self.seeds) > 1)
+
     def histories(self) -> pd.DataFrame:
-        """All runs' per-epoch metrics in one frame, with a `run` column (the legend label)."""
-        frames = [run.history.assign(run=label) for label, run in self.runs.items()
-                  if not run.history.empty]
+        """All runs' per-epoch metrics in one frame, with a `run` column (the legend label) and,
+        with several seeds, a `seed` column."""
+        several = len(self.seeds) > 1
+        frames = [run.history.assign(run=label, **({"seed": seed} if several else {}))
+                  for (label, seed), run in self.runs.items() if not run.history.empty]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def results_table(self) -> pd.DataFrame:
-        """Final numbers of each run beside the paper's report, labelled with the preset."""
+        """Final numbers of each run beside the paper's report, labelled with the preset.
+
+        With several seeds: one row per label, the mean and standard deviation over the seeds'
+        runs that did not diverge (n of them), and how many diverged."""
         reports = get_experiment(self.experiment).paper_reports
+        metrics = {"train acc": "train_acc", "test acc": "test_acc",
+                   "train loss (norm)": "train_loss_norm", "test loss (norm)": "test_loss_norm"}
         rows = []
-        for label, run in self.runs.items():
-            final = run.final()
-            rows.append({
-                "run": label, "preset": self.preset, "state": run.describe(),
-                "epochs": f"{len(run.history)}/{self.configs[label].epochs}",
-                "lr": self.configs[label].lr,
-                "train acc": final.get("train_acc"), "test acc": final.get("test_acc"),
-                "train loss (norm)": final.get("train_loss_norm"),
-                "test loss (norm)": final.get("test_loss_norm"),
-                "paper reports (WRN-28-10, 200 epochs)": reports[label]})
+        for label in self.labels:
+            runs = {seed: run for (l, seed), run in self.runs.items() if l == label}
+            config = self.configs[label, self.seeds[0]]
+            row = {"run": label, "preset": self.preset}
+            if len(runs) == 1:
+                (run,) = runs.values()
+                final = run.final()
+                row.update({"state": run.describe(), "epochs": f"{len(run.history)}/{config.epochs}",
+                            "lr": config.lr, **{name: final.get(m) for name, m in metrics.items()}})
+            else:
+                kept = [run.final() for run in runs.values() if not run.diverged]
+                finals = pd.DataFrame(kept) if kept else pd.DataFrame(columns=list(metrics.values()))
+                states = pd.Series([run.describe().split(" at ")[0] for run in runs.values()]).value_counts()
+                row.update({"state": ", ".join(f"{n} {state}" for state, n in states.items()),
+                            "seeds": ",".join(map(str, runs)), "n": len(kept), "lr": config.lr})
+                for name, m in metrics.items():
+                    row[name] = finals[m].mean() if len(finals) else None
+                    row[f"{name} sd"] = finals[m].std(ddof=1) if len(finals) > 1 else None
+            row["paper reports (WRN-28-10, 200 epochs)"] = reports[label]
+            rows.append(row)
         return pd.DataFrame(rows)
 
     def class_names(self) -> dict[str, list[str]]:
-        return {label: run.class_names for label, run in self.runs.items()}
+        """label -> the class names of its runs (one class draw for all seeds of a label)."""
+        return {label: run.class_names for (label, seed), run in self.runs.items()
+                if seed == self.seeds[0]}
 
     def diverged(self) -> dict[str, str]:
-        """label -> 'diverged at epoch N (lr X)' for each diverged run."""
-        return {label: run.describe() for label, run in self.runs.items() if run.diverged}
+        """name -> 'diverged at epoch N (lr X)' for each diverged run."""
+        return {self.name(label, seed): run.describe() for (label, seed), run in self.runs.items()
+                if run.diverged}
 
     def provenance(self) -> dict[str, Any]:
-        """Everything that made the figure: preset, each run's configuration, class names,
+        """Everything that made the figure: preset, seeds, each run's configuration, class names,
         devices, epochs completed, diverged runs."""
         p = get_preset(self.preset)
         return {
-            "experiment": self.experiment, "preset": self.preset,
+            "experiment": self.experiment, "preset": self.preset, "seeds": self.seeds,
             "preset_description": p.description, "lr_provenance": p.lr_provenance,
-            "runs": {label: {"run_id": run.run_dir.name, "config": self.configs[label].identity(),
-                             "class_names": run.class_names, "state": run.state,
-                             "epochs_completed": len(run.history),
-                             "device": run.status.get("device"),
-                             "diverged_epoch": run.status.get("diverged_epoch")}
-                     for label, run in self.runs.items()},
+            "runs": {self.name(label, seed): {
+                         "label": label, "seed": seed, "run_id": run.run_dir.name,
+                         "config": self.configs[label, seed].identity(),
+                         "class_names": run.class_names, "state": run.state,
+                         "epochs_completed": len(run.history), "device": run.status.get("device"),
+                         "diverged_epoch": run.status.get("diverged_epoch")}
+                     for (label, seed), run in self.runs.items()},
             "diverged_runs": list(self.diverged()),
         }
 
@@ -98,27 +137,33 @@ class ExperimentResult:
         c = next(iter(self.configs.values()))
         p = get_preset(self.preset)
         scale = "the paper's model and data" if p.paper_scale else "NOT the paper's scale"
+        seeds = (f"seed {self.seeds[0]}" if len(self.seeds) == 1 else
+                 f"seeds {', '.join(map(str, self.seeds))} (mean, band +- 1 sd)")
         devices = sorted({run.status["device"] for run in self.runs.values() if run.status.get("device")})
         return (f"preset '{self.preset}' ({scale}): WRN-{c.depth}-{c.width}, "
-                f"{c.train_per_class or 500} train images/class, {c.epochs} epochs, seed {c.seed}"
+                f"{c.train_per_class or 500} train images/class, {c.epochs} epochs, {seeds}"
                 + (f"; trained on {', '.join(devices)}" if devices else ""))
 
 
-def run_experiment(experiment: str, preset: str = "auto", seed: int = 0,
+def run_experiment(experiment: str, preset: str = "auto", seed: int = 0, seeds=None,
                    data_root: str | Path | None = None, runs_dir: str | Path = "runs",
                    verify_data: bool = True, progress: bool | None = None,
                    executor: str = "local", address: str | None = None, runs_per_gpu: int = 1,
                    **overrides) -> ExperimentResult:
-    """Obtain every run of `experiment` (see presets.experiment_configs for the overrides).
+    """Obtain every run of `experiment` for each of `seeds` (None: [seed]); see
+    presets.experiment_seed_configs for the seeds and presets.experiment_configs for the overrides.
 
     Finished runs are read from `runs_dir` without loading data; others resume or train, one
     after another (executor 'local') or concurrently on a Ray cluster ('ray', see executor.py).
     """
     preset = resolve_preset(preset, overrides.get("device") or "auto")
-    configs = experiment_configs(experiment, preset, seed=seed, **overrides)
+    configs = experiment_seed_configs(experiment, preset, seeds, seed, **overrides)
+    several = len({s for _, s in configs}) > 1
+    names = {key: run_name(*key, several_seeds=several) for key in configs}
     store = RunStore(runs_dir, data_root=data_root, verify_data=verify_data, progress=progress)
-    runs = run_configs(store, configs, executor, address, runs_per_gpu, experiment)
-    return ExperimentResult(experiment, preset, configs, runs)
+    runs = run_configs(store, {names[key]: c for key, c in configs.items()}, executor, address,
+                       runs_per_gpu, experiment)
+    return ExperimentResult(experiment, preset, configs, {key: runs[names[key]] for key in configs})
 
 
 def run_notebook_experiment(experiment: str, **parameters) -> ExperimentResult:

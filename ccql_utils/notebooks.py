@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .presets import EXPERIMENTS, OVERRIDES, experiment_configs, resolve_preset
+from .presets import EXPERIMENTS, OVERRIDES, experiment_seed_configs, resolve_preset
 from .provenance import PROJECT_ROOT
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
@@ -53,6 +53,7 @@ def check_parameters(path: str | Path, parameters: dict[str, Any]) -> None:
     values = {name: NOTEBOOK_DEFAULTS[name] if parameters.get(name) is None else parameters[name]
               for name in ("preset", "seed", "device", *OVERRIDES) if name in NOTEBOOK_DEFAULTS}
     preset, seed = values.pop("preset"), values.pop("seed")
+    seeds = parameters.get("seeds")
     from .executor import check_executor
     executor = parameters.get("executor")
     if executor is not None:
@@ -61,8 +62,8 @@ def check_parameters(path: str | Path, parameters: dict[str, Any]) -> None:
         except ValueError as exc:
             raise ValueError(f"notebook parameter: {exc}") from None
     try:
-        experiment_configs(experiment, resolve_preset(preset, values.get("device") or "auto"),
-                           seed=seed, **values)
+        experiment_seed_configs(experiment, resolve_preset(preset, values.get("device") or "auto"),
+                                seeds, seed, **values)
     except ValueError as exc:
         raise ValueError(f"notebook parameter: {exc}") from None
 

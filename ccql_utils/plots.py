@@ -23,23 +23,26 @@ DASHES = {"train": "", "test": (4, 2)}
 
 
 def tidy_histories(result: ExperimentResult) -> pd.DataFrame:
-    """One row per run x epoch x split x metric: columns run, epoch, split, metric, value.
+    """One row per run x seed x epoch x split x metric: columns run, seed, epoch, split, metric,
+    value (seaborn draws the seeds of a run as their mean and a +-1 sd band).
 
-    `run` is the legend label, with "(diverged at epoch N (lr X))" appended to a diverged run.
+    `run` is the legend label, with "(diverged at epoch N (lr X))" appended to a diverged run
+    (its own line, apart from its label's other seeds).
     """
+    columns = ["run", "seed", "epoch", "split", "metric", "value"]
     rows = []
-    for label, run in result.runs.items():
+    for (label, seed), run in result.runs.items():
         if run.history.empty:
             continue
-        name = label + (f" ({run.describe()})" if run.diverged else "")
+        name = result.name(label, seed) + f" ({run.describe()})" if run.diverged else label
         for split in ("train", "test"):
             for metric in ("acc", "loss_norm"):
                 column = f"{split}_{metric}"
                 rows.append(run.history[["epoch", column]].rename(columns={column: "value"})
-                            .assign(run=name, split=split, metric=metric))
+                            .assign(run=name, seed=seed, split=split, metric=metric))
     if not rows:
-        return pd.DataFrame(columns=["run", "epoch", "split", "metric", "value"])
-    return pd.concat(rows, ignore_index=True)[["run", "epoch", "split", "metric", "value"]]
+        return pd.DataFrame(columns=columns)
+    return pd.concat(rows, ignore_index=True)[columns]
 
 
 def plot_experiment(result: ExperimentResult, panels=("acc", "loss_norm"), title: str | None = None):
@@ -48,7 +51,7 @@ def plot_experiment(result: ExperimentResult, panels=("acc", "loss_norm"), title
     A diverged run is named "diverged at epoch N" in the legend and marked with a cross there.
     """
     frame = tidy_histories(result)
-    palette = {name: COLOURS.get(name.split(" (diverged")[0]) for name in frame.run.unique()}
+    palette = {name: COLOURS.get(name.split(" (")[0]) for name in frame.run.unique()}
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.9), squeeze=False)
     for ax, panel, letter in zip(axes[0], panels, "abcdef"):
         ylabel, metric, splits = PANELS[panel]
@@ -56,7 +59,7 @@ def plot_experiment(result: ExperimentResult, panels=("acc", "loss_norm"), title
         if not data.empty:
             sns.lineplot(data=data, x="epoch", y="value", hue="run", style="split", palette=palette,
                          dashes=DASHES, errorbar="sd", ax=ax)
-        for label, run in result.runs.items():
+        for (label, seed), run in result.runs.items():
             if run.diverged:  # its last values are NaN: mark the epoch at the top of the panel
                 ax.plot([run.status.get("diverged_epoch")], [0.95], marker="x", ms=9, mew=2,
                         color=COLOURS.get(label), transform=ax.get_xaxis_transform(), clip_on=False)

@@ -187,5 +187,32 @@ def experiment_configs(experiment: str, preset: str = "quick", seed: int = 0,
     return configs
 
 
+def seed_list(seeds, seed: int = 0) -> list[int]:
+    """The seeds of an experiment: `seeds` (a list of distinct integers) or, if None, [seed]."""
+    if seeds is None:
+        return [seed]
+    if isinstance(seeds, (int, str)) or not len(seeds) or not all(
+            isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ValueError(f"seeds must be a non-empty list of integers, e.g. [0, 1, 2]; got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {list(seeds)}")
+    return list(seeds)
+
+
+def experiment_seed_configs(experiment: str, preset: str = "quick", seeds=None, seed: int = 0,
+                            **overrides) -> dict[tuple[str, int], TrainConfig]:
+    """(legend label, seed) -> resolved config for every seed of `seeds` (None: [seed]).
+
+    A seed sets the model initialisation and the data order. The random class draw stays that of
+    the first seed for all of them (the figure compares training noise on one set of classes)
+    unless `class_seed` is given.
+    """
+    seeds = seed_list(seeds, seed)
+    if len(seeds) > 1 and overrides.get("class_seed") is None:
+        overrides["class_seed"] = seeds[0]
+    return {(label, s): c for s in seeds
+            for label, c in experiment_configs(experiment, preset, seed=s, **overrides).items()}
+
+
 __all__ = ["EXPERIMENTS", "PRESETS", "Experiment", "Preset", "get_experiment", "get_preset",
-           "resolve_preset", "experiment_configs"]
+           "resolve_preset", "experiment_configs", "experiment_seed_configs", "seed_list"]

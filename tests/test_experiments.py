@@ -1,10 +1,11 @@
 import json
 
+import numpy as np
 import pytest
 
 from ccql_utils.experiments import run_experiment
 from ccql_utils.plots import plot_experiment, save_experiment_figure
-from ccql_utils.presets import EXPERIMENTS, PRESETS, experiment_configs, resolve_preset
+from ccql_utils.presets import EXPERIMENTS, PRESETS, experiment_configs, experiment_seed_configs, resolve_preset
 
 
 def test_paper_preset_is_the_papers_protocol():
@@ -71,7 +72,7 @@ def test_run_experiment_table_figure_and_provenance(synthetic_root, tmp_path):
     paths = save_experiment_figure(fig, result, tmp_path / "figures")
     assert paths["png"].name == "fig1_k25_random_tiny.png"
     record = json.loads(paths["provenance"].read_text())
-    assert record["parameters"]["runs"]["QL"]["class_names"] == result.runs["QL"].class_names
+    assert record["parameters"]["runs"]["QL"]["class_names"] == result.runs["QL", 0].class_names
     assert record["parameters"]["diverged_runs"] == []
 
 
@@ -100,3 +101,34 @@ def test_sweep_marks_the_smallest_lr_within_tolerance_of_the_best(synthetic_data
     assert table.best.tolist() == [True, False, False]   # tolerance 1.0: the smallest finished LR
     strict = sweep_lr(config, [0.05, 0.01], store, tolerance=0.0)
     assert strict.loc[strict.best, "test_acc"].item() == strict.test_acc.max()
+
+
+def test_several_seeds_share_one_class_draw_and_give_mean_and_sd_per_run(synthetic_root, tmp_path):
+    kwargs = dict(preset="tiny", data_root=synthetic_root, runs_dir=tmp_path / "runs",
+                  verify_data=False, progress=False, device="cpu", epochs=1)
+    single = run_experiment("k25_random", seed=1, **kwargs)
+    result = run_experiment("k25_random", seeds=[1, 2, 3], **kwargs)
+    assert result.seeds == [1, 2, 3] and len(result.runs) == 9
+    # seed 1 of the three is the single-seed run (same run id, read back), and all share its classes
+    assert result.runs["QL", 1].run_dir == single.runs["QL", 1].run_dir
+    assert {tuple(run.class_names) for run in result.runs.values()} == {tuple(single.class_names()["QL"])}
+    assert len({run.history.test_acc.iloc[-1] for (label, _), run in result.runs.items() if label == "CE"}) > 1
+
+    table = result.results_table().set_index("run")
+    finals = [result.runs["CCQL", s].history.test_acc.iloc[-1] for s in (1, 2, 3)]
+    assert table.loc["CCQL", "n"] == 3 and table.loc["CCQL", "seeds"] == "1,2,3"
+    assert table.loc["CCQL", "test acc"] == pytest.approx(np.mean(finals))
+    assert table.loc["CCQL", "test acc sd"] == pytest.approx(np.std(finals, ddof=1))
+    assert set(result.histories().seed) == {1, 2, 3}
+
+    fig = plot_experiment(result, panels=("acc",), title="t")
+    paths = save_experiment_figure(fig, result, tmp_path / "figures")
+    record = json.loads(paths["provenance"].read_text())["parameters"]
+    assert record["seeds"] == [1, 2, 3] and "CE (seed 2)" in record["runs"]
+    assert "seeds 1, 2, 3 (mean, band +- 1 sd)" in result.caption()
+
+
+@pytest.mark.parametrize("seeds", ["0,1", [], [0, 0], [0, 1.5], 3])
+def test_a_bad_seed_list_is_refused_by_name(seeds):
+    with pytest.raises(ValueError, match="seeds must be"):
+        experiment_seed_configs("k25_random", "tiny", seeds)
