@@ -20,33 +20,57 @@ from .runs import RunStore
 def sweep_lr(config: TrainConfig, lrs: Sequence[float], store: RunStore,
              tolerance: float = 0.005, executor: str = "local", address: str | None = None,
              runs_per_gpu: int = 1) -> pd.DataFrame:
-    """Train `config` once per LR in `lrs`; one row per LR, the best marked.
+    """Train `config` once per LR in `lrs`; one row per LR, the best marked (`mark_best`).
 
-    Columns: loss, lr, state, epochs, train_acc, test_acc, test_loss_norm, best, run_dir. The
-    best is the smallest LR whose final test accuracy is within `tolerance` (a fraction: 0.005
-    is half a percentage point, about the noise of one short run) of the highest among runs
-    that finished; smaller LRs are the safer choice for the longer schedule that follows.
+    Columns: loss, lr, state, epochs, train_acc, test_acc, test_loss_norm, best, run_dir.
     The runs execute one after another or concurrently (executor, see executor.py).
     """
-    lrs = sorted(float(x) for x in lrs)
-    if not lrs:
-        raise ValueError("a sweep needs at least one learning rate")
-    bad = [x for x in lrs if not (x > 0 and math.isfinite(x))]
-    if bad:
-        raise ValueError(f"learning rates must be positive numbers, got {bad}")
-    configs = {f"{config.loss} lr {lr}": dataclasses.replace(config, lr=lr).resolved() for lr in lrs}
-    runs = run_configs(store, configs, executor, address, runs_per_gpu, "sweep-lr")
+    table = sweep_lr_grid({config.loss: (config, lrs)}, store, tolerance, executor, address,
+                          runs_per_gpu)
+    return table.drop(columns="point")
+
+
+def sweep_lr_grid(points: dict, store: RunStore, tolerance: float = 0.005, executor: str = "local",
+                  address: str | None = None, runs_per_gpu: int = 1) -> pd.DataFrame:
+    """Several sweeps handed to the executor at once: `points` maps a name to (config, LRs).
+
+    One row per (point, LR), columns as `sweep_lr`'s plus `point`; the best marked per point.
+    """
+    configs = {}
+    for point, (config, lrs) in points.items():
+        lrs = sorted(float(x) for x in lrs)
+        if not lrs:
+            raise ValueError(f"{point}: a sweep needs at least one learning rate")
+        bad = [x for x in lrs if not (x > 0 and math.isfinite(x))]
+        if bad:
+            raise ValueError(f"{point}: learning rates must be positive numbers, got {bad}")
+        for lr in lrs:
+            configs[point, lr] = dataclasses.replace(config, lr=lr).resolved()
+    labels = {key: f"{key[0]} lr {key[1]}" for key in configs}
+    runs = run_configs(store, {labels[key]: c for key, c in configs.items()}, executor, address,
+                       runs_per_gpu, "sweep-lr")
     rows = []
-    for label, c in configs.items():
-        run = runs[label]
+    for key, c in configs.items():
+        run = runs[labels[key]]
         final = run.final()
-        rows.append({"loss": c.loss, "lr": c.lr, "state": run.state, "epochs": len(run.history),
-                     "train_acc": final.get("train_acc"),
+        rows.append({"point": key[0], "loss": c.loss, "lr": c.lr, "state": run.state,
+                     "epochs": len(run.history), "train_acc": final.get("train_acc"),
                      "test_acc": final.get("test_acc") if run.finished else float("nan"),
                      "test_loss_norm": final.get("test_loss_norm"), "run_dir": str(run.run_dir)})
     table = pd.DataFrame(rows)
+    return pd.concat([mark_best(t, tolerance) for _, t in table.groupby("point", sort=False)],
+                     ignore_index=True)
+
+
+def mark_best(table: pd.DataFrame, tolerance: float = 0.005) -> pd.DataFrame:
+    """`table` (one sweep: columns lr, state, test_acc) with a `best` column: True for the
+    smallest LR whose final test accuracy is within `tolerance` (a fraction: 0.005 is half a
+    percentage point, about the noise of one short run) of the highest among the runs that
+    finished. Diverged runs never count; smaller LRs are the safer choice for the longer
+    schedule that follows. No finished run: no best."""
+    table = table.sort_values("lr").reset_index(drop=True)
     table["best"] = False
-    finished = table[table.state == "finished"]
+    finished = table[(table.state == "finished") & table.test_acc.notna()]
     if not finished.empty:
         good = finished[finished.test_acc >= finished.test_acc.max() - tolerance]
         table.loc[good.lr.idxmin(), "best"] = True
