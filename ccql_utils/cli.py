@@ -219,14 +219,14 @@ def _absolute(path: str | None) -> str | None:
 
 
 def cmd_notebook(args) -> int:
-    from .notebooks import execute_notebook, experiment_of, parse_parameter
+    from .notebooks import execute_notebook, parse_parameter, trains
     parameters = {name: parse_parameter(value) for name, value in args.parameter}
     # Paths on the command line are relative to where the command runs (the notebook runs in
     # its own folder), so make them absolute.
     for name in ("data_root", "runs_dir", "figures_dir"):
         if isinstance(parameters.get(name), str):
             parameters[name] = _absolute(parameters[name])
-    if experiment_of(args.path):
+    if trains(args.path):
         parameters.setdefault("progress", "lines")  # headless: a line per epoch, no bars
     output = args.output or str(Path("outputs") / Path(args.path).name)
     execute_notebook(args.path, output, parameters, prepare_only=args.prepare_only,
@@ -238,7 +238,8 @@ def cmd_notebook(args) -> int:
 def cmd_all(args) -> int:
     """What run_all.sh does: every notebook at one preset, then the summary."""
     import time
-    from .notebooks import NOTEBOOKS_DIR, execute_notebook, experiment_of
+    from .notebooks import (NOTEBOOKS_DIR, declared_names, execute_notebook, experiment_of,
+                            figure_of, trains)
     if args.data_root is not None and not Path(args.data_root).is_dir():
         raise ValueError(f"--data-root {args.data_root} is not a folder")
     preset = resolve_preset(args.preset, args.device)
@@ -254,29 +255,23 @@ def cmd_all(args) -> int:
         _train_all_at_once(args, preset, [experiment_of(p) for p in notebooks if experiment_of(p)])
     for path in notebooks:
         parameters = {"figures_dir": str(figures_dir)}
-        experiment = experiment_of(path)
-        if experiment:
-            parameters.update(preset=preset, device=args.device, runs_dir=_absolute(args.runs_dir),
-                              progress="lines")
-            if args.data_root:
-                parameters["data_root"] = _absolute(args.data_root)
-            if args.lr is not None:
-                parameters["lr"] = args.lr
-            if args.seeds is not None:
-                parameters["seeds"] = args.seeds
-            if args.unverified_data:
-                parameters["verify_data"] = False
-            parameters.update(_executor(args))
+        if trains(path):
+            run_parameters = dict(preset=preset, device=args.device, runs_dir=_absolute(args.runs_dir),
+                                  progress="lines", data_root=_absolute(args.data_root), lr=args.lr,
+                                  seeds=args.seeds, verify_data=False if args.unverified_data else None,
+                                  **_executor(args))
+            declared = declared_names(path)  # 04 has no `lr`, for one
+            parameters.update({k: v for k, v in run_parameters.items() if v is not None and k in declared})
         print(f"[all] {time.strftime('%H:%M:%S')} {path.name} (preset {preset}) -> {out_dir / path.name}",
               flush=True)
         t0 = time.time()
         execute_notebook(path, out_dir / path.name, parameters, log_output=not args.quiet)
         print(f"[all] {path.name} done in {time.time() - t0:.0f} s", flush=True)
-        if experiment:
-            record = figures_dir / f"{EXPERIMENTS[experiment].figure}_{preset}.provenance.json"
+        if trains(path):
+            record = figures_dir / f"{figure_of(path)}_{preset}.provenance.json"
             runs = json.loads(record.read_text())["parameters"]["runs"]
             diverged.update({f"{label} of {path.name}": f"diverged at epoch {r['diverged_epoch']} "
-                             f"(lr {r['config']['lr']})" for label, r in runs.items()
+                             f"(lr {r.get('lr') or r['config']['lr']})" for label, r in runs.items()
                              if r["state"] == "diverged"})
     print(f"\n[all] finished {len(notebooks)} notebook(s) in {time.time() - start:.0f} s "
           f"(preset {preset}). Figures:")

@@ -17,6 +17,7 @@ from .provenance import PROJECT_ROOT
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 EXPERIMENT_NOTEBOOKS = {e.notebook: name for name, e in EXPERIMENTS.items()}
+SWEEP_NOTEBOOKS = {"04_k_sweep.ipynb": "fig4_k_sweep"}   # notebook -> figure stem (k_sweep.py)
 
 
 class NotebookFailed(RuntimeError):
@@ -26,6 +27,17 @@ class NotebookFailed(RuntimeError):
 def experiment_of(path: str | Path) -> str | None:
     """The experiment a notebook draws (None for the theory notebook)."""
     return EXPERIMENT_NOTEBOOKS.get(Path(path).name)
+
+
+def trains(path: str | Path) -> bool:
+    """Whether a notebook trains runs (and so takes the run parameters: preset, runs_dir, ...)."""
+    return experiment_of(path) is not None or Path(path).name in SWEEP_NOTEBOOKS
+
+
+def figure_of(path: str | Path) -> str | None:
+    """The stem of the figure a training notebook saves (the preset is appended)."""
+    experiment = experiment_of(path)
+    return EXPERIMENTS[experiment].figure if experiment else SWEEP_NOTEBOOKS.get(Path(path).name)
 
 
 def notebook_parameters(path: str | Path) -> dict[str, Any]:
@@ -46,6 +58,13 @@ def check_parameters(path: str | Path, parameters: dict[str, Any]) -> None:
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown} for {Path(path).name}; "
                          f"it declares: {', '.join(declared)}")
+    if Path(path).name in SWEEP_NOTEBOOKS:
+        from .k_sweep import notebook_values
+        try:
+            notebook_values(parameters)
+        except ValueError as exc:
+            raise ValueError(f"notebook parameter: {exc}") from None
+        return
     experiment = experiment_of(path)
     if experiment is None:
         return

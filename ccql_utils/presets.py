@@ -122,6 +122,35 @@ PRESETS = {p.name: p for p in (
         batch_size=64, test_per_class=5,
         lr_provenance="Arbitrary: the tiny preset only checks that the pipeline runs."),
 )}
+
+
+@dataclass(frozen=True)
+class KSweep:
+    """The K sweep (notebook 04) at one preset: the model, batch and schedule milestones are the
+    preset's; the same images per class at every K. lr_grid: {loss: LRs} that a probe of
+    probe_epochs tries at every K (the best by sweep.mark_best trains the full run)."""
+
+    k_values: tuple
+    train_per_class: int | None
+    test_per_class: int | None
+    epochs: int
+    probe_epochs: int
+    lr_grid: dict
+
+
+K_VALUES = (2, 5, 10, 25, 50, 100)
+# Grids: CE around the WideResNet value; QL and CCQL from the measured K = 25 and K = 100 LRs
+# (results/README.md) down, as their stable LR falls with K, and up, as it rises at small K.
+PAPER_K_GRID = {"ce": (0.03, 0.1), "ql": (0.003, 0.01, 0.03, 0.1), "ccql": (0.005, 0.01, 0.02, 0.05)}
+K_SWEEP = {
+    "paper": KSweep(K_VALUES, None, None, epochs=200, probe_epochs=15, lr_grid=PAPER_K_GRID),
+    "gpu-short": KSweep(K_VALUES, None, None, epochs=60, probe_epochs=10, lr_grid=PAPER_K_GRID),
+    "quick": KSweep(K_VALUES, 50, 50, epochs=12, probe_epochs=4,
+                    lr_grid={"ce": (0.03, 0.1, 0.3), "ql": (0.01, 0.03, 0.1), "ccql": (0.003, 0.01, 0.03)}),
+    "tiny": KSweep((2, 5, 10), 10, 5, epochs=2, probe_epochs=1,
+                   lr_grid={"ce": (0.05, 0.1), "ql": (0.02, 0.05), "ccql": (0.02, 0.05)}),
+}
+
 AUTO_PRESET = {"cuda": "paper", "cpu": "quick"}  # what preset='auto' means on each device type
 
 
@@ -215,4 +244,5 @@ def experiment_seed_configs(experiment: str, preset: str = "quick", seeds=None, 
 
 
 __all__ = ["EXPERIMENTS", "PRESETS", "Experiment", "Preset", "get_experiment", "get_preset",
-           "resolve_preset", "experiment_configs", "experiment_seed_configs", "seed_list"]
+           "resolve_preset", "experiment_configs", "experiment_seed_configs", "seed_list",
+           "K_SWEEP", "KSweep"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import nbformat
 
-from ccql_utils.notebooks import NOTEBOOKS_DIR, execute_notebook, experiment_of
+from ccql_utils.notebooks import NOTEBOOKS_DIR, execute_notebook, trains
 
 CHECK_TAG = "nbval-check-output"
 
@@ -26,7 +26,7 @@ def main():
             name = source.name
             executed = Path(tmp) / name
             parameters = {"figures_dir": f"{tmp}/figures"}
-            if experiment_of(source):
+            if trains(source):
                 parameters.update(preset="tiny", data_root=str(Path(args.data_root).resolve()),
                                   runs_dir=f"{tmp}/runs", device="cpu", progress=False)
             execute_notebook(source, executed, parameters, log_output=False)

@@ -125,9 +125,8 @@ def test_run_all_on_a_cluster_hands_every_figures_runs_to_the_executor_at_once(t
 
     def execute_notebook(path, out, parameters, **kw):  # the notebook's record, as drawn from the runs
         calls.append(("notebook", Path(path).name))
-        experiment = notebooks.experiment_of(path)
-        if experiment:
-            record = Path(parameters["figures_dir"]) / f"{cli.EXPERIMENTS[experiment].figure}_tiny.provenance.json"
+        if notebooks.trains(path):
+            record = Path(parameters["figures_dir"]) / f"{notebooks.figure_of(path)}_tiny.provenance.json"
             record.parent.mkdir(parents=True, exist_ok=True)
             if not record.exists():
                 record.write_text(json.dumps({"parameters": {"runs": {}}}))
@@ -141,4 +140,4 @@ def test_run_all_on_a_cluster_hands_every_figures_runs_to_the_executor_at_once(t
     # Fig 1: 3 runs, Fig 2: 3, Fig 3: its random-class QL run is Fig 1's, so 1 more
     assert len(configs) == 7 and all(run_id == c.run_id() for run_id, c in configs.items())
     assert [c[1] for c in calls[1:]] == ["00_theory.ipynb", "01_k25_random.ipynb", "02_k100.ipynb",
-                                         "03_mammals_vs_random.ipynb"]
+                                         "03_mammals_vs_random.ipynb", "04_k_sweep.ipynb"]

@@ -9,12 +9,13 @@ import pytest
 
 from ccql_utils.experiments import NOTEBOOK_DEFAULTS
 from ccql_utils.notebooks import (EXPERIMENT_NOTEBOOKS, NOTEBOOKS_DIR, check_parameters,
-                                  execute_notebook, notebook_parameters)
+                                  execute_notebook, notebook_parameters, trains)
 
 ALL_NOTEBOOKS = sorted(p.name for p in NOTEBOOKS_DIR.glob("*.ipynb"))
 FIGURES = {"00_theory.ipynb": ["theory_min_loss_vs_k", "theory_ccql_vs_w", "theory_gd_dynamics"],
            "01_k25_random.ipynb": ["fig1_k25_random_tiny"], "02_k100.ipynb": ["fig2_k100_tiny"],
-           "03_mammals_vs_random.ipynb": ["fig3_mammals_vs_random_tiny"]}
+           "03_mammals_vs_random.ipynb": ["fig3_mammals_vs_random_tiny"],
+           "04_k_sweep.ipynb": ["fig4_k_sweep_tiny"]}
 
 
 def test_every_notebook_is_covered():
@@ -36,7 +37,7 @@ def data_parameters(tmp_path_factory):
 @pytest.mark.parametrize("name", ALL_NOTEBOOKS)
 def test_notebook_runs_under_nbval_and_writes_its_figures(name, tmp_path, data_parameters):
     parameters = {"figures_dir": str(tmp_path / "figures")}
-    if name in EXPERIMENT_NOTEBOOKS:
+    if trains(name):
         parameters.update(data_parameters, preset="tiny", runs_dir=str(tmp_path / "runs"),
                           device="cpu", progress=False)
     prepared = tmp_path / "notebooks" / name
@@ -53,6 +54,11 @@ def test_notebook_runs_under_nbval_and_writes_its_figures(name, tmp_path, data_p
         record = json.loads((tmp_path / "figures" / f"{figure}.provenance.json").read_text())
         env = record["environment"]
         assert env["commit"] and env["torch"] and env["date_utc"]
+        if name == "04_k_sweep.ipynb":
+            p = record["parameters"]
+            assert p["preset"] == "tiny" and "NOT the paper's scale" in record["caption"]
+            assert len(p["runs"]) == 9 and all(r["state"] == "finished" for r in p["runs"].values())
+            assert (tmp_path / "figures" / f"{figure}_lr_probe.csv").stat().st_size > 0
         if name in EXPERIMENT_NOTEBOOKS:
             p = record["parameters"]
             assert p["preset"] == "tiny" and "NOT the paper's scale" in record["caption"]

@@ -1,0 +1,42 @@
+"""The K sweep (notebook 04): its class draws, its configurations and its parameters."""
+import pytest
+
+from ccql_utils.data import random_classes
+from ccql_utils.k_sweep import k_sweep_configs, notebook_values, theory_min_losses
+from ccql_utils.notebooks import NOTEBOOKS_DIR, check_parameters
+from ccql_utils.presets import K_SWEEP
+
+
+@pytest.mark.parametrize("class_seed", [0, 7])
+def test_class_draws_are_nested_in_k_as_documented(class_seed):
+    ks = K_SWEEP["paper"].k_values
+    draws = {k: set(random_classes(k, class_seed)) for k in ks}
+    assert all(draws[a] < draws[b] for a, b in zip(ks, ks[1:]))
+    configs = k_sweep_configs("quick", seed=3, class_seed=class_seed)
+    assert {c.class_seed for c in configs.values()} == {class_seed}
+
+
+def test_every_k_has_the_same_images_per_class_and_each_loss_its_grid():
+    for preset, sweep in K_SWEEP.items():
+        configs = k_sweep_configs(preset)
+        assert set(configs) == {(loss, k) for loss in ("ce", "ql", "ccql") for k in sweep.k_values}
+        assert {c.train_per_class for c in configs.values()} == {sweep.train_per_class}
+        assert {c.epochs for c in configs.values()} == {sweep.epochs}
+        assert all(c.lr == sweep.lr_grid[loss][0] for (loss, _), c in configs.items())
+
+
+def test_the_theory_stand_in_rises_with_k_and_ccql_stays_below_ql():
+    th = theory_min_losses((2, 10, 100), d=64, sigma=0.3).pivot(index="K", columns="loss",
+                                                                 values="min_loss_norm")
+    assert th.QL.is_monotonic_increasing and (th.CCQL[[10, 100]] < th.QL[[10, 100]]).all()
+    assert th.CCQL[2] == pytest.approx(th.QL[2])   # w = 0 at K = 2: CCQL is QL
+
+
+@pytest.mark.parametrize("bad, message", [({"k_values": [3]}, r"K \[3\] not in"),
+                                          ({"seeds": [1, 1]}, "seeds must be distinct"),
+                                          ({"preset": "nope"}, "unknown preset")])
+def test_bad_notebook_values_are_refused_before_anything_runs(bad, message):
+    with pytest.raises(ValueError, match=message):
+        notebook_values({"preset": "tiny", **bad})
+    with pytest.raises(ValueError, match=message):
+        check_parameters(NOTEBOOKS_DIR / "04_k_sweep.ipynb", {"preset": "tiny", **bad})
