@@ -127,11 +127,12 @@ def test_run_all_on_a_cluster_hands_every_figures_runs_to_the_executor_at_once(t
         calls.append(("notebook", Path(path).name))
         if notebooks.trains(path):
             record = Path(parameters["figures_dir"]) / f"{notebooks.figure_of(path)}_tiny.provenance.json"
+            assert str(record).startswith(str(tmp_path))
             record.parent.mkdir(parents=True, exist_ok=True)
-            if not record.exists():
-                record.write_text(json.dumps({"parameters": {"runs": {}}}))
+            record.write_text(json.dumps({"parameters": {"runs": {}}}))
     monkeypatch.setattr(notebooks, "execute_notebook", execute_notebook)
     monkeypatch.setattr(cli, "summarise", lambda *a, **kw: 0)
+    monkeypatch.setattr(cli, "PROJECT_ROOT", tmp_path)  # the figures and outputs folders of `all`
     code = main(["all", "--preset", "tiny", "--device", "cpu", "--executor", "ray",
                      "--runs-per-gpu", "4", "--runs-dir", str(tmp_path / "runs")])
     assert code == 0
