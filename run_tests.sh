@@ -6,7 +6,7 @@ set -uo pipefail
 cd "$(dirname "$0")"
 source scripts/ensure_env.sh || exit 1
 echo "[tests] python: $PY; CCQL_DATA_ROOT=${CCQL_DATA_ROOT:-<unset: real-data tests skip>}" >&2
-"$PY" -m pytest -ra "$@"
+"$PY" -m pytest -ra --durations=20 "$@"  # the 20 slowest, to keep CI within its budget
 status=$?
 if [ "$status" -eq 5 ]; then
     echo "[tests] pytest collected no tests: failing on purpose" >&2
