@@ -4,7 +4,7 @@ sharing the card.
   python benchmarks/gpu_round2.py [--parts profile,concurrency,optimizer,epoch] [--dry-run]
 
 Parts (each appends to $OUT/gpu_round2.json as it finishes, so a job cut short keeps what ran):
-  profile      torch.profiler over 20 compiled-free (eager) training steps of WRN-28-10, batch 128,
+  profile      torch.profiler over 20 eager training steps of WRN-28-10, batch 128,
                bf16, channels_last: device time by kernel family, and the share of the wall time
                the GPU runs no kernel (launch gaps)
   concurrency  aggregate training images/s of N processes each training a small model (WRN-10-1,
