@@ -41,24 +41,20 @@ def _classes(text: str):
     return text if text in SUBSET_KINDS else [n.strip() for n in text.split(",") if n.strip()]
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected at least one number, got {text!r}")
-    return values
+def _list_of(convert, what: str):
+    """An argparse type: comma-separated values of `convert` (at least one), e.g. 0.01,0.03."""
+    def parse(text: str) -> list:
+        try:
+            values = [convert(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}s, got {text!r}")
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected at least one {what}, got {text!r}")
+        return values
+    return parse
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected at least one integer, got {text!r}")
-    return values
+_floats, _ints = _list_of(float, "number"), _list_of(int, "integer")
 
 
 def _lr(text: str):

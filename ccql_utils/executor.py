@@ -54,6 +54,16 @@ def run_configs(store: RunStore, configs: dict[str, TrainConfig], executor: str 
     return runs
 
 
+def run_keyed(store: RunStore, configs: dict, name_of, executor: str = "local",
+              address: str | None = None, runs_per_gpu: int = 1, name: str = "") -> dict:
+    """`run_configs` for configs under any keys (e.g. (label, seed)); name_of(key) is the run's
+    label in progress lines. Returns the runs under the same keys."""
+    names = {key: name_of(key) for key in configs}
+    runs = run_configs(store, {names[key]: c for key, c in configs.items()}, executor, address,
+                       runs_per_gpu, name)
+    return {key: runs[names[key]] for key in configs}
+
+
 def _import_ray():
     try:
         import ray

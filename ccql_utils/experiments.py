@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from .config import TrainConfig
-from .executor import run_configs
+from .executor import run_keyed
 from .presets import experiment_seed_configs, get_experiment, get_preset, resolve_preset
 from .provenance import PROJECT_ROOT
 from .runs import Run, RunStore
@@ -159,11 +159,10 @@ def run_experiment(experiment: str, preset: str = "auto", seed: int = 0, seeds=N
     preset = resolve_preset(preset, overrides.get("device") or "auto")
     configs = experiment_seed_configs(experiment, preset, seeds, seed, **overrides)
     several = len({s for _, s in configs}) > 1
-    names = {key: run_name(*key, several_seeds=several) for key in configs}
     store = RunStore(runs_dir, data_root=data_root, verify_data=verify_data, progress=progress)
-    runs = run_configs(store, {names[key]: c for key, c in configs.items()}, executor, address,
-                       runs_per_gpu, experiment)
-    return ExperimentResult(experiment, preset, configs, {key: runs[names[key]] for key in configs})
+    runs = run_keyed(store, configs, lambda key: run_name(*key, several_seeds=several), executor,
+                     address, runs_per_gpu, experiment)
+    return ExperimentResult(experiment, preset, configs, runs)
 
 
 def run_notebook_experiment(experiment: str, **parameters) -> ExperimentResult:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .config import TrainConfig
-from .executor import run_configs
+from .executor import run_keyed
 from .losses import default_ccql_weight
 from .presets import K_SWEEP, LOSS_LABELS, get_preset, resolve_preset, seed_list
 from .provenance import PROJECT_ROOT
@@ -156,9 +156,9 @@ def run_k_sweep(preset: str = "auto", seeds=None, seed: int = 0, data_root=None,
             continue
         for s in seeds:
             configs[loss, k, s] = dataclasses.replace(c, seed=s, lr=float(best[loss, k])).resolved()
-    names = {key: f"{LOSS_LABELS[key[0]]} K={key[1]} seed {key[2]}" for key in configs}
-    runs = run_configs(store, {names[key]: c for key, c in configs.items()}, name="k-sweep", **ex)
-    return KSweepResult(preset, lr_table, configs, {key: runs[names[key]] for key in configs})
+    runs = run_keyed(store, configs, lambda key: f"{LOSS_LABELS[key[0]]} K={key[1]} seed {key[2]}",
+                     name="k-sweep", **ex)
+    return KSweepResult(preset, lr_table, configs, runs)
 
 
 def notebook_values(parameters: dict) -> dict:

@@ -13,7 +13,7 @@ from typing import Sequence
 import pandas as pd
 
 from .config import TrainConfig
-from .executor import run_configs
+from .executor import run_keyed
 from .runs import RunStore
 
 
@@ -46,12 +46,11 @@ def sweep_lr_grid(points: dict, store: RunStore, tolerance: float = 0.005, execu
             raise ValueError(f"{point}: learning rates must be positive numbers, got {bad}")
         for lr in lrs:
             configs[point, lr] = dataclasses.replace(config, lr=lr).resolved()
-    labels = {key: f"{key[0]} lr {key[1]}" for key in configs}
-    runs = run_configs(store, {labels[key]: c for key, c in configs.items()}, executor, address,
-                       runs_per_gpu, "sweep-lr")
+    runs = run_keyed(store, configs, lambda key: f"{key[0]} lr {key[1]}", executor, address,
+                     runs_per_gpu, "sweep-lr")
     rows = []
     for key, c in configs.items():
-        run = runs[labels[key]]
+        run = runs[key]
         final = run.final()
         rows.append({"point": key[0], "loss": c.loss, "lr": c.lr, "state": run.state,
                      "epochs": len(run.history), "train_acc": final.get("train_acc"),
