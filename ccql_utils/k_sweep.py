@@ -21,12 +21,11 @@ import numpy as np
 import pandas as pd
 
 from .config import TrainConfig
-from .executor import run_keyed
 from .losses import default_ccql_weight
 from .presets import K_SWEEP, LOSS_LABELS, get_preset, resolve_preset, seed_list
 from .provenance import PROJECT_ROOT
 from .runs import Run, RunStore
-from .sweep import sweep_lr_grid
+from .sweep import final_numbers, probe_then_train
 
 LOSSES = ("ce", "ql", "ccql")
 FIGURE = "fig4_k_sweep"
@@ -47,8 +46,8 @@ NOTEBOOK_DEFAULTS = {
 
 def k_sweep_configs(preset: str, seed: int = 0, class_seed: int = 0, device: str = "auto",
                     k_values=None) -> dict[tuple[str, int], TrainConfig]:
-    """(loss, K) -> the full run's config at `preset`, its LR still the grid's first (see
-    choose_lrs). k_values: a subset of the preset's (default: all of them)."""
+    """(loss, K) -> the full run's config at `preset`, its LR still the grid's first (the probe
+    chooses it). k_values: a subset of the preset's (default: all of them)."""
     p, sweep = get_preset(preset), K_SWEEP[preset]
     k_values = sweep.k_values if k_values is None else tuple(k_values)
     unknown = sorted(set(k_values) - set(sweep.k_values))
@@ -60,17 +59,6 @@ def k_sweep_configs(preset: str, seed: int = 0, class_seed: int = 0, device: str
                 train_per_class=sweep.train_per_class, test_per_class=sweep.test_per_class,
                 lr=sweep.lr_grid[loss][0], checkpoint_every=p.checkpoint_every, device=device).resolved()
             for loss in LOSSES for k in k_values}
-
-
-def choose_lrs(store: RunStore, preset: str, configs: dict, **executor) -> pd.DataFrame:
-    """The LR probe: each (loss, K) of `configs` at every LR of the preset's grid for
-    probe_epochs (all handed to the executor at once). One row per (loss, K, LR), `best` marked."""
-    sweep = K_SWEEP[preset]
-    points = {f"{loss} K={k}": (dataclasses.replace(c, epochs=sweep.probe_epochs), sweep.lr_grid[loss])
-              for (loss, k), c in configs.items()}
-    table = sweep_lr_grid(points, store, **executor)
-    table.insert(1, "K", table.point.str.split("K=").str[1].astype(int))
-    return table.drop(columns="point")
 
 
 @dataclass
@@ -90,11 +78,8 @@ class KSweepResult:
         """One row per run: loss, K, seed, lr, state, final train/test accuracy and normalized loss."""
         rows = []
         for (loss, k, seed), run in self.runs.items():
-            final = run.final() if run.finished else {}
             rows.append({"loss": LOSS_LABELS[loss], "K": k, "seed": seed, "lr": self.configs[loss, k, seed].lr,
-                         "state": run.describe(), "train_acc": final.get("train_acc"),
-                         "test_acc": final.get("test_acc"), "train_loss_norm": final.get("train_loss_norm"),
-                         "test_loss_norm": final.get("test_loss_norm")})
+                         "state": run.describe(), **final_numbers(run)})
         return pd.DataFrame(rows)
 
     def summary(self) -> pd.DataFrame:
@@ -141,24 +126,20 @@ def run_k_sweep(preset: str = "auto", seeds=None, seed: int = 0, data_root=None,
                 runs_dir: str | Path = "runs", verify_data: bool = True, progress=None,
                 device: str = "auto", k_values=None, executor: str = "local", address=None,
                 runs_per_gpu: int = 1) -> KSweepResult:
-    """Probe the LRs, then train every (loss, K, seed); stored runs are read back, so a second
-    call redraws without training. Classes: the first seed's draw for all seeds."""
+    """Probe the LRs of every (loss, K), then train it at the chosen LR for every seed
+    (sweep.probe_then_train); stored runs are read back, so a second call redraws without
+    training. Classes: the first seed's draw for all seeds."""
     preset = resolve_preset(preset, device)
     seeds = seed_list(seeds, seed)
     ex = dict(executor=executor, address=address, runs_per_gpu=runs_per_gpu)
     store = RunStore(runs_dir, data_root=data_root, verify_data=verify_data, progress=progress)
+    sweep = K_SWEEP[preset]
     base = k_sweep_configs(preset, seeds[0], seeds[0], device, k_values)
-    lr_table = choose_lrs(store, preset, base, **ex)
-    best = lr_table[lr_table.best].set_index(["loss", "K"]).lr
-    configs = {}
-    for (loss, k), c in base.items():
-        if (loss, k) not in best.index:  # every probed LR diverged: nothing to train
-            continue
-        for s in seeds:
-            configs[loss, k, s] = dataclasses.replace(c, seed=s, lr=float(best[loss, k])).resolved()
-    runs = run_keyed(store, configs, lambda key: f"{LOSS_LABELS[key[0]]} K={key[1]} seed {key[2]}",
-                     name="k-sweep", **ex)
-    return KSweepResult(preset, lr_table, configs, runs)
+    table, configs, runs = probe_then_train(
+        store, base, {(loss, k): sweep.lr_grid[loss] for loss, k in base}, sweep.probe_epochs, seeds,
+        lambda key: f"{LOSS_LABELS[key[0]]} K={key[1]}", "k-sweep", **ex)
+    table.insert(1, "K", table.point.map(lambda key: key[1]))
+    return KSweepResult(preset, table.drop(columns="point"), configs, runs)
 
 
 def notebook_values(parameters: dict) -> dict:

@@ -31,10 +31,11 @@ def sweep_lr(config: TrainConfig, lrs: Sequence[float], store: RunStore,
 
 
 def sweep_lr_grid(points: dict, store: RunStore, tolerance: float = 0.005, executor: str = "local",
-                  address: str | None = None, runs_per_gpu: int = 1) -> pd.DataFrame:
-    """Several sweeps handed to the executor at once: `points` maps a name to (config, LRs).
+                  address: str | None = None, runs_per_gpu: int = 1, name_of=str) -> pd.DataFrame:
+    """Several sweeps handed to the executor at once: `points` maps a key to (config, LRs).
 
-    One row per (point, LR), columns as `sweep_lr`'s plus `point`; the best marked per point.
+    One row per (point, LR), columns as `sweep_lr`'s plus `point` (the key); the best marked per
+    point. name_of(key) names a point in progress lines.
     """
     configs = {}
     for point, (config, lrs) in points.items():
@@ -46,7 +47,7 @@ def sweep_lr_grid(points: dict, store: RunStore, tolerance: float = 0.005, execu
             raise ValueError(f"{point}: learning rates must be positive numbers, got {bad}")
         for lr in lrs:
             configs[point, lr] = dataclasses.replace(config, lr=lr).resolved()
-    runs = run_keyed(store, configs, lambda key: f"{key[0]} lr {key[1]}", executor, address,
+    runs = run_keyed(store, configs, lambda key: f"{name_of(key[0])} lr {key[1]}", executor, address,
                      runs_per_gpu, "sweep-lr")
     rows = []
     for key, c in configs.items():
@@ -59,6 +60,33 @@ def sweep_lr_grid(points: dict, store: RunStore, tolerance: float = 0.005, execu
     table = pd.DataFrame(rows)
     return pd.concat([mark_best(t, tolerance) for _, t in table.groupby("point", sort=False)],
                      ignore_index=True)
+
+
+def probe_then_train(store: RunStore, base: dict, grids: dict, probe_epochs: int, seeds,
+                     name_of=str, name: str = "", **executor):
+    """What the sweep notebooks (04, 05) do at every point of their grid: probe, then train.
+
+    base: key -> config (any LR); grids: key -> LRs. Every key is first trained for
+    `probe_epochs` at each of its LRs (all probes handed to the executor at once), `mark_best`
+    picks the LR, then the full config trains at that LR once per seed (all at once). A key whose
+    probes all diverged trains nothing. Returns (the probe table, one row per (key, LR) with the
+    key in `point`; configs and runs, both keyed by (*key, seed)).
+    """
+    points = {key: (dataclasses.replace(c, epochs=probe_epochs), grids[key]) for key, c in base.items()}
+    table = sweep_lr_grid(points, store, name_of=name_of, **executor)
+    best = {row.point: row.lr for row in table[table.best].itertuples()}
+    configs = {(*key, s): dataclasses.replace(c, seed=s, lr=float(best[key])).resolved()
+               for key, c in base.items() if key in best for s in seeds}
+    runs = run_keyed(store, configs, lambda key: f"{name_of(key[:-1])} seed {key[-1]}", name=name,
+                     **executor)
+    return table, configs, runs
+
+
+def final_numbers(run) -> dict:
+    """A run's final train/test accuracy and normalized losses (empty unless it finished)."""
+    final = run.final() if run.finished else {}
+    return {name: final.get(name) for name in ("train_acc", "test_acc", "train_loss_norm",
+                                                 "test_loss_norm")}
 
 
 def mark_best(table: pd.DataFrame, tolerance: float = 0.005) -> pd.DataFrame:
