@@ -17,7 +17,8 @@ from .provenance import PROJECT_ROOT
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 EXPERIMENT_NOTEBOOKS = {e.notebook: name for name, e in EXPERIMENTS.items()}
-SWEEP_NOTEBOOKS = {"04_k_sweep.ipynb": "fig4_k_sweep"}   # notebook -> figure stem (k_sweep.py)
+# The notebooks beyond the paper -> the module that runs each (its FIGURE, notebook_values)
+SWEEP_NOTEBOOKS = {"04_k_sweep.ipynb": "k_sweep", "05_loss_weights.ipynb": "loss_weights"}
 
 
 class NotebookFailed(RuntimeError):
@@ -34,10 +35,20 @@ def trains(path: str | Path) -> bool:
     return experiment_of(path) is not None or Path(path).name in SWEEP_NOTEBOOKS
 
 
+def sweep_module(path: str | Path):
+    """The module (k_sweep, loss_weights) that runs a notebook beyond the paper, else None."""
+    import importlib
+    name = SWEEP_NOTEBOOKS.get(Path(path).name)
+    return importlib.import_module(f"ccql_utils.{name}") if name else None
+
+
 def figure_of(path: str | Path) -> str | None:
     """The stem of the figure a training notebook saves (the preset is appended)."""
     experiment = experiment_of(path)
-    return EXPERIMENTS[experiment].figure if experiment else SWEEP_NOTEBOOKS.get(Path(path).name)
+    if experiment:
+        return EXPERIMENTS[experiment].figure
+    module = sweep_module(path)
+    return module.FIGURE if module else None
 
 
 def notebook_parameters(path: str | Path) -> dict[str, Any]:
@@ -59,9 +70,8 @@ def check_parameters(path: str | Path, parameters: dict[str, Any]) -> None:
         raise ValueError(f"unknown parameter(s) {unknown} for {Path(path).name}; "
                          f"it declares: {', '.join(declared)}")
     if Path(path).name in SWEEP_NOTEBOOKS:
-        from .k_sweep import notebook_values
         try:
-            notebook_values(parameters)
+            sweep_module(path).notebook_values(parameters)
         except ValueError as exc:
             raise ValueError(f"notebook parameter: {exc}") from None
         return

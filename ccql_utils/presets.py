@@ -152,6 +152,27 @@ K_SWEEP = {
                    lr_grid={"ce": (0.05,), "ql": (0.02, 0.05), "ccql": (0.05,)}),
 }
 
+@dataclass(frozen=True)
+class WeightSweep:
+    """The loss-weight sweep (notebook 05) at one preset: its K values, CCQL weights w (0 is QL;
+    None is the default sqrt(K-1) - 1) and rescaled-square settings (k, M) (k None is 1 + the
+    default w, CCQL's equivalent). Images, epochs, probe and base LR grids are the preset's
+    K_SWEEP entry, so CE, QL and default-w CCQL are the K sweep's own runs."""
+
+    k_values: tuple
+    weights: tuple
+    rescaled: tuple
+
+
+# Hui & Belkin's many-class setting is k = 1, M = 15; (1, 1) is the plain square loss / K.
+WEIGHTS, RESCALED = (0, 1, None, 10, 30), ((1, 1), (1, 15), (None, 1))
+LOSS_WEIGHTS = {
+    "paper": WeightSweep((25, 100), WEIGHTS, RESCALED),
+    "gpu-short": WeightSweep((25, 100), WEIGHTS, RESCALED),
+    "quick": WeightSweep((25, 100), WEIGHTS, RESCALED),
+    "tiny": WeightSweep((5,), (0, None, 10), ((1, 15), (None, 1))),
+}
+
 AUTO_PRESET = {"cuda": "paper", "cpu": "quick"}  # what preset='auto' means on each device type
 
 
@@ -246,4 +267,4 @@ def experiment_seed_configs(experiment: str, preset: str = "quick", seeds=None, 
 
 __all__ = ["EXPERIMENTS", "PRESETS", "Experiment", "Preset", "get_experiment", "get_preset",
            "resolve_preset", "experiment_configs", "experiment_seed_configs", "seed_list",
-           "K_SWEEP", "KSweep"]
+           "K_SWEEP", "KSweep", "LOSS_WEIGHTS", "WeightSweep"]

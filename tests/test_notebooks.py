@@ -15,7 +15,7 @@ ALL_NOTEBOOKS = sorted(p.name for p in NOTEBOOKS_DIR.glob("*.ipynb"))
 FIGURES = {"00_theory.ipynb": ["theory_min_loss_vs_k", "theory_ccql_vs_w", "theory_gd_dynamics"],
            "01_k25_random.ipynb": ["fig1_k25_random_tiny"], "02_k100.ipynb": ["fig2_k100_tiny"],
            "03_mammals_vs_random.ipynb": ["fig3_mammals_vs_random_tiny"],
-           "04_k_sweep.ipynb": ["fig4_k_sweep_tiny"]}
+           "04_k_sweep.ipynb": ["fig4_k_sweep_tiny"], "05_loss_weights.ipynb": ["fig5_loss_weights_tiny"]}
 
 
 def test_every_notebook_is_covered():
@@ -54,7 +54,7 @@ def test_notebook_runs_under_nbval_and_writes_its_figures(name, tmp_path, data_p
         record = json.loads((tmp_path / "figures" / f"{figure}.provenance.json").read_text())
         env = record["environment"]
         assert env["commit"] and env["torch"] and env["date_utc"]
-        if name == "04_k_sweep.ipynb":
+        if name in ("04_k_sweep.ipynb", "05_loss_weights.ipynb"):  # tiny: 2 K x 3 losses; 6 variants at K = 5
             p = record["parameters"]
             assert p["preset"] == "tiny" and "NOT the paper's scale" in record["caption"]
             assert len(p["runs"]) == 6 and all(r["state"] == "finished" for r in p["runs"].values())
