@@ -34,11 +34,18 @@ def data_parameters(tmp_path_factory):
     return {"data_root": str(synthetic), "verify_data": False}
 
 
+@pytest.fixture(scope="module")
+def shared_runs(tmp_path_factory):
+    """One run store for all notebooks, as run_all uses: 03 reuses 01's QL run and 05 the K
+    sweep's CE, QL and CCQL runs (which also keeps this module fast)."""
+    return tmp_path_factory.mktemp("runs")
+
+
 @pytest.mark.parametrize("name", ALL_NOTEBOOKS)
-def test_notebook_runs_under_nbval_and_writes_its_figures(name, tmp_path, data_parameters):
+def test_notebook_runs_under_nbval_and_writes_its_figures(name, tmp_path, data_parameters, shared_runs):
     parameters = {"figures_dir": str(tmp_path / "figures")}
     if trains(name):
-        parameters.update(data_parameters, preset="tiny", runs_dir=str(tmp_path / "runs"),
+        parameters.update(data_parameters, preset="tiny", runs_dir=str(shared_runs),
                           device="cpu", progress=False)
     prepared = tmp_path / "notebooks" / name
     execute_notebook(NOTEBOOKS_DIR / name, prepared, parameters, prepare_only=True)
