@@ -1,6 +1,6 @@
 """Many runs at once on a real Ray cluster on this CPU (tiny settings): the same metrics as one
-after another, concurrently; a killed worker's run resumes; two drivers train a run once; clear
-errors. Skipped, visibly, without Ray (pip install -e '.[cluster]')."""
+after another, concurrently, spread over the two nodes of a simulated cluster; a killed worker's
+run resumes; two drivers train a run once; clear errors. Skipped, visibly, without Ray (pip install -e '.[cluster]')."""
 import datetime as dt
 import os
 import signal
@@ -44,11 +44,26 @@ def without_seconds(run):
 
 @pytest.fixture(scope="module")
 def local_ray():
+    """A two-node Ray cluster on this machine (one CPU per node), joined by address as a real
+    cluster is. Every node and the driver use the loopback address: Ray otherwise sends the
+    driver to the interface address, where nothing listens (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+    is Ray's switch for single-machine addresses; set for the node processes and this one)."""
+    from ray._private import ray_constants
+    from ray.cluster_utils import Cluster
     ray.shutdown()
-    ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False,
-             logging_level="ERROR", log_to_driver=False)
-    yield
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    single_machine = pytest.MonkeyPatch()
+    single_machine.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
+    cluster.wait_for_nodes()
+    assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+    yield cluster
     ray.shutdown()
+    cluster.shutdown()
+    single_machine.undo()
+    del os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"]
 
 
 def interval(run):
@@ -57,7 +72,8 @@ def interval(run):
 
 
 @pytest.mark.slow
-def test_ray_gives_the_metrics_of_local_runs_and_runs_them_concurrently(local_ray, synthetic_data, tmp_path):
+def test_ray_gives_the_metrics_of_local_runs_and_runs_them_concurrently_on_both_nodes(
+        local_ray, synthetic_data, tmp_path):
     runs = configs(n=2, epochs=6)
     expected = one_thread_reference(RunStore(tmp_path / "local", data=synthetic_data, progress=False), runs)
     store = RunStore(tmp_path / "ray", data_root=synthetic_data.folder, verify_data=False, progress=False)
@@ -67,6 +83,7 @@ def test_ray_gives_the_metrics_of_local_runs_and_runs_them_concurrently(local_ra
         pd.testing.assert_frame_equal(without_seconds(got[label]), without_seconds(expected[label]))
     (a_start, a_end), (b_start, b_end) = (interval(r) for r in got.values())
     assert a_start < b_end and b_start < a_end, "the two runs did not overlap in time"
+    assert len({r.status["ray_node"] for r in got.values()}) == 2, "both runs on one node"
 
 
 @pytest.mark.slow
