@@ -113,11 +113,12 @@ def test_a_killed_worker_is_retried_and_its_run_resumes_to_the_uninterrupted_res
 
 
 @pytest.mark.slow
-def test_two_drivers_submitting_one_experiment_train_each_run_once(tmp_path, synthetic_root):
-    ray.shutdown()
+def test_two_drivers_submitting_one_experiment_train_each_run_once(local_ray, tmp_path, synthetic_root):
+    """Two processes join the cluster by its address, as two users' drivers would."""
     command = [sys.executable, "-m", "ccql_utils", "run", "mammals_vs_random", "--preset", "tiny",
                "--device", "cpu", "--epochs", "1", "--executor", "ray", "--runs-dir", str(tmp_path),
-               "--data-root", str(synthetic_root), "--unverified-data", "--quiet"]
+               "--data-root", str(synthetic_root), "--unverified-data", "--quiet",
+               "--address", local_ray.address]
     drivers = [subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [d.communicate(timeout=900) for d in drivers]
