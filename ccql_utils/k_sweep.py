@@ -25,7 +25,7 @@ from .losses import default_ccql_weight
 from .presets import K_SWEEP, LOSS_LABELS, get_preset, resolve_preset, seed_list
 from .provenance import PROJECT_ROOT
 from .runs import Run, RunStore
-from .sweep import final_numbers, probe_then_train
+from .sweep import final_numbers, probe_then_train, save_sweep_figure, sweep_notebook_values
 
 LOSSES = ("ce", "ql", "ccql")
 FIGURE = "fig4_k_sweep"
@@ -144,27 +144,18 @@ def run_k_sweep(preset: str = "auto", seeds=None, seed: int = 0, data_root=None,
 
 def notebook_values(parameters: dict) -> dict:
     """The notebook's parameters with None replaced by NOTEBOOK_DEFAULTS; ValueError for an
-    unknown name, a preset without a K sweep, bad seeds or K values (before anything runs)."""
-    unknown = sorted(set(parameters) - set(NOTEBOOK_DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown notebook parameter(s) {unknown}; valid: {', '.join(NOTEBOOK_DEFAULTS)}")
-    p = {k: NOTEBOOK_DEFAULTS[k] if parameters.get(k) is None else parameters[k] for k in NOTEBOOK_DEFAULTS}
-    preset = resolve_preset(p["preset"], p["device"])
-    if preset not in K_SWEEP:
-        raise ValueError(f"the K sweep has no preset {preset!r}; choose one of {', '.join(K_SWEEP)}")
-    seed_list(p["seeds"], p["seed"])
-    k_sweep_configs(preset, p["seed"], p["seed"], p["device"], p["k_values"])
-    return p
+    unknown name, a preset without this sweep, bad seeds or K values (before anything runs)."""
+    return sweep_notebook_values(parameters, NOTEBOOK_DEFAULTS, K_SWEEP, "K sweep", lambda preset, p:
+                                 k_sweep_configs(preset, p["seed"], p["seed"], p["device"], p["k_values"]))
 
 
 def run_notebook_k_sweep(**parameters) -> KSweepResult:
     """What notebook 04 runs: its parameters (None: the default) -> run_k_sweep."""
     p = notebook_values(parameters)
-    figures_dir, d, sigma = p.pop("figures_dir"), p.pop("theory_d"), p.pop("theory_sigma")
+    p.pop("figures_dir")
+    d, sigma = p.pop("theory_d"), p.pop("theory_sigma")
     result = run_k_sweep(**p)
-    if parameters.get("figures_dir") is None and result.preset == "tiny":
-        figures_dir = str(PROJECT_ROOT / "outputs" / "tiny" / "figures")  # never beside committed figures
-    result.figures_dir = figures_dir
+    result.figures_dir = parameters.get("figures_dir")  # None: figures/, or outputs/tiny/figures at tiny
     result.theory = theory_min_losses(sorted({k for _, k, _ in result.configs}), d, sigma)
     return result
 
@@ -225,13 +216,7 @@ def plot_k_sweep(result: KSweepResult):
     return fig
 
 
-def save_k_sweep_figure(fig, result: KSweepResult, figures_dir=None, extra: dict | None = None):
+def save_k_sweep_figure(fig, result, figures_dir=None, extra: dict | None = None):
     """PNG + PDF + the per-run final table as CSV + provenance, as fig4_k_sweep_<preset>; the LR
-    probe's table beside it as fig4_k_sweep_<preset>_lr_probe.csv."""
-    from .provenance import save_figure
-    name = f"{FIGURE}_{result.preset}"
-    paths = save_figure(fig, name, data=result.final_table(), params={**result.provenance(), **(extra or {})},
-                        figures_dir=figures_dir or result.figures_dir, caption=result.caption())
-    paths["lr_probe"] = paths["csv"].with_name(f"{name}_lr_probe.csv")
-    result.lr_table.drop(columns="run_dir").to_csv(paths["lr_probe"], index=False)
-    return paths
+    probe's table beside it as fig4_k_sweep_<preset>_lr_probe.csv (sweep.save_sweep_figure)."""
+    return save_sweep_figure(fig, FIGURE, result, figures_dir, extra)

@@ -32,7 +32,7 @@ from .losses import default_ccql_weight
 from .presets import K_SWEEP, LOSS_WEIGHTS, get_preset, resolve_preset, seed_list
 from .provenance import PROJECT_ROOT
 from .runs import Run, RunStore
-from .sweep import final_numbers, probe_then_train
+from .sweep import final_numbers, probe_then_train, save_sweep_figure, sweep_notebook_values
 
 FIGURE = "fig5_loss_weights"
 NOTEBOOK = "05_loss_weights.ipynb"
@@ -209,26 +209,16 @@ def run_weight_sweep(preset: str = "auto", seeds=None, seed: int = 0, data_root=
 def notebook_values(parameters: dict) -> dict:
     """The notebook's parameters with None replaced by NOTEBOOK_DEFAULTS; ValueError for an
     unknown name, a preset without this sweep, bad seeds or K values (before anything runs)."""
-    unknown = sorted(set(parameters) - set(NOTEBOOK_DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown notebook parameter(s) {unknown}; valid: {', '.join(NOTEBOOK_DEFAULTS)}")
-    p = {k: NOTEBOOK_DEFAULTS[k] if parameters.get(k) is None else parameters[k] for k in NOTEBOOK_DEFAULTS}
-    preset = resolve_preset(p["preset"], p["device"])
-    if preset not in LOSS_WEIGHTS:
-        raise ValueError(f"the loss-weight sweep has no preset {preset!r}; choose one of {', '.join(LOSS_WEIGHTS)}")
-    seed_list(p["seeds"], p["seed"])
-    weight_sweep_configs(preset, p["seed"], p["seed"], p["device"], p["k_values"])
-    return p
+    return sweep_notebook_values(parameters, NOTEBOOK_DEFAULTS, LOSS_WEIGHTS, "loss-weight sweep", lambda preset, p:
+                                 weight_sweep_configs(preset, p["seed"], p["seed"], p["device"], p["k_values"]))
 
 
 def run_notebook_weight_sweep(**parameters) -> WeightSweepResult:
     """What notebook 05 runs: its parameters (None: the default) -> run_weight_sweep."""
     p = notebook_values(parameters)
-    figures_dir = p.pop("figures_dir")
+    p.pop("figures_dir")
     result = run_weight_sweep(**p)
-    if parameters.get("figures_dir") is None and result.preset == "tiny":
-        figures_dir = str(PROJECT_ROOT / "outputs" / "tiny" / "figures")  # never beside committed figures
-    result.figures_dir = figures_dir
+    result.figures_dir = parameters.get("figures_dir")  # None: figures/, or outputs/tiny/figures at tiny
     return result
 
 
@@ -273,16 +263,10 @@ def plot_weight_sweep(result: WeightSweepResult):
     return fig
 
 
-def save_weight_sweep_figure(fig, result: WeightSweepResult, figures_dir=None, extra: dict | None = None):
-    """PNG + PDF + the per-run final table as CSV + provenance, as fig5_loss_weights_<preset>; the
-    LR probe's table beside it as fig5_loss_weights_<preset>_lr_probe.csv."""
-    from .provenance import save_figure
-    name = f"{FIGURE}_{result.preset}"
-    paths = save_figure(fig, name, data=result.final_table(), params={**result.provenance(), **(extra or {})},
-                        figures_dir=figures_dir or result.figures_dir, caption=result.caption())
-    paths["lr_probe"] = paths["csv"].with_name(f"{name}_lr_probe.csv")
-    result.lr_table.drop(columns="run_dir").to_csv(paths["lr_probe"], index=False)
-    return paths
+def save_weight_sweep_figure(fig, result, figures_dir=None, extra: dict | None = None):
+    """PNG + PDF + the per-run final table as CSV + provenance, as fig5_loss_weights_<preset>; the LR
+    probe's table beside it as fig5_loss_weights_<preset>_lr_probe.csv (sweep.save_sweep_figure)."""
+    return save_sweep_figure(fig, FIGURE, result, figures_dir, extra)
 
 
 __all__ = ["variants", "lr_grid", "weight_sweep_configs", "run_weight_sweep", "WeightSweepResult",
