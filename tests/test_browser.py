@@ -35,14 +35,13 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
 ARTIFACTS = PROJECT_ROOT / "outputs" / "browser"
 KERNEL_NAME, KERNEL_DISPLAY = "ccql", "Python (ccql)"
-RUN_TIMEOUT_S = 900          # one notebook at tiny (00_theory, smaller, about 20 s)
+RUN_TIMEOUT_S = 900          # one notebook at tiny (about 40 s)
 MAX_OUTPUT_LINES = 50        # text lines any one cell may print at tiny (progress included)
-# The theory notebook and two experiment notebooks, 03 from a server started in notebooks/ (the
-# other folder users start in). 02 is left out to keep CI short: it is 01's code with K = 100
-# (the same cells, the same calls), and nbval runs it headless.
-CASES = [("root", "00_theory.ipynb"), ("root", "01_k25_random.ipynb"),
-         ("notebooks", "03_mammals_vs_random.ipynb")]
-THEORY_FIGURES = 3
+# One experiment notebook from the repository root, as the README starts JupyterLab. The other
+# notebooks run headless under nbval (the same cells and calls); the theory notebook and a server
+# started in notebooks/ were browser cases until CI time ran short (see the README). The kernel
+# runs in notebooks/ either way, which is what the notebooks' relative paths depend on.
+CASES = [("root", "01_k25_random.ipynb")]
 
 
 def _find(name: str, *candidates: str) -> str | None:
@@ -255,12 +254,8 @@ def test_notebook_runs_in_jupyterlab(start, name, servers, webdriver_module, dat
     server = servers(start)
     before = _digest(NOTEBOOKS)
     figures = tmp_path / "figures"
-    if name == "00_theory.ipynb":  # smaller sweeps than the defaults: nbval runs those
-        typed = {"Ks": "[2, 5, 10, 25]", "n": "1000", "n_table": "4000", "gd_iters": "40",
-                 "figures_dir": repr(str(figures))}
-    else:
-        typed = {"preset": '"tiny"', **data_lines, "runs_dir": repr(str(shared_runs)),
-                 "figures_dir": repr(str(figures))}
+    typed = {"preset": '"tiny"', **data_lines, "runs_dir": repr(str(shared_runs)),
+             "figures_dir": repr(str(figures))}
 
     options = webdriver_module.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -322,11 +317,9 @@ def test_notebook_runs_in_jupyterlab(start, name, servers, webdriver_module, dat
         shown = driver.execute_script(
             "return Array.from(arguments[0]).filter(i => i.complete && i.naturalWidth > 100).length",
             images)
-        expected = THEORY_FIGURES if name == "00_theory.ipynb" else 1
-        assert shown >= expected, f"{name}: {shown} figure(s) displayed in the page, expected {expected}"
-        if name != "00_theory.ipynb":
-            tables = [t.text for t in driver.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output table")]
-            assert any("test acc" in t and "tiny" in t for t in tables), f"{name}: no results table shown"
+        assert shown >= 1, f"{name}: no figure displayed in the page"
+        tables = [t.text for t in driver.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output table")]
+        assert any("test acc" in t and "tiny" in t for t in tables), f"{name}: no results table shown"
         assert list(figures.glob("*.png")), f"{name}: no figure saved in the typed figures_dir"
         long = {c["source"][:60]: _stream_lines(c["outputs"]) for c in s["cells"]
                 if _stream_lines(c["outputs"]) > MAX_OUTPUT_LINES}
