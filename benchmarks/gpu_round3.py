@@ -10,7 +10,9 @@ Parts (each appends to $OUT/gpu_round3.json as it finishes, so a job cut short k
            instead of N. Aggregate training images/s for N = 1..64 against one plain model.
            (Round 2: N separate processes reached 4.4x for WRN-10-1; the goal is >= 10x.)
   modes    WRN-28-10 b128 bf16 channels_last: training images/s eager, torch.compile default,
-           "reduce-overhead" (CUDA graphs) and default plus a compiled optimizer step; compile time.
+           "reduce-overhead" (CUDA graphs) and default plus a compiled optimizer step. Each mode's
+           first step is recorded, but after the first compiled mode it skips one-time imports and
+           may reuse compiled kernels: the cache part is the measure of compile cost.
   cache    the one-time compile cost in a fresh process, twice with one TORCHINDUCTOR_CACHE_DIR
            (cold, then warm: what a second run on the same machine pays).
 Bare step loops on random images (throughput does not depend on content). --dry-run: CPU, toy sizes.

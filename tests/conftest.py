@@ -34,3 +34,35 @@ def synthetic_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def synthetic_data(synthetic_root):
     return load_cifar100(synthetic_root, verify=False, download=False)
+
+
+@pytest.fixture
+def committed_records(tmp_path, monkeypatch):
+    """load(archive, count) -> a run store holding results/<archive> (count records expected), in
+    which loading CIFAR-100 fails: whatever is drawn from it must come from the records alone."""
+    from ccql_utils import runs
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("data loaded to redraw finished runs")
+
+    def load(archive: str, count: int | None = None) -> Path:
+        imported = runs.import_records(PROJECT_ROOT / "results" / archive, tmp_path)
+        assert count is None or len(imported) == count, (archive, len(imported))
+        monkeypatch.setattr(runs, "load_cifar100", no_data)
+        return tmp_path
+    return load
+
+
+@pytest.fixture
+def assert_sweep_redraws():
+    """check(result, stem): a sweep's final table and LR probe equal figures/<stem>.csv and
+    figures/<stem>_lr_probe.csv (the committed figure data)."""
+    import pandas as pd
+
+    def check(result, stem: str) -> None:
+        figures = PROJECT_ROOT / "figures"
+        pd.testing.assert_frame_equal(result.final_table(), pd.read_csv(figures / f"{stem}.csv"),
+                                      check_dtype=False)
+        pd.testing.assert_frame_equal(result.lr_table.drop(columns="run_dir"),
+                                      pd.read_csv(figures / f"{stem}_lr_probe.csv"), check_dtype=False)
+    return check

@@ -135,23 +135,15 @@ def test_a_bad_seed_list_is_refused_by_name(seeds):
         experiment_seed_configs("k25_random", "tiny", seeds)
 
 
-QUICK_SEED_RECORDS = Path(__file__).resolve().parent.parent / "results" / "quick_3_seeds_records.tar.gz"
 QUICK_SEED_FIGURES = {"k25_random": "fig1_k25_random_quick"}  # Fig 2 and 3: not yet with 3 seeds
 
 
 @pytest.mark.parametrize("experiment", sorted(QUICK_SEED_FIGURES))
 def test_committed_quick_3_seed_records_redraw_the_committed_figure_data_without_data(
-        experiment, tmp_path, monkeypatch):
+        experiment, committed_records):
     import pandas as pd
-
-    from ccql_utils import runs
-    from ccql_utils.runs import import_records
-    import_records(QUICK_SEED_RECORDS, tmp_path)
-
-    def no_data(*args, **kwargs):
-        raise AssertionError("data loaded to redraw finished runs")
-    monkeypatch.setattr(runs, "load_cifar100", no_data)
-    result = run_experiment(experiment, "quick", seeds=[0, 1, 2], runs_dir=tmp_path, progress=False,
+    runs_dir = committed_records("quick_3_seeds_records.tar.gz")
+    result = run_experiment(experiment, "quick", seeds=[0, 1, 2], runs_dir=runs_dir, progress=False,
                             device="cpu")
     assert result.seeds == [0, 1, 2] and all(run.finished for run in result.runs.values())
     committed = pd.read_csv(Path(__file__).resolve().parent.parent / "figures" /

@@ -42,22 +42,9 @@ def test_bad_notebook_values_are_refused_before_anything_runs(bad, message):
         check_parameters(NOTEBOOKS_DIR / "04_k_sweep.ipynb", {"preset": "tiny", **bad})
 
 
-def test_the_committed_quick_records_redraw_the_committed_figure_data_without_data(tmp_path, monkeypatch):
-    from pathlib import Path
-
-    import pandas as pd
-
-    from ccql_utils import runs
+def test_the_committed_quick_records_redraw_the_committed_figure_data_without_data(
+        committed_records, assert_sweep_redraws):
     from ccql_utils.k_sweep import run_k_sweep
-    from ccql_utils.runs import import_records
-    root = Path(__file__).resolve().parent.parent
-    assert len(import_records(root / "results" / "k_sweep_quick_records.tar.gz", tmp_path)) == 108
-
-    def no_data(*args, **kwargs):
-        raise AssertionError("data loaded to redraw finished runs")
-    monkeypatch.setattr(runs, "load_cifar100", no_data)
-    result = run_k_sweep("quick", seeds=[0, 1, 2], runs_dir=tmp_path, progress=False, device="cpu")
-    committed = pd.read_csv(root / "figures" / "fig4_k_sweep_quick.csv")
-    pd.testing.assert_frame_equal(result.final_table(), committed, check_dtype=False)
-    probe = pd.read_csv(root / "figures" / "fig4_k_sweep_quick_lr_probe.csv")
-    pd.testing.assert_frame_equal(result.lr_table.drop(columns="run_dir"), probe, check_dtype=False)
+    runs_dir = committed_records("k_sweep_quick_records.tar.gz", 108)
+    result = run_k_sweep("quick", seeds=[0, 1, 2], runs_dir=runs_dir, progress=False, device="cpu")
+    assert_sweep_redraws(result, "fig4_k_sweep_quick")

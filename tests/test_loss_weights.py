@@ -59,22 +59,9 @@ def test_bad_notebook_values_are_refused_before_anything_runs(bad, message):
         check_parameters(NOTEBOOKS_DIR / "05_loss_weights.ipynb", {"preset": "quick", **bad})
 
 
-def test_the_committed_quick_records_redraw_the_committed_figure_data_without_data(tmp_path, monkeypatch):
-    from pathlib import Path
-
-    import pandas as pd
-
-    from ccql_utils import runs
+def test_the_committed_quick_records_redraw_the_committed_figure_data_without_data(
+        committed_records, assert_sweep_redraws):
     from ccql_utils.loss_weights import run_weight_sweep
-    from ccql_utils.runs import import_records
-    root = Path(__file__).resolve().parent.parent
-    assert len(import_records(root / "results" / "loss_weights_quick_records.tar.gz", tmp_path)) == 78
-
-    def no_data(*args, **kwargs):
-        raise AssertionError("data loaded to redraw finished runs")
-    monkeypatch.setattr(runs, "load_cifar100", no_data)
-    result = run_weight_sweep("quick", runs_dir=tmp_path, progress=False, device="cpu")
-    committed = pd.read_csv(root / "figures" / "fig5_loss_weights_quick.csv")
-    pd.testing.assert_frame_equal(result.final_table(), committed, check_dtype=False)
-    probe = pd.read_csv(root / "figures" / "fig5_loss_weights_quick_lr_probe.csv")
-    pd.testing.assert_frame_equal(result.lr_table.drop(columns="run_dir"), probe, check_dtype=False)
+    runs_dir = committed_records("loss_weights_quick_records.tar.gz", 78)
+    result = run_weight_sweep("quick", runs_dir=runs_dir, progress=False, device="cpu")
+    assert_sweep_redraws(result, "fig5_loss_weights_quick")
