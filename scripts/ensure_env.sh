@@ -27,7 +27,9 @@ else
             python3 -m venv --clear "$_venv" || { echo "[env] python3 -m venv failed" >&2; return 1; }
         fi
         "$PY" -m pip install -q --upgrade pip >&2 || return 1
-        "$PY" -m pip install -q -e "$_root[test,notebooks,cluster]" >&2 || return 1
+        # --no-compile: byte-compiling all of site-packages took 120 s on the 2-core CI machine;
+        # Python compiles the modules actually imported on first use instead.
+        "$PY" -m pip install -q --no-compile -e "$_root[test,notebooks,cluster]" >&2 || return 1
         _stamp_of > "$_venv/.ccql-installed"
     fi
 fi
