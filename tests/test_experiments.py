@@ -143,7 +143,7 @@ QUICK_SEED_FIGURES = {"k25_random": "fig1_k25_random_quick", "k100": "fig2_k100_
 def test_committed_quick_3_seed_records_redraw_the_committed_figure_data_without_data(
         experiment, committed_records):
     import pandas as pd
-    runs_dir = committed_records("quick_3_seeds_records.tar.gz")
+    runs_dir = committed_records("quick_3_seeds_records.tar.gz", 21)
     result = run_experiment(experiment, "quick", seeds=[0, 1, 2], runs_dir=runs_dir, progress=False,
                             device="cpu")
     assert result.seeds == [0, 1, 2] and all(run.finished for run in result.runs.values())
