@@ -6,8 +6,8 @@ Parts (each appends to $OUT/gpu_round3.json as it finishes, so a job cut short k
   stacked  N small WideResNets trained as ONE model: every convolution grouped (groups = N), every
            BatchNorm over the N models' channels, the classifier a batched matmul; each model sees
            its own images (the batches are concatenated along channels). Exactly N separate models
-           (tests/test_benchmarks.py checks outputs and gradients), but one kernel launch per layer
-           instead of N. Aggregate training images/s for N = 1..64 against one plain model.
+           (ccql_utils/stacked.py; tests/test_stacked.py checks outputs and gradients), one launch
+           per layer instead of N. Aggregate training images/s for N = 1..64 against one plain model.
            (Round 2: N separate processes reached 4.4x for WRN-10-1; the goal is >= 10x.)
   modes    WRN-28-10 b128 bf16 channels_last: training images/s eager, torch.compile default,
            "reduce-overhead" (CUDA graphs) and default plus a compiled optimizer step. Each mode's
@@ -20,7 +20,6 @@ Bare step loops on random images (throughput does not depend on content). --dry-
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import subprocess
@@ -31,47 +30,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from ccql_utils.stacked import stack_models  # noqa: E402
 from ccql_utils.wrn import WideResNet  # noqa: E402
-
-
-class StackedLinear(nn.Module):
-    """N linear classifiers at once: [B, N * C] -> [B, N, K]."""
-
-    def __init__(self, linears):
-        super().__init__()
-        self.weight = nn.Parameter(torch.stack([l.weight.detach() for l in linears]))   # [N, K, C]
-        self.bias = nn.Parameter(torch.stack([l.bias.detach() for l in linears]))       # [N, K]
-
-    def forward(self, x):
-        x = x.view(x.shape[0], self.weight.shape[0], -1)
-        return torch.einsum("bnc,nkc->bnk", x, self.weight) + self.bias
-
-
-def stack_models(models: list[nn.Module]) -> nn.Module:
-    """One module equal to N models of one architecture (convolutions, BatchNorm, a final
-    Linear): input [B, N * 3, H, W] (model n's images in channels 3n..3n+2), output [B, N, K]."""
-    n, stacked = len(models), copy.deepcopy(models[0])
-    tables = [dict(m.named_modules()) for m in models]
-    for name, first in models[0].named_modules():
-        parts = [t[name] for t in tables]
-        if isinstance(first, nn.Conv2d):
-            new = nn.Conv2d(n * first.in_channels, n * first.out_channels, first.kernel_size,
-                            first.stride, first.padding, groups=n, bias=False)
-            new.weight = nn.Parameter(torch.cat([p.weight.detach() for p in parts]))
-        elif isinstance(first, nn.BatchNorm2d):
-            new = nn.BatchNorm2d(n * first.num_features)
-            for attr in ("weight", "bias", "running_mean", "running_var"):
-                getattr(new, attr).data.copy_(torch.cat([getattr(p, attr).detach() for p in parts]))
-        elif isinstance(first, nn.Linear):
-            new = StackedLinear(parts)
-        else:
-            continue
-        parent, _, leaf = name.rpartition(".")
-        setattr(stacked.get_submodule(parent) if parent else stacked, leaf, new)
-    return stacked
 
 
 def stacked_loss(outputs, labels):

@@ -138,7 +138,10 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
                        help="local: one run after another; ray: concurrently on a Ray cluster")
     group.add_argument("--address", default=None,
                        help="with ray: the cluster to join (default $RAY_ADDRESS, else start one here)")
-    group.add_argument("--runs-per-gpu", type=int, default=1, help="with ray: runs sharing one GPU")
+    group.add_argument("--runs-per-gpu", type=int, default=None,
+                       help="runs sharing one GPU: local stacks up to this many small-model runs into "
+                            "one program (default 32 on a GPU, 1 on a CPU); ray runs this many tasks "
+                            "per GPU (default 1)")
 
 
 def _executor(args) -> dict:

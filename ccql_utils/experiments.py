@@ -32,7 +32,7 @@ NOTEBOOK_DEFAULTS = {
     "progress": True,
     "executor": "local",     # local: one run after another here; ray: concurrently on a Ray cluster
     "address": None,         # a Ray cluster to join (default: $RAY_ADDRESS, else a local one)
-    "runs_per_gpu": 1,       # with ray: runs sharing one GPU
+    "runs_per_gpu": None,    # runs sharing one GPU (executor.py); None: 32 small ones stacked (local), 1 (ray)
     # overrides of the preset; None keeps the preset's value
     "epochs": None, "depth": None, "width": None, "train_per_class": None, "lr": None, "w": None,
 }
@@ -148,7 +148,7 @@ class ExperimentResult:
 def run_experiment(experiment: str, preset: str = "auto", seed: int = 0, seeds=None,
                    data_root: str | Path | None = None, runs_dir: str | Path = "runs",
                    verify_data: bool = True, progress: bool | None = None,
-                   executor: str = "local", address: str | None = None, runs_per_gpu: int = 1,
+                   executor: str = "local", address: str | None = None, runs_per_gpu: int | None = None,
                    **overrides) -> ExperimentResult:
     """Obtain every run of `experiment` for each of `seeds` (None: [seed]); see
     presets.experiment_seed_configs for the seeds and presets.experiment_configs for the overrides.

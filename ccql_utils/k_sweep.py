@@ -38,7 +38,7 @@ NOTEBOOK_DEFAULTS = {
     "k_values": None,        # a subset of the preset's K values (default: all)
     "data_root": None, "verify_data": True, "device": "auto",
     "runs_dir": str(PROJECT_ROOT / "runs"), "figures_dir": str(PROJECT_ROOT / "figures"),
-    "progress": True, "executor": "local", "address": None, "runs_per_gpu": 1,
+    "progress": True, "executor": "local", "address": None, "runs_per_gpu": None,
     "theory_d": 64,          # the linear model's dimension: WRN-10-1's 64 features (qualitative)
     "theory_sigma": 0.3,     # the linear model's noise level
 }
@@ -125,7 +125,7 @@ class KSweepResult:
 def run_k_sweep(preset: str = "auto", seeds=None, seed: int = 0, data_root=None,
                 runs_dir: str | Path = "runs", verify_data: bool = True, progress=None,
                 device: str = "auto", k_values=None, executor: str = "local", address=None,
-                runs_per_gpu: int = 1) -> KSweepResult:
+                runs_per_gpu: int | None = None) -> KSweepResult:
     """Probe the LRs of every (loss, K), then train it at the chosen LR for every seed
     (sweep.probe_then_train); stored runs are read back, so a second call redraws without
     training. Classes: the first seed's draw for all seeds."""

@@ -44,7 +44,7 @@ NOTEBOOK_DEFAULTS = {
     "k_values": None,        # a subset of the preset's K values (default: all)
     "data_root": None, "verify_data": True, "device": "auto",
     "runs_dir": str(PROJECT_ROOT / "runs"), "figures_dir": str(PROJECT_ROOT / "figures"),
-    "progress": True, "executor": "local", "address": None, "runs_per_gpu": 1,
+    "progress": True, "executor": "local", "address": None, "runs_per_gpu": None,
 }
 
 
@@ -190,7 +190,7 @@ class WeightSweepResult:
 def run_weight_sweep(preset: str = "auto", seeds=None, seed: int = 0, data_root=None,
                      runs_dir: str | Path = "runs", verify_data: bool = True, progress=None,
                      device: str = "auto", k_values=None, executor: str = "local", address=None,
-                     runs_per_gpu: int = 1) -> WeightSweepResult:
+                     runs_per_gpu: int | None = None) -> WeightSweepResult:
     """Probe the LRs of every (variant, K), then train it at the chosen LR for every seed;
     stored runs are read back. Classes: the first seed's draw (the K sweep's) for all seeds."""
     preset = resolve_preset(preset, device)

@@ -43,9 +43,14 @@ def _check_label_range(labels: torch.Tensor, num_classes: int) -> None:
                          f"{int(labels.min())}..{int(labels.max())}")
 
 
+def at_least_float32(outputs: torch.Tensor) -> torch.Tensor:
+    """Half-precision outputs (bf16 autocast) as float32, for the loss; float32/64 unchanged."""
+    return outputs.float() if outputs.dtype in (torch.float16, torch.bfloat16) else outputs
+
+
 def _correct_output_and_rest(outputs: torch.Tensor, labels: torch.Tensor):
     """(f_y [B], sum_{i != y} f_i^2 [B]) in at least float32: the two terms of every square loss."""
-    outputs = outputs.float() if outputs.dtype in (torch.float16, torch.bfloat16) else outputs
+    outputs = at_least_float32(outputs)
     f_y = outputs.gather(1, labels[:, None]).squeeze(1)
     return f_y, outputs.pow(2).sum(1) - f_y.pow(2)
 

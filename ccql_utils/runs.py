@@ -38,6 +38,7 @@ from .config import TrainConfig
 from .data import Cifar100, DataError, data_source, load_cifar100
 from .progress import progress_mode
 from .provenance import atomic_write_text, describe_device
+from .stacked import StackedTrainer, plan_stacks
 from .train import RunDiverged, RunError, Trainer
 
 FINAL_STATES = ("finished", "diverged")
@@ -200,9 +201,10 @@ def load_run(run_dir: str | Path) -> Run:
 
 
 @contextlib.contextmanager
-def _exclusive_lock(path: Path, quiet: bool):
-    """Hold an exclusive flock on `path` (creating its folder); wait (saying so) if another
-    process holds it. A folder that cannot be written is a RunError saying so."""
+def _exclusive_lock(path: Path, quiet: bool, wait: bool = True):
+    """Hold an exclusive flock on `path` (creating its folder); yields True once held. If another
+    process holds it: wait (saying so), or with wait=False yield False at once. A folder that
+    cannot be written is a RunError saying so."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(path, "a")
@@ -213,14 +215,70 @@ def _exclusive_lock(path: Path, quiet: bool):
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not wait:
+                yield False
+                return
             if not quiet:
                 print(f"waiting for another process that is training {path.parent.name} ...",
                       file=sys.stderr)
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class _RunFiles:
+    """The files a run being trained keeps up to date: config.json, metrics.csv, status.json."""
+
+    def __init__(self, run_dir: Path, config: TrainConfig):
+        self.run_dir = run_dir
+        self.status = {"state": "running", "run_id": run_dir.name, "pid": os.getpid(),
+                       "host": socket.gethostname(), "started": _now(), "epochs_completed": 0,
+                       "epochs": config.epochs}
+
+    def write_status(self, **changes) -> None:
+        self.status.update(changes, updated=_now())
+        _write_json(self.run_dir / "status.json", self.status)
+
+    def on_epoch(self, history: list[dict]) -> None:
+        atomic_write_text(self.run_dir / "metrics.csv", pd.DataFrame(history).to_csv(index=False))
+        self.write_status(epochs_completed=len(history))
+
+    def start(self, trainer: Trainer, **execution) -> None:
+        """config.json and a 'running' status; execution: how it runs (e.g. stacked_runs=N)."""
+        _write_json(self.run_dir / "config.json", {
+            **trainer.record, "device": str(trainer.device), "compile": trainer.config.compile,
+            "precision_used": "bf16" if trainer.use_bf16 else "fp32"})
+        if trainer.history:
+            self.on_epoch(trainer.history)  # metrics.csv again as the checkpoint has it
+        else:
+            (self.run_dir / "metrics.csv").unlink(missing_ok=True)  # no epoch yet: no metrics file
+        self.write_status(resumed_from_epoch=len(trainer.history), epochs_completed=len(trainer.history),
+                          device=describe_device(trainer.device), **execution)
+
+    def diverged(self, trainer: Trainer, exc: RunDiverged) -> None:
+        self.write_status(state="diverged", diverged_epoch=len(trainer.history), reason=str(exc))
+        print(f"run {self.run_dir.name} diverged: {exc}", file=sys.stderr)
+
+    def stopped(self, trainer: Trainer, exc: BaseException) -> None:
+        """Status 'interrupted' (Ctrl-C, SIGTERM) or 'failed', with the epoch it resumes from."""
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        with contextlib.suppress(OSError):  # the disk may be full: the status is best effort
+            self.write_status(state="interrupted" if interrupted else "failed",
+                              reason=type(exc).__name__ if interrupted else str(exc),
+                              resume_from_epoch=trainer.checkpointed_epochs)
+
+    def finished(self, trainer: Trainer) -> None:
+        self.write_status(state="finished", epochs_completed=len(trainer.history), finished=_now())
+
+
+def _interrupted(trainers: list[Trainer], run_dirs: list[Path]) -> RunInterrupted:
+    names = ", ".join(d.name for d in run_dirs)
+    resume = min(t.checkpointed_epochs for t in trainers)
+    return RunInterrupted(f"interrupted: run{'s' if len(run_dirs) > 1 else ''} {names} stopped in "
+                          f"epoch {len(trainers[0].history) + 1}; rerun the same command to resume "
+                          f"from epoch {resume + 1}")
 
 
 class RunStore:
@@ -287,63 +345,98 @@ class RunStore:
         stored = load_run(run_dir)  # another process may have finished it meanwhile
         if stored.state in FINAL_STATES:
             return stored
-        status = {"state": "running", "run_id": run_dir.name, "pid": os.getpid(),
-                  "host": socket.gethostname(), "started": _now(), "epochs_completed": 0,
-                  "epochs": config.epochs}
-
-        def write_status(**changes) -> None:
-            status.update(changes, updated=_now())
-            _write_json(run_dir / "status.json", status)
-
-        def on_epoch(history: list[dict]) -> None:
-            atomic_write_text(run_dir / "metrics.csv", pd.DataFrame(history).to_csv(index=False))
-            write_status(epochs_completed=len(history))
-
-        trainer = Trainer(config, data, run_dir, progress=self.progress, name=label, on_epoch=on_epoch)
-        _write_json(run_dir / "config.json", {
-            **trainer.record, "device": str(trainer.device), "compile": config.compile,
-            "precision_used": "bf16" if trainer.use_bf16 else "fp32"})
-        if trainer.history:
-            on_epoch(trainer.history)  # metrics.csv again as the checkpoint has it
-        else:
-            (run_dir / "metrics.csv").unlink(missing_ok=True)  # no epoch yet: no metrics file
-        write_status(resumed_from_epoch=len(trainer.history), device=describe_device(trainer.device),
-                     epochs_completed=len(trainer.history))
+        files = _RunFiles(run_dir, config)
+        trainer = Trainer(config, data, run_dir, progress=self.progress, name=label,
+                          on_epoch=files.on_epoch)
+        files.start(trainer)
         try:
-            history = trainer.run()
+            trainer.run()
         except RunDiverged as exc:
-            write_status(state="diverged", diverged_epoch=len(trainer.history), reason=str(exc))
-            print(f"run {run_dir.name} diverged: {exc}", file=sys.stderr)
+            files.diverged(trainer, exc)
             return load_run(run_dir)
         except BaseException as exc:
-            resume = trainer.checkpointed_epochs
-            interrupted = isinstance(exc, KeyboardInterrupt)
-            with contextlib.suppress(OSError):  # the disk may be full: the status is best effort
-                write_status(state="interrupted" if interrupted else "failed",
-                             reason=type(exc).__name__ if interrupted else str(exc),
-                             resume_from_epoch=resume)
-            if interrupted:
-                raise RunInterrupted(f"interrupted: run {run_dir.name} stopped in epoch "
-                                     f"{len(trainer.history) + 1}; rerun the same command to resume "
-                                     f"from epoch {resume + 1}") from None
+            files.stopped(trainer, exc)
+            if isinstance(exc, KeyboardInterrupt):
+                raise _interrupted([trainer], [run_dir]) from None
             raise
-        write_status(state="finished", epochs_completed=len(history), finished=_now())
+        files.finished(trainer)
         return load_run(run_dir)
 
-    def get_all(self, configs: dict[str, TrainConfig], name: str = "") -> dict[str, Run]:
-        """`get` for each labelled config in turn; data is loaded once, only if one needs training.
+    def get_stacked(self, configs: dict[str, TrainConfig], name: str = "") -> dict[str, Run]:
+        """`get` for runs that can be stacked (stacked.stack_key equal), trained as one program
+        (stacked.py) when two or more need training. Runs that another process is training are
+        left to it (and waited for); runs at different epochs form separate stacks."""
+        resolved = {label: self.resolve(c) for label, c in configs.items()}
+        todo = {label: c for label, c in resolved.items()
+                if load_run(self.runs_dir / c.run_id()).state not in FINAL_STATES}
+        if len(todo) > 1:
+            data = self.data
+            quiet = progress_mode(self.progress) == "off"
+            with contextlib.ExitStack() as locks:
+                by_epoch: dict[int, list] = {}
+                for label, c in todo.items():
+                    run_dir = self.runs_dir / c.run_id()
+                    if not locks.enter_context(_exclusive_lock(run_dir / ".lock", quiet, wait=False)):
+                        continue  # another process trains it; `get` below waits for it
+                    if load_run(run_dir).state in FINAL_STATES:
+                        continue
+                    files = _RunFiles(run_dir, c)
+                    trainer = Trainer(c, data, run_dir, progress=False, name=label, on_epoch=files.on_epoch)
+                    by_epoch.setdefault(len(trainer.history), []).append((trainer, files))
+                for group in by_epoch.values():
+                    self._train_stack(group, name)
+        return {label: self.get(c, label) for label, c in resolved.items()}
 
-        Says for each run whether it is read from the store or trained (n of N)."""
-        runs = {}
-        for n, (label, config) in enumerate(configs.items(), 1):
-            stored = self.load(config)
+    def _train_stack(self, group: list, name: str) -> None:
+        if len(group) == 1:
+            return  # trained alone by `get`, which takes the lock again
+        trainers, files = [t for t, _ in group], [f for _, f in group]
+        for t, f in group:
+            f.start(t, stacked_runs=len(group))
+        stack = None
+        try:
+            stack = StackedTrainer(trainers, self.progress, f"[{name}] {len(group)} runs stacked",
+                                   on_diverged=lambda i, exc: files[i].diverged(trainers[i], exc))
+            stack.run()
+        except BaseException as exc:
+            live = [i for i in range(len(group)) if stack is None or stack.live[i]]
+            for i in live:
+                files[i].stopped(trainers[i], exc)
+            if isinstance(exc, KeyboardInterrupt):
+                raise _interrupted([trainers[i] for i in live], [files[i].run_dir for i in live]) from None
+            raise
+        for i in range(len(group)):
+            if stack.live[i]:
+                files[i].finished(trainers[i])
+
+    def get_all(self, configs: dict[str, TrainConfig], name: str = "",
+                stack: int | None = 1) -> dict[str, Run]:
+        """`get` for each labelled config; data is loaded once, only if one needs training.
+
+        stack: at most this many runs that can be stacked train together as one program
+        (stacked.py); None: `stacked.default_stack` (32 small models on a GPU, else 1). Says for
+        each run whether it is read from the store or trained (n of N)."""
+        stored = {label: self.load(config) for label, config in configs.items()}
+        todo = {label: c for label, c in configs.items() if stored[label].state not in FINAL_STATES}
+        stack_of = {label: group for group in plan_stacks(todo, stack) for label in group}
+        position = {label: n for n, label in enumerate(configs, 1)}
+        runs = {label: run for label, run in stored.items() if label not in todo}
+        for label, run in stored.items():
             if progress_mode(self.progress) != "off":
-                doing = ("training" if stored.state == "absent" else f"{stored.describe()}, " +
-                         ("read from the store" if stored.state in FINAL_STATES else "resuming"))
-                print(f"[{name}] run {n}/{len(configs)} {label}: {doing} ({stored.run_dir.name})",
+                doing = ("training" if run.state == "absent" else f"{run.describe()}, " +
+                         ("read from the store" if label not in todo else "resuming"))
+                together = len(stack_of.get(label, ()))
+                print(f"[{name}] run {position[label]}/{len(configs)} {label}: {doing}"
+                      f"{f' (stack of {together})' if together > 1 else ''} ({run.run_dir.name})",
                       file=sys.stderr, flush=True)
-            runs[label] = stored if stored.state in FINAL_STATES else self.get(config, label)
-        return runs
+            if label in runs:
+                continue
+            group = stack_of[label]
+            if len(group) > 1:
+                runs.update(self.get_stacked({g: configs[g] for g in group}, name))
+            else:
+                runs[label] = self.get(configs[label], label)
+        return {label: runs[label] for label in configs}
 
 
 # ----------------------------------------------------------------------------- records between machines

@@ -19,7 +19,7 @@ from .runs import RunStore
 
 def sweep_lr(config: TrainConfig, lrs: Sequence[float], store: RunStore,
              tolerance: float = 0.005, executor: str = "local", address: str | None = None,
-             runs_per_gpu: int = 1) -> pd.DataFrame:
+             runs_per_gpu: int | None = None) -> pd.DataFrame:
     """Train `config` once per LR in `lrs`; one row per LR, the best marked (`mark_best`).
 
     Columns: loss, lr, state, epochs, train_acc, test_acc, test_loss_norm, best, run_dir.
@@ -31,7 +31,7 @@ def sweep_lr(config: TrainConfig, lrs: Sequence[float], store: RunStore,
 
 
 def sweep_lr_grid(points: dict, store: RunStore, tolerance: float = 0.005, executor: str = "local",
-                  address: str | None = None, runs_per_gpu: int = 1, name_of=str) -> pd.DataFrame:
+                  address: str | None = None, runs_per_gpu: int | None = None, name_of=str) -> pd.DataFrame:
     """Several sweeps handed to the executor at once: `points` maps a key to (config, LRs).
 
     One row per (point, LR), columns as `sweep_lr`'s plus `point` (the key); the best marked per

@@ -28,7 +28,7 @@ from .config import TrainConfig, lr_at_epoch, resolve_device
 from .data import Cifar100, make_subset, select_classes
 from .loader import DeviceLoader
 from .progress import EpochProgress
-from .losses import make_loss
+from .losses import at_least_float32, make_loss
 from .provenance import atomic_write_bytes
 from .wrn import WideResNet
 
@@ -44,26 +44,28 @@ class RunDiverged(RuntimeError):
 
 @dataclass
 class EpochSums:
-    """Sums and counts of one pass, kept on the device (all-reducible for multi-GPU)."""
+    """Sums and counts of one pass, kept on the device (all-reducible for multi-GPU). One run:
+    scalars; N stacked runs (stacked.py): vectors [N]."""
 
     loss_sum: torch.Tensor
     correct: torch.Tensor
     count: int = 0
 
     @classmethod
-    def zeros(cls, device) -> "EpochSums":
-        return cls(torch.zeros((), device=device, dtype=torch.float64),
-                   torch.zeros((), device=device, dtype=torch.int64))
+    def zeros(cls, device, runs: tuple = ()) -> "EpochSums":
+        return cls(torch.zeros(runs, device=device, dtype=torch.float64),
+                   torch.zeros(runs, device=device, dtype=torch.int64))
 
     def add(self, batch_mean_loss: torch.Tensor, outputs: torch.Tensor, labels: torch.Tensor) -> None:
+        """batch_mean_loss [] or [N]; outputs [B, K] or [B, N, K]; labels [B] or [B, N]."""
         n = labels.shape[0]
         self.loss_sum += batch_mean_loss.detach().double() * n
-        self.correct += (outputs.detach().argmax(1) == labels).sum()
+        self.correct += (outputs.detach().argmax(-1) == labels).sum(0)
         self.count += n
 
-    def read(self) -> tuple[float, float]:
-        """(mean loss, accuracy as a fraction): the one host sync of a pass."""
-        return self.loss_sum.item() / self.count, self.correct.item() / self.count
+    def read(self):
+        """(mean loss, accuracy as a fraction), floats or lists of N: the one host sync of a pass."""
+        return (self.loss_sum / self.count).tolist(), (self.correct.double() / self.count).tolist()
 
 
 class Trainer:
@@ -176,7 +178,7 @@ class Trainer:
         for images, labels in self.train_loader.train_batches(epoch, c.batch_size):
             with self._autocast():
                 outputs = self.forward(images)
-            loss = self.loss_fn(outputs.float(), labels)
+            loss = self.loss_fn(at_least_float32(outputs), labels)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -191,46 +193,46 @@ class Trainer:
         for images, labels in loader.eval_batches(self.config.eval_batch_size):
             with self._autocast():
                 outputs = self.forward(images)
-            sums.add(self.loss_fn(outputs.float(), labels), outputs, labels)
+            sums.add(self.loss_fn(at_least_float32(outputs), labels), outputs, labels)
         return sums.read()
 
     # ------------------------------------------------------------------ the run
     def run(self) -> list[dict]:
         """Train the remaining epochs. Returns the history; raises RunDiverged on a non-finite loss."""
         c = self.config
-        reference = self.loss_fn.reference_value
         display = EpochProgress(self.progress, self.name, c.epochs, done=len(self.history))
         for epoch in range(len(self.history), c.epochs):
             start = time.perf_counter()
-            train_loss, train_acc = self.train_epoch(epoch)
-            row = {"epoch": epoch + 1, "lr": lr_at_epoch(c, epoch),
-                   "train_loss": train_loss, "train_acc": train_acc}
-            finite = math.isfinite(train_loss)
-            if finite:
-                row["test_loss"], row["test_acc"] = self.evaluate(self.test_loader)
-                finite = math.isfinite(row["test_loss"])
-            else:
-                row["test_loss"], row["test_acc"] = float("nan"), float("nan")
-            row["train_loss_norm"] = train_loss / reference
-            row["test_loss_norm"] = row["test_loss"] / reference
-            if c.clean_train_eval and finite:
-                loss, acc = self.evaluate(self.train_loader)
-                row.update(train_clean_loss=loss, train_clean_acc=acc,
-                           train_clean_loss_norm=loss / reference)
+            train = self.train_epoch(epoch)
+            test = self.evaluate(self.test_loader) if math.isfinite(train[0]) else (math.nan, math.nan)
+            clean = (self.evaluate(self.train_loader)
+                     if c.clean_train_eval and math.isfinite(train[0] + test[0]) else None)
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
-            row["seconds"] = time.perf_counter() - start
-            self.history.append(row)
-            if not finite:
-                if self.on_epoch:
-                    self.on_epoch(self.history)
-                raise RunDiverged(f"non-finite loss in epoch {epoch + 1} (train {train_loss}, "
-                                  f"test {row['test_loss']}); lower the learning rate")
-            done = epoch + 1 == c.epochs
-            if done or (epoch + 1) % c.checkpoint_every == 0:
-                self._save_checkpoint()
-            if self.on_epoch:
-                self.on_epoch(self.history)
-            display.update(row)
+            self.end_epoch(epoch, train, test, clean, time.perf_counter() - start)
+            display.update(self.history[-1])
         display.close()
         return self.history
+
+    def end_epoch(self, epoch: int, train: tuple, test: tuple, clean: tuple | None,
+                  seconds: float) -> None:
+        """Record epoch `epoch`'s (loss, accuracy) pairs, checkpoint when due, call on_epoch.
+        Raises RunDiverged (after recording the row) when the train or test loss is not finite."""
+        c, reference = self.config, self.loss_fn.reference_value
+        row = {"epoch": epoch + 1, "lr": lr_at_epoch(c, epoch), "train_loss": train[0],
+               "train_acc": train[1], "test_loss": test[0], "test_acc": test[1],
+               "train_loss_norm": train[0] / reference, "test_loss_norm": test[0] / reference}
+        if clean is not None:
+            row.update(train_clean_loss=clean[0], train_clean_acc=clean[1],
+                       train_clean_loss_norm=clean[0] / reference)
+        row["seconds"] = seconds
+        self.history.append(row)
+        if not math.isfinite(train[0] + test[0]):
+            if self.on_epoch:
+                self.on_epoch(self.history)
+            raise RunDiverged(f"non-finite loss in epoch {epoch + 1} (train {train[0]}, "
+                              f"test {test[0]}); lower the learning rate")
+        if epoch + 1 == c.epochs or (epoch + 1) % c.checkpoint_every == 0:
+            self._save_checkpoint()
+        if self.on_epoch:
+            self.on_epoch(self.history)

@@ -175,31 +175,3 @@ def test_gpu_round2_dry_run_writes_its_record_part_by_part(tmp_path):
     assert record["epoch"]["train_images"] == 25 * 4 and len(record["epoch"]["epochs"]) == 3
     assert record["epoch"]["full_batch_images_per_s"] > 0
     assert "profile" not in record and "optimizer" not in record
-
-
-def test_gpu_round3_stacked_models_are_exactly_the_separate_models_outputs_and_gradients():
-    """The stacked program (grouped convolutions) that round 3 times for small-model sweeps
-    computes what N separate WideResNets compute, in training mode (BatchNorm batch statistics)."""
-    round3 = _script("gpu_round3")
-    from ccql_utils.wrn import WideResNet
-    torch.manual_seed(0)
-    models = [WideResNet(10, 1, 7) for _ in range(3)]
-    for m in models:  # the classifier starts at zero bias; make every parameter distinguishable
-        torch.nn.init.normal_(m.fc.bias)
-    stacked = round3.stack_models(models)
-    xs = [torch.randn(6, 3, 32, 32) for _ in models]
-    ys = torch.randint(0, 7, (6, 3))
-    outputs = stacked(torch.cat(xs, dim=1))
-    round3.stacked_loss(outputs, ys).backward()
-    for n, (m, x) in enumerate(zip(models, xs)):
-        out = m(x)
-        torch.testing.assert_close(outputs[:, n], out, rtol=1e-4, atol=1e-5)
-        torch.nn.functional.cross_entropy(out, ys[:, n]).backward()
-    grads = dict(stacked.named_parameters())
-    torch.testing.assert_close(grads["fc.weight"].grad[1], models[1].fc.weight.grad, rtol=1e-4, atol=1e-6)
-    conv = grads["group2.0.conv1.weight"].grad.chunk(3)
-    torch.testing.assert_close(conv[2], models[2].group2[0].conv1.weight.grad, rtol=1e-4, atol=1e-6)
-    bn = grads["bn.weight"].grad.chunk(3)
-    torch.testing.assert_close(bn[0], models[0].bn.weight.grad, rtol=1e-4, atol=1e-6)
-    running = stacked.bn.running_mean.chunk(3)
-    torch.testing.assert_close(running[1], models[1].bn.running_mean)

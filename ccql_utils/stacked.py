@@ -1,0 +1,293 @@
+"""Several runs of one shape trained as one program: how sweeps of small models fill a GPU.
+
+One WRN-10-1 run uses a sliver of a GPU: its step is bound by kernel launches, not arithmetic.
+Stacking N such models makes every convolution one grouped convolution (groups = N), every
+BatchNorm one over N x C channels and the classifiers one batched matmul; model n reads channels
+3n..3n+2 of the input. The parameters are disjoint, so the sum of the N losses gives each model
+exactly its own gradient: the stack computes the same N functions as N separate models (up to the
+order of float sums), with one launch per layer instead of N. Measured on an H200: 32 stacked
+WRN-10-1 train at 10.4x the images/s of one (benchmarks/results/gpu_round3-h200-2026-11-27.md).
+
+Each run keeps its own `Trainer` (config, classes, data order and augmentation, loss, LR, history,
+checkpoint). The stack takes their weights and momentum buffers at the start and gives them back
+before each checkpoint, so a stacked run's checkpoint is a plain run's checkpoint and a run can be
+resumed alone or in a stack. What may differ within a stack: loss and its options, LR, seeds and
+class draw; everything else must agree (`stack_key`). Dropout, if any, draws from the shared
+global RNG, so it is the one thing that is not the same draw as a run trained alone.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .config import TrainConfig, lr_at_epoch, resolve_device
+from .losses import at_least_float32
+from .progress import EpochProgress
+from .train import EpochSums, RunDiverged, Trainer
+from .wrn import WideResNet, count_parameters
+
+# The fields a stack's runs may differ in; the rest of TrainConfig must agree.
+PER_RUN_FIELDS = ("loss", "loss_options", "lr", "seed", "classes", "class_seed")
+# Most runs stacked by default on a GPU, for models under SMALL_MODEL_PARAMETERS (WRN-10-1 gains
+# 10.4x at 32, 11.2x at 64; WRN-16-2 6.0x at 16; a WRN-28-10 run fills the GPU alone).
+DEFAULT_STACK, SMALL_MODEL_PARAMETERS = 32, 1_000_000
+
+
+def stack_key(config: TrainConfig) -> tuple:
+    """Runs with equal keys can be stacked (resolved configs; the execution fields count too)."""
+    d = {k: v for k, v in vars(config.resolved()).items()
+         if k not in PER_RUN_FIELDS and not k.startswith("_")}
+    return tuple(sorted((k, repr(v)) for k, v in d.items()))
+
+
+def default_stack(config: TrainConfig) -> int:
+    """How many runs like `config` to stack by default: DEFAULT_STACK for a model under
+    SMALL_MODEL_PARAMETERS on a GPU, else 1 (on a CPU stacking gains nothing measured)."""
+    c = config.resolved()
+    if resolve_device(c.device).type != "cuda":
+        return 1
+    with torch.device("meta"):
+        parameters = count_parameters(WideResNet(c.depth, c.width, c.num_classes))
+    return DEFAULT_STACK if parameters < SMALL_MODEL_PARAMETERS else 1
+
+
+def plan_stacks(configs: dict[str, TrainConfig], most: int | None) -> list[list[str]]:
+    """The labels of `configs` in stacks of at most `most` (None: `default_stack`) runs with equal
+    `stack_key`, in order of first appearance."""
+    if most is not None and (int(most) != most or most < 1):
+        raise ValueError(f"runs per stack must be an integer >= 1, got {most!r}")
+    by_key: dict[tuple, list[str]] = {}
+    for label, config in configs.items():
+        by_key.setdefault(stack_key(config), []).append(label)
+    stacks = []
+    for labels in by_key.values():
+        size = int(most) if most is not None else default_stack(configs[labels[0]])
+        stacks += [labels[i:i + size] for i in range(0, len(labels), size)]
+    return stacks
+
+
+class StackedLinear(nn.Module):
+    """N linear layers at once: input [B, N * C] -> output [B, N, K]; weight [N, K, C], bias [N, K]."""
+
+    def __init__(self, n: int, in_features: int, out_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n, out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(n, out_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.view(x.shape[0], self.weight.shape[0], -1)
+        return torch.einsum("bnc,nkc->bnk", x, self.weight) + self.bias
+
+
+def stack_models(models: list[nn.Module]) -> nn.Module:
+    """One module computing N models of one architecture (Conv2d without bias, BatchNorm2d, Linear
+    and parameter-free layers): input [B, N * 3, H, W], output [B, N, K]. Every stacked tensor is
+    the models' tensors stacked along a new first dimension and reshaped (`unstack_tensor`)."""
+    n, stacked = len(models), copy.deepcopy(models[0])
+    for name, module in models[0].named_modules():
+        if isinstance(module, nn.Conv2d):
+            if module.bias is not None or module.groups != 1:
+                raise ValueError(f"{name}: only ungrouped convolutions without bias can be stacked")
+            new = nn.Conv2d(n * module.in_channels, n * module.out_channels, module.kernel_size,
+                            module.stride, module.padding, groups=n, bias=False)
+        elif isinstance(module, nn.BatchNorm2d):
+            new = nn.BatchNorm2d(n * module.num_features, module.eps, module.momentum)
+        elif isinstance(module, nn.Linear):
+            new = StackedLinear(n, module.in_features, module.out_features)
+        else:
+            continue
+        parent, _, leaf = name.rpartition(".")
+        setattr(stacked.get_submodule(parent) if parent else stacked, leaf, new)
+    like = next(models[0].parameters())
+    stacked.to(like.device, like.dtype)
+    states = [m.state_dict() for m in models]
+    stacked.load_state_dict({name: stack_tensors([s[name] for s in states], like)
+                             for name, like in stacked.state_dict().items()})
+    return stacked
+
+
+def stack_tensors(tensors: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    """N per-model tensors as one tensor shaped `like`; counters shared by all (BatchNorm's
+    num_batches_tracked) are taken from the first."""
+    if like.numel() == tensors[0].numel():
+        return tensors[0]
+    return torch.stack(tensors).reshape(like.shape)
+
+
+def unstack_tensor(stacked: torch.Tensor, n: int, index: int, like: torch.Tensor) -> torch.Tensor:
+    """Model `index`'s part of a stacked tensor, shaped `like` (inverse of `stack_tensors`)."""
+    if stacked.numel() == like.numel():
+        return stacked
+    return stacked.reshape(n, *like.shape)[index]
+
+
+class StackedSGD:
+    """SGD with momentum, weight decay and Nesterov as torch.optim.SGD computes it (dampening 0),
+    with each model's own LR: the step of model n's slice of every parameter is scaled by lrs[n]."""
+
+    def __init__(self, params: list[nn.Parameter], momentum_buffers: list[torch.Tensor], n: int,
+                 momentum: float, weight_decay: float, nesterov: bool):
+        self.params, self.buffers, self.n = params, momentum_buffers, n
+        self.momentum, self.weight_decay, self.nesterov = momentum, weight_decay, nesterov
+        # model index of each row (first dimension) of each parameter
+        self.rows = [torch.arange(p.shape[0], device=p.device) // (p.shape[0] // n) for p in params]
+        self.lr_views = None
+
+    def set_lrs(self, lrs: list[float]) -> None:
+        """One LR per model (a diverged model gets 0)."""
+        lrs = torch.tensor(lrs, dtype=self.params[0].dtype, device=self.params[0].device)
+        self.lr_views = [lrs[r].view(-1, *[1] * (p.dim() - 1)) for r, p in zip(self.rows, self.params)]
+
+    @torch.no_grad()
+    def step(self) -> None:
+        grads = [p.grad for p in self.params]
+        d = torch._foreach_add(grads, self.params, alpha=self.weight_decay)
+        torch._foreach_mul_(self.buffers, self.momentum)
+        torch._foreach_add_(self.buffers, d)
+        if self.nesterov:
+            torch._foreach_add_(d, self.buffers, alpha=self.momentum)
+        else:
+            d = self.buffers
+        torch._foreach_sub_(self.params, torch._foreach_mul(d, self.lr_views))
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+
+class StackedTrainer:
+    """Trains the runs of `trainers` (equal `stack_key`, equal epochs done) as one stacked model.
+
+    on_diverged(index, exc) is called when run `index` diverges (its row is recorded, as a plain
+    run's is); the others go on. `run()` returns when every run finished or diverged."""
+
+    def __init__(self, trainers: list[Trainer], progress=None, name: str = "",
+                 on_diverged: Callable[[int, RunDiverged], None] | None = None):
+        if len({stack_key(t.config) for t in trainers}) != 1:
+            raise ValueError("stacked runs must agree in every field but " + ", ".join(PER_RUN_FIELDS))
+        if len({len(t.history) for t in trainers}) != 1:
+            raise ValueError("stacked runs must have finished the same number of epochs")
+        self.trainers, self.n = trainers, len(trainers)
+        self.on_diverged, self.progress, self.name = on_diverged, progress, name
+        first = trainers[0]
+        self.config, self.device = first.config, first.device
+        self.model = stack_models([t.model for t in trainers])
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward = torch.compile(self.model) if self.config.compile else self.model
+        names = [name for name, _ in self.model.named_parameters()]
+        buffers = []
+        for name, p in zip(names, self.model.parameters()):
+            per_model = []
+            for t in trainers:
+                single = t.model.get_parameter(name)
+                per_model.append(t.optimizer.state.get(single, {}).get("momentum_buffer",
+                                                                       torch.zeros_like(single)))
+            buffers.append(stack_tensors(per_model, p).clone())
+        c = self.config
+        self.optimizer = StackedSGD(list(self.model.parameters()), buffers, self.n, c.momentum,
+                                    c.weight_decay, c.nesterov)
+        # runs with the same loss (and options) are evaluated by one call
+        groups: dict[str, list[int]] = {}
+        for i, t in enumerate(trainers):
+            groups.setdefault(repr((t.config.loss, sorted(t.config.loss_options.items()))), []).append(i)
+        self.loss_groups = [(trainers[idx[0]].loss_fn, torch.tensor(idx, device=self.device))
+                            for idx in groups.values()]
+        self.live = [True] * self.n
+
+    def _losses(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Each model's batch-mean loss [N] from outputs [B, N, K] and labels [B, N]."""
+        outputs = at_least_float32(outputs)
+        losses = outputs.new_zeros(self.n)
+        for loss_fn, idx in self.loss_groups:
+            per_sample = loss_fn.per_sample(outputs[:, idx].flatten(0, 1), labels[:, idx].flatten())
+            losses = losses.index_put((idx,), per_sample.view(labels.shape[0], -1).mean(0))
+        return losses
+
+    def _batches(self, iterators):
+        """Zip the runs' batches: images [B, 3N, 32, 32], labels [B, N]."""
+        for batches in zip(*iterators):
+            images = torch.cat([b[0] for b in batches], 1)
+            if self.device.type == "cuda":
+                images = images.contiguous(memory_format=torch.channels_last)
+            yield images, torch.stack([b[1] for b in batches], 1)
+
+    def train_epoch(self, epoch: int):
+        """One augmented pass of every run; ([mean loss] * N, [accuracy] * N)."""
+        self.optimizer.set_lrs([lr_at_epoch(t.config, epoch) if live else 0.0
+                                for t, live in zip(self.trainers, self.live)])
+        live = torch.tensor(self.live, device=self.device)
+        self.model.train()
+        sums = EpochSums.zeros(self.device, (self.n,))
+        loaders = [t.train_loader.train_batches(epoch, self.config.batch_size) for t in self.trainers]
+        for images, labels in self._batches(loaders):
+            with self.trainers[0]._autocast():
+                outputs = self.forward(images)
+            losses = self._losses(outputs, labels)
+            self.optimizer.zero_grad()
+            torch.where(live, losses, 0.0).sum().backward()  # a diverged model gets no gradient
+            self.optimizer.step()
+            sums.add(losses, outputs, labels)
+        return sums.read()
+
+    @torch.no_grad()
+    def evaluate(self, split: str):
+        """([mean loss] * N, [accuracy] * N) over each run's `split` ('test' or 'train') in eval mode."""
+        self.model.eval()
+        sums = EpochSums.zeros(self.device, (self.n,))
+        loaders = [getattr(t, f"{split}_loader").eval_batches(self.config.eval_batch_size)
+                   for t in self.trainers]
+        for images, labels in self._batches(loaders):
+            with self.trainers[0]._autocast():
+                outputs = self.forward(images)
+            sums.add(self._losses(outputs, labels), outputs, labels)
+        return sums.read()
+
+    def give_back(self) -> None:
+        """Copy the stack's weights, BatchNorm statistics and momentum buffers into each run's own
+        model and optimizer (what its checkpoint saves)."""
+        state = self.model.state_dict()
+        named = dict(self.model.named_parameters())
+        for i, t in enumerate(self.trainers):
+            own = t.model.state_dict()
+            t.model.load_state_dict({k: unstack_tensor(v, self.n, i, own[k]) for k, v in state.items()})
+            for (name, p), buf in zip(named.items(), self.optimizer.buffers):
+                single = t.model.get_parameter(name)
+                t.optimizer.state[single]["momentum_buffer"] = unstack_tensor(buf, self.n, i, single).clone()
+
+    def run(self) -> None:
+        c = self.config
+        display = EpochProgress(self.progress, self.name, c.epochs, done=len(self.trainers[0].history))
+        for epoch in range(len(self.trainers[0].history), c.epochs):
+            if not any(self.live):
+                break
+            start = time.perf_counter()
+            train = self.train_epoch(epoch)
+            test = self.evaluate("test")
+            clean = self.evaluate("train") if c.clean_train_eval else None
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - start
+            if epoch + 1 == c.epochs or (epoch + 1) % c.checkpoint_every == 0:
+                self.give_back()
+            for i, t in enumerate(self.trainers):
+                if not self.live[i]:
+                    continue
+                tr = (train[0][i], train[1][i])
+                te = (test[0][i], test[1][i]) if math.isfinite(tr[0]) else (math.nan, math.nan)
+                cl = (clean[0][i], clean[1][i]) if clean and math.isfinite(tr[0] + te[0]) else None
+                try:
+                    t.end_epoch(epoch, tr, te, cl, seconds)
+                except RunDiverged as exc:
+                    self.live[i] = False
+                    if self.on_diverged:
+                        self.on_diverged(i, exc)
+            live = [t.history[-1] for t, alive in zip(self.trainers, self.live) if alive]
+            if live:
+                display.update(live[0])
+        display.close()
