@@ -180,15 +180,11 @@ class StackedTrainer:
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward = torch.compile(self.model) if self.config.compile else self.model
-        names = [name for name, _ in self.model.named_parameters()]
-        buffers = []
-        for name, p in zip(names, self.model.parameters()):
-            per_model = []
-            for t in trainers:
-                single = t.model.get_parameter(name)
-                per_model.append(t.optimizer.state.get(single, {}).get("momentum_buffer",
-                                                                       torch.zeros_like(single)))
-            buffers.append(stack_tensors(per_model, p).clone())
+        buffers = []  # each run's momentum (zeros before its first step), stacked like its weights
+        for name, p in self.model.named_parameters():
+            own = [(t.optimizer.state.get(q, {}), q) for t in trainers for q in [t.model.get_parameter(name)]]
+            buffers.append(stack_tensors([state.get("momentum_buffer", torch.zeros_like(q))
+                                          for state, q in own], p).clone())
         c = self.config
         self.optimizer = StackedSGD(list(self.model.parameters()), buffers, self.n, c.momentum,
                                     c.weight_decay, c.nesterov)
@@ -252,13 +248,12 @@ class StackedTrainer:
         """Copy the stack's weights, BatchNorm statistics and momentum buffers into each run's own
         model and optimizer (what its checkpoint saves)."""
         state = self.model.state_dict()
-        named = dict(self.model.named_parameters())
         for i, t in enumerate(self.trainers):
             own = t.model.state_dict()
             t.model.load_state_dict({k: unstack_tensor(v, self.n, i, own[k]) for k, v in state.items()})
-            for (name, p), buf in zip(named.items(), self.optimizer.buffers):
-                single = t.model.get_parameter(name)
-                t.optimizer.state[single]["momentum_buffer"] = unstack_tensor(buf, self.n, i, single).clone()
+            for (name, _), buffer in zip(self.model.named_parameters(), self.optimizer.buffers):
+                q = t.model.get_parameter(name)
+                t.optimizer.state[q]["momentum_buffer"] = unstack_tensor(buffer, self.n, i, q).clone()
 
     def run(self) -> None:
         c = self.config

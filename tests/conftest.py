@@ -5,10 +5,33 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from ccql_utils.data import DATA_ROOT_ENV, DataError, load_cifar100, write_synthetic_cifar100
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Tests run in several worker processes (run_tests.sh: pytest-xdist): one torch thread each,
+    # inherited by the subprocesses they start, or every parallel op of one worker waits for a
+    # core the other holds (README, "Threads on a shared CPU").
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+# run_tests.sh runs the suite in two phases: CCQL_TESTS=parallel leaves out the Ray tests (marker
+# `cluster`), which then run alone (CCQL_TESTS=cluster): a Ray node that starts beside busy test
+# workers misses Ray's fixed 30 s start-up wait on a 2-core machine.
+PHASES = {"parallel": lambda item: "cluster" not in item.keywords,
+          "cluster": lambda item: "cluster" in item.keywords}
+
+
+def pytest_collection_modifyitems(config, items):
+    phase = os.environ.get("CCQL_TESTS")
+    if phase not in PHASES:
+        return
+    keep = [item for item in items if PHASES[phase](item)]
+    config.hook.pytest_deselected(items=[item for item in items if not PHASES[phase](item)])
+    items[:] = keep
 
 
 @pytest.fixture(scope="session")
