@@ -3,7 +3,7 @@
 # Sets up ./.venv on first use (see scripts/ensure_env.sh). Extra arguments go to pytest.
 # Tests that need the real CIFAR-100 read CCQL_DATA_ROOT and are skipped, visibly, without it.
 # With pytest-xdist (the test extra) the tests run in CCQL_TEST_WORKERS processes (default 2),
-# then the Ray tests alone (tests/conftest.py says why); CCQL_TEST_WORKERS=1: one process.
+# beside the Ray tests, which start first; CCQL_TEST_WORKERS=1: one process.
 set -uo pipefail
 cd "$(dirname "$0")"
 source scripts/ensure_env.sh || exit 1
@@ -11,10 +11,21 @@ echo "[tests] python: $PY; CCQL_DATA_ROOT=${CCQL_DATA_ROOT:-<unset: real-data te
 workers="${CCQL_TEST_WORKERS:-2}"
 pytest=("$PY" -m pytest -ra --durations=20)  # the 20 slowest, to keep CI within its budget
 if [ "$workers" -gt 1 ] && "$PY" -c "import xdist" 2>/dev/null; then
+    # The Ray tests first, in the background: their cluster starts on an idle machine (Ray waits
+    # a fixed 30 s for a node, which busy test processes on 2 cores can exceed), then it says so
+    # in $ready and the other tests start beside them in $workers processes.
+    ready="$(mktemp -u)"; ray_log="$(mktemp)"
+    CCQL_TESTS=cluster CCQL_RAY_READY="$ready" "${pytest[@]}" "$@" >"$ray_log" 2>&1 &
+    ray_pid=$!
+    for _ in $(seq 480); do
+        { [ -e "$ready" ] || ! kill -0 "$ray_pid" 2>/dev/null; } && break
+        sleep 0.5
+    done
     CCQL_TESTS=parallel "${pytest[@]}" -n "$workers" "$@"; first=$?
-    echo "[tests] the Ray tests, alone" >&2
-    CCQL_TESTS=cluster "${pytest[@]}" "$@"; second=$?
-    # 5 = nothing collected in that phase (e.g. a -k that names no Ray test): fine if the other ran
+    wait "$ray_pid"; second=$?
+    echo "[tests] the Ray tests (run beside the others, started first):" >&2
+    cat "$ray_log"; rm -f "$ray_log" "$ready"
+    # 5 = nothing collected in that process (e.g. a -k that names no Ray test): fine if the other ran
     if [ "$first" -eq 5 ] && [ "$second" -eq 5 ]; then status=5
     elif [ "$first" -ne 0 ] && [ "$first" -ne 5 ]; then status=$first
     elif [ "$second" -ne 0 ] && [ "$second" -ne 5 ]; then status=$second

@@ -18,9 +18,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
 
-# run_tests.sh runs the suite in two phases: CCQL_TESTS=parallel leaves out the Ray tests (marker
-# `cluster`), which then run alone (CCQL_TESTS=cluster): a Ray node that starts beside busy test
-# workers misses Ray's fixed 30 s start-up wait on a 2-core machine.
+# run_tests.sh runs the suite as two pytest processes: CCQL_TESTS=cluster, the Ray tests (marker
+# `cluster`), starts first, and once its cluster is up (a Ray node that starts beside busy test
+# workers can miss Ray's fixed 30 s start-up wait on a 2-core machine) CCQL_TESTS=parallel runs
+# the rest in pytest-xdist workers.
 PHASES = {"parallel": lambda item: "cluster" not in item.keywords,
           "cluster": lambda item: "cluster" in item.keywords}
 
