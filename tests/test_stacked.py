@@ -187,3 +187,12 @@ def test_a_diverging_run_stops_alone_and_its_stack_goes_on(synthetic_data, tmp_p
     assert len(runs["QL lr 1e4"].history) == 1 and load_run(runs["QL lr 1e4"].run_dir).state == "diverged"
     assert runs["CE"].finished and runs["CE"].status["stacked_runs"] == 2
     assert_same_up_to_fp32_noise(_histories(runs)["CE"], _histories(alone)["CE"])
+
+
+def test_the_local_executor_stacks_as_runs_per_gpu_says(synthetic_data, tmp_path):
+    from ccql_utils.executor import run_configs
+    store = RunStore(tmp_path, data=synthetic_data, progress=False)
+    runs = run_configs(store, {"CE": MIXED["CE"], "QL": MIXED["QL"]}, runs_per_gpu=2)
+    assert [r.status["stacked_runs"] for r in runs.values()] == [2, 2]
+    runs = run_configs(store, {"CCQL": MIXED["CCQL"]})  # default on a CPU: alone
+    assert runs["CCQL"].finished and "stacked_runs" not in runs["CCQL"].status
