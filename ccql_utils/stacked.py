@@ -269,7 +269,7 @@ class StackedTrainer:
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - start
-            if epoch + 1 == c.epochs or (epoch + 1) % c.checkpoint_every == 0:
+            if self.trainers[0].checkpoint_due(epoch):  # equal for all: checkpoint_every stacks alike
                 self.give_back()
             for i, t in enumerate(self.trainers):
                 if not self.live[i]:

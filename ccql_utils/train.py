@@ -214,6 +214,10 @@ class Trainer:
         display.close()
         return self.history
 
+    def checkpoint_due(self, epoch: int) -> bool:
+        """Whether 0-based `epoch` ends with a checkpoint: every checkpoint_every, and the last."""
+        return epoch + 1 == self.config.epochs or (epoch + 1) % self.config.checkpoint_every == 0
+
     def end_epoch(self, epoch: int, train: tuple, test: tuple, clean: tuple | None,
                   seconds: float) -> None:
         """Record epoch `epoch`'s (loss, accuracy) pairs, checkpoint when due, call on_epoch.
@@ -232,7 +236,7 @@ class Trainer:
                 self.on_epoch(self.history)
             raise RunDiverged(f"non-finite loss in epoch {epoch + 1} (train {train[0]}, "
                               f"test {test[0]}); lower the learning rate")
-        if epoch + 1 == c.epochs or (epoch + 1) % c.checkpoint_every == 0:
+        if self.checkpoint_due(epoch):
             self._save_checkpoint()
         if self.on_epoch:
             self.on_epoch(self.history)
