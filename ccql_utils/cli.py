@@ -18,7 +18,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .config import PRECISIONS, TrainConfig, resolve_device
+from .config import COMPILE_MODES, PRECISIONS, TrainConfig, resolve_device
 from .data import SUBSET_KINDS, DataError
 from .executor import ExecutorError
 from .losses import LOSS_NAMES
@@ -80,7 +80,7 @@ HELP = {"classes": "random | all | mammals | comma-separated CIFAR-100 class nam
         "width": "widen factor", "lr": "initial learning rate",
         "lr_milestones": "LR drops as fractions of the run", "seed": "model init and data order",
         "clean_train_eval": "also evaluate the un-augmented training set each epoch",
-        "device": "auto | cpu | cuda | cuda:N", "compile": "torch.compile the model",
+        "device": "auto | cpu | cuda | cuda:N", "compile": f"torch.compile the model; a mode: {', '.join(COMPILE_MODES)}",
         "checkpoint_every": "epochs between checkpoints"}
 NOT_OPTIONS = ("loss_options", "dataset")  # set through --w/--rs-k/--rs-m and the data
 
@@ -95,7 +95,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         default = getattr(defaults, f.name)
         flags = [f"--{f.name.replace('_', '-')}", *ALIASES.get(f.name, [])]
         help_text = f"{HELP.get(f.name, f.name.replace('_', ' '))} (default {default})"
-        if isinstance(default, bool):
+        if f.name == "compile":  # --compile alone: True (the default mode)
+            group.add_argument(*flags, dest=f.name, nargs="?", const=True, default=argparse.SUPPRESS,
+                               choices=COMPILE_MODES, help=help_text)
+        elif isinstance(default, bool):
             group.add_argument(*flags, dest=f.name, action="store_true", default=argparse.SUPPRESS,
                                help=help_text)
         else:
@@ -372,7 +375,8 @@ def _experiment_arguments(parser, preset_default="auto") -> None:
     o.add_argument("--lr", type=_lr, help="one LR for every loss, or loss=lr pairs: ql=0.03,ccql=0.02")
     o.add_argument("--w", type=float, help="CCQL weight")
     o.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    o.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    o.add_argument("--compile", nargs="?", const=True, default=None, choices=COMPILE_MODES,
+                   help=f"torch.compile the model; a mode: {', '.join(COMPILE_MODES)}")
     o.add_argument("--checkpoint-every", type=int)
 
 

@@ -25,6 +25,9 @@ from .losses import LOSS_NAMES, default_ccql_weight, make_loss
 from .wrn import WideResNet
 
 PRECISIONS = ("auto", "fp32", "bf16")
+# torch.compile modes a run may ask for (compile=True is "default"); "reduce-overhead" replays the
+# forward and backward as CUDA graphs.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 # Fields that say how a run executes, not what it computes: left out of the run's identity.
 EXECUTION_FIELDS = ("device", "compile", "checkpoint_every", "eval_batch_size")
 MAX_SEED = 2**63 - 1  # torch.manual_seed accepts seeds below 2**64; 63 bits keep them signed
@@ -58,7 +61,7 @@ class TrainConfig:
     dataset: str = "cifar100"              # 'unverified-<folder>' for stand-in data
     # execution only (not part of the run's identity)
     device: str = "auto"                   # auto | cpu | cuda | cuda:N
-    compile: bool = False                  # torch.compile the model (CUDA)
+    compile: bool | str = False            # torch.compile the model (CUDA): True or a COMPILE_MODES name
     checkpoint_every: int = 1              # epochs between checkpoints (always at the end)
     eval_batch_size: int = 1024
 
@@ -108,6 +111,9 @@ class TrainConfig:
             raise ValueError(f"lr_milestones are fractions of the run in (0, 1), got {c.lr_milestones}")
         if c.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {c.precision!r}")
+        if not (isinstance(c.compile, bool) or c.compile in COMPILE_MODES):
+            raise ValueError(f"compile must be true, false or one of {', '.join(COMPILE_MODES)}, "
+                             f"got {c.compile!r}")
         object.__setattr__(c, "_is_resolved", True)  # dataclasses.replace() drops it again
         return c
 

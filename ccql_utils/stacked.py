@@ -28,7 +28,7 @@ from torch import nn
 from .config import TrainConfig, lr_at_epoch, resolve_device
 from .losses import at_least_float32
 from .progress import EpochProgress
-from .train import EpochSums, RunDiverged, Trainer
+from .train import EpochSums, RunDiverged, Trainer, compiled_forward
 from .wrn import WideResNet, count_parameters
 
 # The fields a stack's runs may differ in; the rest of TrainConfig must agree.
@@ -180,7 +180,7 @@ class StackedTrainer:
         self.model = stack_models([t.model for t in trainers])
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward = torch.compile(self.model) if self.config.compile else self.model
+        self.forward = compiled_forward(self.model, self.config.compile)
         buffers = []  # each run's momentum (zeros before its first step), stacked like its weights
         for name, p in self.model.named_parameters():
             own = [(t.optimizer.state.get(q, {}), q) for t in trainers for q in [t.model.get_parameter(name)]]

@@ -32,6 +32,29 @@ from .losses import at_least_float32, make_loss
 from .provenance import atomic_write_bytes
 from .wrn import WideResNet
 
+# torch.compile's `dynamic`. None (torch's default): the epoch's smaller last batch recompiles the
+# forward with a symbolic batch size, and the later full batches run that graph too; False: each
+# batch shape (train 128 and the last batch; eval 1024 and its last batch) gets its own graph.
+# benchmarks/gpu_round4.py times real epochs with each.
+COMPILE_DYNAMIC = None
+
+
+def compiled_forward(model: torch.nn.Module, compile: bool | str) -> Callable:
+    """`model` itself (compile False), or `model` through torch.compile in mode `compile` (True:
+    "default"). With CUDA graphs ("reduce-overhead") each call first marks a new step, so a graph
+    replay may reuse the memory of the previous call's outputs (they are read before the next)."""
+    if not compile:
+        return model
+    mode = "default" if compile is True else compile
+    forward = torch.compile(model, mode=mode, dynamic=COMPILE_DYNAMIC)
+    if mode != "reduce-overhead":
+        return forward
+
+    def graphed(images: torch.Tensor) -> torch.Tensor:
+        torch.compiler.cudagraph_mark_step_begin()
+        return forward(images)
+    return graphed
+
 
 class RunError(RuntimeError):
     """A run cannot go on as stored (unreadable or foreign checkpoint, inconsistent files, no
@@ -107,7 +130,7 @@ class Trainer:
         self.model = WideResNet(c.depth, c.width, c.num_classes, c.dropout).to(self.device)
         if cuda:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward = torch.compile(self.model) if c.compile else self.model
+        self.forward = compiled_forward(self.model, c.compile)
         self.loss_fn = make_loss(c.loss, c.num_classes, validate=False, **c.loss_options)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=c.lr, momentum=c.momentum,
                                          weight_decay=c.weight_decay, nesterov=c.nesterov)

@@ -59,7 +59,7 @@ def test_run_id_ignores_execution_fields_but_not_the_experiment():
     ({"depth": 12}, "6n \\+ 4"), ({"lr": 0.0}, "lr must be"), ({"lr": float("nan")}, "lr must be"),
     ({"epochs": 0}, "epochs"), ({"loss": "ccql", "loss_options": {"w": -1}}, "w >= 0"),
     ({"loss_options": {"w": 1}}, "takes options"), ({"precision": "fp16"}, "precision"),
-    ({"lr_milestones": (0.5, 1.5)}, "fractions"),
+    ({"lr_milestones": (0.5, 1.5)}, "fractions"), ({"compile": "fast"}, "reduce-overhead"),
 ])
 def test_invalid_configurations_raise_value_error(overrides, match):
     with pytest.raises(ValueError, match=match):
@@ -69,6 +69,25 @@ def test_invalid_configurations_raise_value_error(overrides, match):
 def test_from_dict_rejects_unknown_fields():
     with pytest.raises(ValueError, match="unknown TrainConfig fields"):
         TrainConfig.from_dict({"loss": "ce", "learning_rate": 0.1})
+
+
+@pytest.mark.parametrize("compile,mode,step_marks", [
+    (False, None, 0), (True, "default", 0), ("max-autotune", "max-autotune", 0),
+    ("reduce-overhead", "reduce-overhead", 1)])
+def test_trainer_compiles_in_the_configured_mode_and_marks_each_cuda_graph_step(
+        synthetic_data, tmp_path, monkeypatch, compile, mode, step_marks):
+    import torch
+    from ccql_utils import train
+    asked, marks, forwards = [], [], []
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: asked.append(kw) or model)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(len(forwards)))
+    trainer = train.Trainer(tiny_config(epochs=1, compile=compile, batch_size=64), synthetic_data, tmp_path,
+                            progress=False)
+    trainer.model.register_forward_hook(lambda *_: forwards.append(1))
+    trainer.run()
+    assert asked == ([] if mode is None else [{"mode": mode, "dynamic": train.COMPILE_DYNAMIC}])
+    # reduce-overhead: one mark before every forward (train batches and eval batches), none else
+    assert marks == list(range(len(forwards)))[:len(forwards) * step_marks] and len(forwards) >= 3
 
 
 # ----------------------------------------------------------------------------- training end to end
