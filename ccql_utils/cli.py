@@ -142,9 +142,9 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--address", default=None,
                        help="with ray: the cluster to join (default $RAY_ADDRESS, else start one here)")
     group.add_argument("--runs-per-gpu", type=int, default=None,
-                       help="runs sharing one GPU: local stacks up to this many small-model runs into "
-                            "one program (default 32 on a GPU, 1 on a CPU); ray runs this many tasks "
-                            "per GPU (default 1)")
+                       help="runs sharing one GPU: up to this many small-model runs train stacked "
+                            "as one program (default 32 on a GPU, 1 on a CPU); with ray each stack is one "
+                            "task, and runs that stack with nothing share a GPU this many at a time")
 
 
 def _executor(args) -> dict:

@@ -1,10 +1,10 @@
 """Executing a set of runs: here (`local`, the default), or concurrently as tasks on a Ray
-cluster (`ray`), one GPU per run (or a fraction, `runs_per_gpu`), else one CPU.
+cluster (`ray`), one GPU per task, else one CPU.
 
-`local` trains one run after another, except that on a GPU runs of small models that differ only
-in loss, LR, seed or classes train up to 32 at a time as one stacked program (stacked.py; 10x
-the images/s of one WRN-10-1 run, where Ray's processes sharing a GPU reached 4.4x);
-`runs_per_gpu` sets how many (1: never stacked).
+On a GPU, runs of small models that differ only in loss, LR, seed or classes train up to 32 at a
+time as one stacked program (stacked.py; 10x the images/s of one WRN-10-1 run, where Ray's
+processes sharing a GPU reached 4.4x); `runs_per_gpu` sets how many (1: never stacked). `local`
+trains one run or stack after another; `ray` makes each stack one task.
 
 Every figure and sweep is a set of independent runs, so one run per GPU is the unit of scale-out
 (data parallelism would split the paper's batch of 128 across GPUs, starve each of them and
@@ -26,6 +26,7 @@ from .config import TrainConfig
 from .data import DataError, data_source
 from .progress import progress_mode
 from .runs import FINAL_STATES, Run, RunStore, load_run
+from .stacked import plan_stacks
 from .train import RunError
 
 EXECUTORS = ("local", "ray")
@@ -46,13 +47,13 @@ def run_configs(store: RunStore, configs: dict[str, TrainConfig], executor: str 
                 address: str | None = None, runs_per_gpu: int | None = None, name: str = "") -> dict[str, Run]:
     """Every labelled run of `configs` from `store`, trained where needed by `executor`.
 
-    runs_per_gpu: with `local`, at most this many runs that can be stacked train together as one
-    program (stacked.py; None: 32 models under 1M parameters on a GPU, else 1); with `ray`, runs
-    sharing one GPU as separate tasks (None: 1)."""
+    runs_per_gpu: at most this many runs that can be stacked train together as one program
+    (stacked.py; None: 32 models under 1M parameters on a GPU, else 1). With `ray`, each stack is
+    one task on a GPU of its own, and a run that stacks with no other shares its GPU with up to
+    runs_per_gpu - 1 other such tasks."""
     if check_executor(executor) == "local":
         return store.get_all(configs, name, stack=runs_per_gpu)
-    runs_per_gpu = 1 if runs_per_gpu is None else runs_per_gpu
-    if int(runs_per_gpu) != runs_per_gpu or runs_per_gpu < 1:
+    if runs_per_gpu is not None and (int(runs_per_gpu) != runs_per_gpu or runs_per_gpu < 1):
         raise ValueError(f"runs_per_gpu must be an integer >= 1, got {runs_per_gpu}")
     resolved = {label: store.resolve(c) for label, c in configs.items()}
     stored = {label: load_run(store.runs_dir / c.run_id()) for label, c in resolved.items()}
@@ -114,47 +115,60 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
                             f"--head`, check --address / RAY_ADDRESS, or use --executor local") from None
 
 
-def _train_task(runs_dir: str, data_root: str | None, verify_data: bool, config: dict) -> dict:
-    """A Ray task: obtain one run through the store, as `local` would; report where it ran."""
+def _train_task(runs_dir: str, data_root: str | None, verify_data: bool, configs: dict) -> dict:
+    """A Ray task: obtain a stack of runs (or one run) through the store, as `local` would;
+    report where each ran."""
     import ray
     store = RunStore(runs_dir, data_root=data_root, verify_data=verify_data, progress=False)
-    run = store.get(TrainConfig.from_dict(config))
-    return {"run_dir": str(run.run_dir), "state": run.state,
-            "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+    configs = {label: TrainConfig.from_dict(c) for label, c in configs.items()}
+    runs = store.get_stacked(configs) if len(configs) > 1 else {
+        label: store.get(c) for label, c in configs.items()}
+    where = {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+    return {label: {"run_dir": str(run.run_dir), "state": run.state, **where} for label, run in runs.items()}
 
 
 def _train_on_ray(store: RunStore, todo: dict[str, TrainConfig], address, runs_per_gpu,
                   name) -> dict[str, dict]:
-    """Train `todo` as Ray tasks; label -> {"node", "pid"} of the task that finished each."""
+    """Train `todo` as Ray tasks, a stack of runs per task where they stack (stacked.plan_stacks:
+    up to runs_per_gpu, or by default 32 small models on a GPU cluster); label -> {"node", "pid"}
+    of the task that finished each."""
     ray = connect(address)
     gpus = ray.cluster_resources().get("GPU", 0)
-    wants_cuda = {c.device for c in todo.values()} - {"auto", "cpu"}
-    if wants_cuda and not gpus:
-        raise ExecutorError(f"device {sorted(wants_cuda)[0]!r} asked for, but the Ray cluster has no "
-                            f"GPUs; use --device cpu (or auto), or join a cluster with GPUs")
-    resources = ({"num_gpus": 1 / runs_per_gpu, "num_cpus": 1} if gpus and "cpu" not in
-                 {c.device for c in todo.values()} else {"num_cpus": 1})
+    devices = {c.device for c in todo.values()}
+    if devices - {"auto", "cpu"} and not gpus:
+        raise ExecutorError(f"device {sorted(devices - {'auto', 'cpu'})[0]!r} asked for, but the Ray "
+                            f"cluster has no GPUs; use --device cpu (or auto), or join a cluster with GPUs")
+    on_gpu = bool(gpus) and "cpu" not in devices
+    stacks = plan_stacks(todo, runs_per_gpu, cuda=on_gpu)
+    # A stack fills its GPU; runs that stack with nothing share one, runs_per_gpu at a time.
+    share = 1 / (runs_per_gpu or 1)
+
+    def resources(stack):
+        return {"num_gpus": 1 if len(stack) > 1 else share, "num_cpus": 1} if on_gpu else {"num_cpus": 1}
     try:  # the workers need the same data: an explicit, absolute path
         data_root = str(Path(data_source(store.data_root)).resolve())
     except DataError:
         data_root = None  # the default folder; a worker downloads it there if it can
-    task = ray.remote(max_retries=TASK_RETRIES, **resources)(_train_task)
-    pending = {task.remote(str(store.runs_dir.resolve()), data_root, store.verify_data,
-                           asdict(c)): label for label, c in todo.items()}
+    task = ray.remote(max_retries=TASK_RETRIES)(_train_task)
+    pending = {task.options(**resources(stack)).remote(
+        str(store.runs_dir.resolve()), data_root, store.verify_data,
+        {label: asdict(todo[label]) for label in stack}): stack for stack in stacks}
     show = progress_mode(store.progress) != "off"
     if show:
-        print(f"[{name}] {len(todo)} run(s) on Ray ({int(gpus)} GPU(s), "
-              f"{int(ray.cluster_resources().get('CPU', 0))} CPU(s)); each task asks {resources}",
+        sizes = sorted({len(s) for s in stacks})
+        print(f"[{name}] {len(todo)} run(s) as {len(stacks)} Ray task(s) ({int(gpus)} GPU(s), "
+              f"{int(ray.cluster_resources().get('CPU', 0))} CPU(s)); runs per task "
+              f"{'/'.join(map(str, sizes))}; a task asks {resources(stacks[-1])}",
               file=sys.stderr, flush=True)
     errors, last, placements = [], "", {}
     while pending:
         done, _ = ray.wait(list(pending), timeout=5.0)
         for ref in done:
-            label = pending.pop(ref)
+            stack = pending.pop(ref)
             try:
-                placements[label] = ray.get(ref)
+                placements.update(ray.get(ref))
             except Exception as exc:  # RayTaskError wraps the worker's exception
-                errors.append(f"{label}: {str(exc).strip().splitlines()[-1]}")
+                errors.append(f"{', '.join(stack)}: {str(exc).strip().splitlines()[-1]}")
         if show:
             line = _status_line(store, todo)
             if line != last:

@@ -32,7 +32,7 @@ NOTEBOOK_DEFAULTS = {
     "progress": True,
     "executor": "local",     # local: one run after another here; ray: concurrently on a Ray cluster
     "address": None,         # a Ray cluster to join (default: $RAY_ADDRESS, else a local one)
-    "runs_per_gpu": None,    # runs sharing one GPU (executor.py); None: 32 small ones stacked (local), 1 (ray)
+    "runs_per_gpu": None,    # runs stacked on one GPU (executor.py); None: 32 small ones on a GPU, else 1
     # overrides of the preset; None keeps the preset's value
     "epochs": None, "depth": None, "width": None, "train_per_class": None, "lr": None, "w": None,
 }

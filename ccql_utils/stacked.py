@@ -45,21 +45,25 @@ def stack_key(config: TrainConfig) -> tuple:
     return tuple(sorted((k, repr(v)) for k, v in d.items()))
 
 
-def default_stack(config: TrainConfig) -> int:
+def default_stack(config: TrainConfig, cuda: bool | None = None) -> int:
     """How many runs like `config` to stack by default: DEFAULT_STACK for a model under
     SMALL_MODEL_PARAMETERS on a GPU, else 1 (on a 2-core CPU, 4 stacked WRN-10-1 trained at
-    0.77x one model's images/s: `gpu_round3.stacked` on the CPU, 2026-11-27)."""
+    0.77x one model's images/s: `gpu_round3.stacked` on the CPU, 2026-11-27).
+    cuda: whether the runs train on a GPU (None: whether `config.device` means one here)."""
     c = config.resolved()
-    if resolve_device(c.device).type != "cuda":
+    if cuda is None:
+        cuda = resolve_device(c.device).type == "cuda"
+    if not cuda:
         return 1
     with torch.device("meta"):
         parameters = count_parameters(WideResNet(c.depth, c.width, c.num_classes))
     return DEFAULT_STACK if parameters < SMALL_MODEL_PARAMETERS else 1
 
 
-def plan_stacks(configs: dict[str, TrainConfig], most: int | None) -> list[list[str]]:
-    """The labels of `configs` in stacks of at most `most` (None: `default_stack`) runs with equal
-    `stack_key`, in order of first appearance."""
+def plan_stacks(configs: dict[str, TrainConfig], most: int | None,
+                cuda: bool | None = None) -> list[list[str]]:
+    """The labels of `configs` in stacks of at most `most` (None: `default_stack(config, cuda)`)
+    runs with equal `stack_key`, in order of first appearance."""
     if most is not None and (int(most) != most or most < 1):
         raise ValueError(f"runs per stack must be an integer >= 1, got {most!r}")
     by_key: dict[tuple, list[str]] = {}
@@ -67,7 +71,7 @@ def plan_stacks(configs: dict[str, TrainConfig], most: int | None) -> list[list[
         by_key.setdefault(stack_key(config), []).append(label)
     stacks = []
     for labels in by_key.values():
-        size = int(most) if most is not None else default_stack(configs[labels[0]])
+        size = int(most) if most is not None else default_stack(configs[labels[0]], cuda)
         stacks += [labels[i:i + size] for i in range(0, len(labels), size)]
     return stacks
 

@@ -1,7 +1,8 @@
 """Many runs at once on a real Ray cluster on this CPU (tiny settings): the same metrics as one
 after another, concurrently, spread over the two nodes of a simulated cluster; a killed worker's
-run resumes; two drivers train a run once; clear errors. Skipped, visibly, without Ray (pip install -e '.[cluster]')."""
+run resumes; two drivers train a run once; runs that stack train as one task; clear errors. Skipped, visibly, without Ray (pip install -e '.[cluster]')."""
 import datetime as dt
+from dataclasses import asdict
 import os
 import signal
 import subprocess
@@ -28,12 +29,12 @@ def configs(n=3, epochs=4, **overrides):
     return {f"seed {s}": TrainConfig(**{**base, "seed": s, **overrides}) for s in range(n)}
 
 
-def one_thread_reference(store, configs):
+def one_thread_reference(store, configs, stack=1):
     """The `local` result with one torch thread, as each Ray CPU task trains (1 CPU, 1 thread)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return store.get_all(configs)
+        return store.get_all(configs, stack=stack)
     finally:
         torch.set_num_threads(threads)
 
@@ -130,6 +131,24 @@ def test_two_drivers_submitting_one_experiment_train_each_run_once(local_ray, tm
     for run_dir in run_dirs:
         run = load_run(run_dir)
         assert run.finished and run.status["resumed_from_epoch"] == 0 and len(run.history) == 1
+
+
+@pytest.mark.slow
+def test_ray_trains_runs_that_stack_as_one_task_with_the_local_stack_result(
+        local_ray, synthetic_data, tmp_path):
+    runs = {**configs(n=2, epochs=2), "CE": TrainConfig(**{**asdict(configs(n=1)["seed 0"]), "loss": "ce",
+                                                          "epochs": 2}),
+            "wider": TrainConfig(**{**asdict(configs(n=1)["seed 0"]), "width": 2, "epochs": 2})}
+    expected = one_thread_reference(RunStore(tmp_path / "local", data=synthetic_data, progress=False),
+                                    runs, stack=3)
+    store = RunStore(tmp_path / "ray", data_root=synthetic_data.folder, verify_data=False, progress=False)
+    got = run_configs(store, runs, executor="ray", runs_per_gpu=3)
+    stacked = ["seed 0", "seed 1", "CE"]
+    assert [got[label].status.get("stacked_runs", 1) for label in runs] == [3, 3, 3, 1]
+    assert len({got[label].status["ray_pid"] for label in stacked}) == 1, "a stack split over tasks"
+    for label in runs:
+        assert got[label].finished
+        pd.testing.assert_frame_equal(without_seconds(got[label]), without_seconds(expected[label]))
 
 
 def test_missing_ray_names_the_extra_and_writes_nothing(synthetic_data, tmp_path, monkeypatch):
