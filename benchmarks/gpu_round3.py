@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ccql_utils.stacked import stack_models  # noqa: E402
+from ccql_utils.train import compiled_forward  # noqa: E402
 from ccql_utils.wrn import WideResNet  # noqa: E402
 
 
@@ -59,10 +60,10 @@ def time_steps(step, steps: int, device) -> float:
     return sorted(blocks)[1]
 
 
-def train_step(model, optimizer, x, y, loss_fn, device):
+def train_step(forward, optimizer, x, y, loss_fn, device):
     def step():
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-            loss = loss_fn(model(x), y)
+            loss = loss_fn(forward(x), y)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -73,17 +74,20 @@ def sgd(model):
     return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=True)
 
 
-def stacked(depth: int, width: int, ns, batch: int, steps: int, device) -> list[dict]:
+def stacked(depth: int, width: int, ns, batch: int, steps: int, device, compile: str | None = None) -> list[dict]:
+    """Rows of aggregate images/s of N stacked models for N in `ns` (the first N the reference);
+    compile: a torch.compile mode for every N (None: eager)."""
     rows = []
     for n in ns:
         models = [WideResNet(depth, width, 100) for _ in range(n)]
         model = (models[0] if n == 1 else stack_models(models)).to(device, memory_format=torch.channels_last)
+        forward = model if compile is None else compiled_forward(model, compile)
         x = torch.randn(batch, 3 * n, 32, 32, device=device).to(memory_format=torch.channels_last)
         y = torch.randint(0, 100, (batch,) if n == 1 else (batch, n), device=device)
         loss_fn = F.cross_entropy if n == 1 else stacked_loss
-        seconds = time_steps(train_step(model, sgd(model), x, y, loss_fn, device), steps, device)
-        rows.append({"model": f"WRN-{depth}-{width}", "models": n, "step_s": seconds,
-                     "aggregate_images_per_s": n * batch / seconds})
+        seconds = time_steps(train_step(forward, sgd(model), x, y, loss_fn, device), steps, device)
+        rows.append({"model": f"WRN-{depth}-{width}", "models": n, "compile": compile or "eager",
+                     "step_s": seconds, "aggregate_images_per_s": n * batch / seconds})
         print(json.dumps(rows[-1]), flush=True)
         del model, models
     for r in rows:

@@ -1,22 +1,28 @@
-"""Speed round 4 on one GPU: a real sweep of small runs, stacked (ccql_utils/stacked.py) vs alone.
+"""Speed round 4 on one GPU: what issue 12 still lacks, most valuable first, within one job.
 
-  python benchmarks/gpu_round4.py --data-root .carry/k25q.npz [--seeds 10] [--dry-run]
+  PYTHONPATH=. python3 benchmarks/gpu_round4.py --data-root .carry/k25.npz [--budget-s 540] [--dry-run]
 
-Fig 1's runs at the `quick` preset (WRN-10-1, K = 25 random classes, 200 train and 100 test
-images per class, 50 epochs, the preset's LRs) through the run store, as `run_all.sh` trains them:
-  alone    CE seed 0 with runs_per_gpu=1 (one run, the pre-stacking way)
-  stacked  CE, QL and CCQL for seeds 0..S-1 (3S runs, one stack when 3S <= 32), runs_per_gpu=None
-           (the default: stacks of up to 32 small runs on a GPU)
-Per part: wall time, the median epoch (its `seconds` column, train + test pass, from epoch 2 on)
-and images/s over all runs (training + test images per epoch); the speed-up is
-runs x alone's epoch / the stack's epoch. The runs' records (config, metrics, status) go to
-$OUT/gpu_round4_records.tar.gz: they are a 3S-seed Fig 1 at `quick`, trained on the GPU.
-Writes $OUT/gpu_round4.json after each part. --dry-run: CPU, 2 seeds, 2 epochs, 20 train images per class.
+.carry/k25.npz: `python -m ccql_utils pack --classes random --k 25 --output .carry/k25.npz` (44 MiB;
+the K = 25 random classes of seed 0, all images: `quick` takes the first 200 per class of them).
+Parts (record.py: each skipped if the budget left is short, a failure recorded, the record
+rewritten to $OUT/gpu_round4.{json,md} after each):
+  sweep     Fig 1 at `quick` through the run store as run_all.sh trains it: CE seed 0 alone
+            (runs_per_gpu=1), then CE, QL, CCQL x seeds 0..S-1 (3S runs) stacked by default
+            (runs_per_gpu=None); median epoch (train + test pass, from epoch 2), images/s over all
+            runs, speed-up = runs x alone's epoch / the stack's epoch. The stacked runs' records
+            go to $OUT/gpu_round4_records.tar.gz: a 3S-seed Fig 1 at `quick`, trained on the GPU.
+  stacked   bare loops: WRN-16-2 stacked N = 1, 32, 64 (eager); WRN-10-1 N = 1, 32 with CUDA graphs.
+  epochs    real WRN-28-10 epochs at `paper` (K = 25, CE) through the Trainer, one row per compile
+            variant: default (dynamic shapes after the last batch), default with dynamic=False,
+            reduce-overhead (CUDA graphs) with dynamic=False, eager. The first epoch includes compiling.
+  overhead  the trainer's compiled epoch vs a bare loop of the same steps (bench.overhead).
+  data      the data path alone, ours vs a DataLoader baseline (bench.data_path).
+--dry-run: CPU, 2 seeds, 2 epochs, toy sizes, compiled rows through dynamo's eager backend.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import os
 import sys
 import tempfile
@@ -26,53 +32,106 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
+import bench  # noqa: E402
+import gpu_round3  # noqa: E402
+from record import Record, markdown  # noqa: E402
+from ccql_utils import train  # noqa: E402
+from ccql_utils.data import load_cifar100, make_subset, select_classes  # noqa: E402
 from ccql_utils.executor import run_configs  # noqa: E402
 from ccql_utils.presets import experiment_seed_configs  # noqa: E402
+from ccql_utils.provenance import describe_device, environment_record  # noqa: E402
 from ccql_utils.runs import RunStore, export_records  # noqa: E402
 
+# (row name, TrainConfig.compile, train.COMPILE_DYNAMIC)
+EPOCH_VARIANTS = (("compile default", True, None), ("compile default, dynamic=False", True, False),
+                  ("CUDA graphs (reduce-overhead), dynamic=False", "reduce-overhead", False),
+                  ("eager", False, None))
 
-def part(store, configs: dict, runs_per_gpu) -> dict:
+
+def sweep_part(runs_dir: Path, data_root: str, configs: dict, runs_per_gpu, name: str, kept: dict) -> dict:
+    """One sweep through a fresh run store; kept[name]: the run folders."""
+    store = RunStore(runs_dir / name, data_root=data_root, progress="lines")
     start = time.perf_counter()
-    runs = run_configs(store, configs, runs_per_gpu=runs_per_gpu, name="round4")
+    runs = run_configs(store, configs, runs_per_gpu=runs_per_gpu, name=f"round4 {name}")
     wall = time.perf_counter() - start
     first, c = next(iter(runs.values())), next(iter(configs.values()))
     epoch = float(first.history.seconds.iloc[1:].median())  # every run of a stack has the same
     images = c.num_classes * (c.train_per_class + (c.test_per_class or 100))
-    finals = {label: {"state": r.state, "test_acc": r.final().get("test_acc"),
-                      "stacked_runs": r.status.get("stacked_runs", 1)} for label, r in runs.items()}
-    return {"runs": len(runs), "wall_s": wall, "epoch_s": epoch, "images_per_s": len(runs) * images / epoch,
-            "finals": finals, "run_dirs": [str(r.run_dir) for r in runs.values()]}
+    finals = [{"part": name, "run": label, "state": r.state, "test_acc": r.final().get("test_acc"),
+               "stacked_runs": r.status.get("stacked_runs", 1)} for label, r in runs.items()]
+    kept[name] = [r.run_dir for r in runs.values()]
+    return {"sweep": {"part": name, "runs": len(runs), "wall_s": wall, "epoch_s": epoch,
+                      "images_per_s": len(runs) * images / epoch}, "sweep_runs": finals}
+
+
+def epochs_part(data, config, variant: tuple, epochs: int) -> dict:
+    name, compile, dynamic = variant
+    torch._dynamo.reset()
+    train.COMPILE_DYNAMIC = dynamic
+    try:
+        rows = bench.real_epochs(data, dataclasses.replace(config, compile=compile), epochs)["epochs"]
+    finally:
+        train.COMPILE_DYNAMIC = None
+    return {"epochs": [{"variant": name, **r, "epoch_s": r["train_s"] + r["eval_s"]} for r in rows]}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-root", required=True)
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--budget-s", type=float, default=540)
+    ap.add_argument("--parts", default="sweep,stacked,epochs,overhead,data")
     ap.add_argument("--dry-run", action="store_true")
     args = ap.parse_args(argv)
-    out = Path(os.environ.get("OUT", "benchmarks/results"))
-    out.mkdir(parents=True, exist_ok=True)
-    sizes = dict(epochs=2, train_per_class=20, device="cpu") if args.dry_run else {}
-    seeds = list(range(2 if args.dry_run else args.seeds))
+    dry = args.dry_run
+    device = torch.device("cpu" if dry else "cuda")
+    out = Path(os.environ.get("OUT") or tempfile.mkdtemp(prefix="round4-"))
+    meta = {"device": describe_device(device), "dry_run": dry, "environment": environment_record(),
+            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    rec = Record(out, "gpu_round4", meta, args.budget_s, set(args.parts.split(",")))
+    tables = rec.data["tables"]
+
+    sizes = dict(epochs=2, train_per_class=20, device="cpu") if dry else {}
+    seeds = list(range(2 if dry else args.seeds))
     configs = {f"{label} seed {s}": c for (label, s), c in
                experiment_seed_configs("k25_random", "quick", seeds=seeds, **sizes).items()}
-    record = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() and not args.dry_run
-              else "cpu", "torch": torch.__version__, "dry_run": args.dry_run,
-              "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     with tempfile.TemporaryDirectory() as runs_dir:
-        store = RunStore(Path(runs_dir) / "alone", data_root=args.data_root, progress="lines")
-        record["alone"] = part(store, {"CE seed 0": configs["CE seed 0"]}, 1)
-        (out / "gpu_round4.json").write_text(json.dumps(record, indent=1))
-        store = RunStore(Path(runs_dir) / "stacked", data_root=args.data_root, progress="lines")
-        # the default (None) stacks only on a GPU; the CPU dry run asks for the stack explicitly
-        record["stacked"] = part(store, configs, len(configs) if args.dry_run else None)
-        record["speedup"] = record["stacked"]["images_per_s"] / record["alone"]["images_per_s"]
-        (out / "gpu_round4.json").write_text(json.dumps(record, indent=1))
-        export_records(record["stacked"]["run_dirs"], out / "gpu_round4_records.tar.gz")
-    for name in ("alone", "stacked"):
-        print(name, {k: v for k, v in record[name].items() if k not in ("finals", "run_dirs")})
-    print("speed-up", record["speedup"])
-    return 0
+        kept = {}
+        rec.part("sweep alone", lambda: sweep_part(Path(runs_dir), args.data_root,
+                                                   {"CE seed 0": configs["CE seed 0"]}, 1, "alone", kept), need_s=40)
+        # the default (None) stacks only on a GPU; the dry run asks for the stack explicitly
+        rec.part("sweep stacked", lambda: sweep_part(Path(runs_dir), args.data_root, configs,
+                                                     len(configs) if dry else None, "stacked", kept), need_s=90)
+        rows = {r["part"]: r for r in tables.get("sweep", [])}
+        if {"alone", "stacked"} <= set(rows):
+            rows["stacked"]["speedup_vs_alone"] = rows["stacked"]["images_per_s"] / rows["alone"]["images_per_s"]
+            rec.write()
+        if "stacked" in kept:
+            export_records(kept["stacked"], out / "gpu_round4_records.tar.gz")
+
+    steps = 2 if dry else 20
+    rec.part("stacked WRN-16-2", lambda: {"stacked": gpu_round3.stacked(
+        16, 2, (1, 2) if dry else (1, 32, 64), 16 if dry else 128, steps, device)}, need_s=40)
+    rec.part("stacked WRN-10-1 CUDA graphs", lambda: {"stacked": gpu_round3.stacked(
+        10, 1, (1, 2) if dry else (1, 32), 16 if dry else 128, steps, device,
+        compile=None if dry else "reduce-overhead")}, need_s=60)
+
+    data = load_cifar100(args.data_root, download=False)
+    protocol = "tiny" if dry else "paper"
+    epoch_config = bench.run_config(protocol, "ce", device=str(device), **({"train_per_class": 20} if dry else {}))
+    for variant in EPOCH_VARIANTS:
+        rec.part(f"epochs {variant[0]}", lambda v=variant: epochs_part(data, epoch_config, v, 2 if dry else 4),
+                 need_s=20 if variant[0] == "eager" else 75)
+    for compile in (True, "reduce-overhead"):
+        rec.part(f"overhead compile={compile}", lambda c=compile: {"overhead": {
+            "compile_mode": str(c), **bench.overhead(bench.make_trainer(
+                data, bench.run_config(protocol, "ce", device=str(device), compile=c)), steps, 3)}}, need_s=60)
+    subset = make_subset(data, select_classes(epoch_config.classes, data, 25, epoch_config.class_seed))
+    rec.part("data", lambda: {"data": bench.data_path(subset, device, 128, 1 if dry else 8, 3)}, need_s=30)
+    rec.write()
+    print(markdown(rec.data))
+    return 1 if rec.data["errors"] else 0
 
 
 if __name__ == "__main__":
