@@ -348,19 +348,24 @@ class RunStore:
         files = _RunFiles(run_dir, config)
         trainer = Trainer(config, data, run_dir, progress=self.progress, name=label,
                           on_epoch=files.on_epoch)
+        self._train_one(trainer, files)
+        return load_run(run_dir)
+
+    @staticmethod
+    def _train_one(trainer: Trainer, files: _RunFiles) -> None:
+        """Train one run (its lock held), keeping its files up to date."""
         files.start(trainer)
         try:
             trainer.run()
         except RunDiverged as exc:
             files.diverged(trainer, exc)
-            return load_run(run_dir)
+            return
         except BaseException as exc:
             files.stopped(trainer, exc)
             if isinstance(exc, KeyboardInterrupt):
-                raise _interrupted([trainer], [run_dir]) from None
+                raise _interrupted([trainer], [files.run_dir]) from None
             raise
         files.finished(trainer)
-        return load_run(run_dir)
 
     def get_stacked(self, configs: dict[str, TrainConfig], name: str = "") -> dict[str, Run]:
         """`get` for runs that can be stacked (stacked.stack_key equal), trained as one program
@@ -388,8 +393,11 @@ class RunStore:
         return {label: self.get(c, label) for label, c in resolved.items()}
 
     def _train_stack(self, group: list, name: str) -> None:
-        if len(group) == 1:
-            return  # trained alone by `get`, which takes the lock again
+        if len(group) == 1:  # alone in its epoch group: trained plainly, with its lock still held
+            trainer, files = group[0]
+            trainer.progress = self.progress
+            self._train_one(trainer, files)
+            return
         trainers, files = [t for t, _ in group], [f for _, f in group]
         for t, f in group:
             f.start(t, stacked_runs=len(group))

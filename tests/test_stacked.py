@@ -180,6 +180,35 @@ def test_an_interrupted_stack_resumes_run_by_run_from_its_checkpoints(synthetic_
         assert_same_up_to_fp32_noise(_histories(resumed)[label], _histories(alone)[label])
 
 
+def test_runs_at_different_epochs_stack_by_epoch_and_a_lone_one_is_built_once(synthetic_data, tmp_path,
+                                                                            alone, monkeypatch):
+    original = runs_module._RunFiles.on_epoch
+
+    def stop_after_first_epoch(self, history):
+        original(self, history)
+        if len(history) == 1:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(runs_module._RunFiles, "on_epoch", stop_after_first_epoch)
+    store = RunStore(tmp_path, data=synthetic_data, progress=False)
+    with pytest.raises(runs_module.RunInterrupted):
+        store.get(MIXED["CE"])  # CE now resumes from epoch 2; QL and CCQL start at epoch 1
+    monkeypatch.setattr(runs_module._RunFiles, "on_epoch", original)
+    built = []
+
+    class CountingTrainer(Trainer):
+        def __init__(self, config, *args, **kwargs):
+            built.append(config.loss)
+            super().__init__(config, *args, **kwargs)
+    monkeypatch.setattr(runs_module, "Trainer", CountingTrainer)
+    runs = store.get_all(MIXED, stack=3)
+    assert sorted(built) == ["ccql", "ce", "ql"], "a run's Trainer was built more than once"
+    assert runs["CE"].status["resumed_from_epoch"] == 1 and "stacked_runs" not in runs["CE"].status
+    assert [runs[label].status["stacked_runs"] for label in ("QL", "CCQL")] == [2, 2]
+    for label, run in runs.items():
+        assert run.finished
+        assert_same_up_to_fp32_noise(_histories(runs)[label], _histories(alone)[label])
+
+
 def test_a_diverging_run_stops_alone_and_its_stack_goes_on(synthetic_data, tmp_path, alone):
     configs = {"QL lr 1e4": tiny_config(loss="ql", lr=1e4), "CE": MIXED["CE"]}
     runs = RunStore(tmp_path, data=synthetic_data, progress=False).get_all(configs, stack=2)
