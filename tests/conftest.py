@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from ccql_utils import TrainConfig
 from ccql_utils.data import DATA_ROOT_ENV, DataError, load_cifar100, write_synthetic_cifar100
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    """A run that trains in seconds on a CPU (WRN-10-1, K = 5, 40 images per class, 2 epochs)."""
+    return TrainConfig(**{**dict(loss="ce", classes="random", num_classes=5, seed=0, train_per_class=40,
+                                 depth=10, width=1, epochs=2, lr=0.05, device="cpu"), **overrides})
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

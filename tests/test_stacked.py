@@ -4,20 +4,19 @@ import pandas as pd
 import pytest
 import torch
 
-from ccql_utils import RunStore, TrainConfig, load_run
+from ccql_utils import RunStore, load_run
 from ccql_utils import runs as runs_module
 from ccql_utils.loader import DeviceLoader
 from ccql_utils.stacked import (StackedSGD, StackedTrainer, plan_stacks, stack_models, stack_tensors,
                                 unstack_tensor)
 from ccql_utils.train import Trainer
 from ccql_utils.wrn import WideResNet
+import conftest
 
 
 def tiny_config(**overrides):
-    base = dict(loss="ce", classes="random", num_classes=5, seed=0, train_per_class=40, depth=10,
-                width=1, epochs=3, lr=0.05, lr_milestones=(0.5,), batch_size=16, device="cpu")
-    base.update(overrides)
-    return TrainConfig(**base)
+    """conftest's, over 3 epochs with an LR drop (the schedule must follow each run's own LR)."""
+    return conftest.tiny_config(**{"epochs": 3, "lr_milestones": (0.5,), "batch_size": 16, **overrides})
 
 
 # Three runs that differ in everything a stack allows: loss, LR, seed and class draw.

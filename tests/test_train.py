@@ -12,15 +12,9 @@ import pytest
 from ccql_utils import RunStore, TrainConfig, load_run
 from ccql_utils import runs as runs_module
 from ccql_utils.config import lr_at_epoch
+from conftest import tiny_config
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-def tiny_config(**overrides):
-    base = dict(loss="ce", classes="random", num_classes=5, seed=0, train_per_class=40, depth=10,
-                width=1, epochs=2, lr=0.05, device="cpu")
-    base.update(overrides)
-    return TrainConfig(**base)
 
 
 # ----------------------------------------------------------------------------- configuration
