@@ -21,7 +21,8 @@ if [ "$workers" -gt 1 ] && "$PY" -c "import xdist" 2>/dev/null; then
         { [ -e "$ready" ] || ! kill -0 "$ray_pid" 2>/dev/null; } && break
         sleep 0.5
     done
-    CCQL_TESTS=parallel "${pytest[@]}" -n "$workers" "$@"; first=$?
+    # worksteal: an idle worker takes queued tests from a busy one (the slowest take ~2 min)
+    CCQL_TESTS=parallel "${pytest[@]}" -n "$workers" --dist worksteal "$@"; first=$?
     wait "$ray_pid"; second=$?
     echo "[tests] the Ray tests (run beside the others, started first):" >&2
     cat "$ray_log"; rm -f "$ray_log" "$ready"
