@@ -33,13 +33,19 @@ PHASES = {"parallel": lambda item: "cluster" not in item.keywords,
           "cluster": lambda item: "cluster" in item.keywords}
 
 
+# Modules whose tests take 20-120 s each on 2 cores (the CI log's slowest), besides `slow` ones.
+SLOW_MODULES = ("test_browser.py", "test_notebooks.py", "test_gpu_job.py", "test_benchmarks.py")
+
+
 def pytest_collection_modifyitems(config, items):
     phase = os.environ.get("CCQL_TESTS")
     if phase not in PHASES:
         return
     keep = [item for item in items if PHASES[phase](item)]
     config.hook.pytest_deselected(items=[item for item in items if not PHASES[phase](item)])
-    items[:] = keep
+    # The slow tests first (a stable sort): the workers then end on short tests, not one on a
+    # two-minute notebook while the other idles.
+    items[:] = sorted(keep, key=lambda item: not ("slow" in item.keywords or item.path.name in SLOW_MODULES))
 
 
 @pytest.fixture(scope="session")
