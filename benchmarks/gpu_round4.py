@@ -1,6 +1,6 @@
 """Speed round 4 on one GPU: what issue 12 still lacks, most valuable first, within one job.
 
-  PYTHONPATH=. python3 benchmarks/gpu_round4.py --data-root .carry/k25.npz [--budget-s 540] [--dry-run]
+  PYTHONPATH=. python3 benchmarks/gpu_round4.py --data-root .carry/k25.npz [--commit SHA] [--budget-s 540] [--dry-run]
 
 .carry/k25.npz: `python -m ccql_utils pack --classes random --k 25 --output .carry/k25.npz` (44 MiB;
 the K = 25 random classes of seed 0, all images: `quick` takes the first 200 per class of them).
@@ -17,7 +17,7 @@ rewritten to $OUT/gpu_round4.{json,md} after each):
             reduce-overhead (CUDA graphs) with dynamic=False, eager. The first epoch includes compiling.
   overhead  the trainer's compiled epoch vs a bare loop of the same steps (bench.overhead).
   data      the data path alone, ours vs a DataLoader baseline (bench.data_path).
---dry-run: CPU, 2 seeds, 2 epochs, toy sizes, compiled rows through dynamo's eager backend.
+--dry-run: CPU, at most 2 seeds, 2 epochs, toy sizes, compiled rows through dynamo's eager backend.
 """
 from __future__ import annotations
 
@@ -83,17 +83,19 @@ def main(argv=None) -> int:
     ap.add_argument("--parts", default="sweep,stacked,epochs,overhead,data")
     ap.add_argument("--dry-run", action="store_true")
     ap.add_argument("--unverified-data", action="store_true", help="accept stand-in data (the tests)")
+    ap.add_argument("--commit", help="the commit the tree came from (for a copy without .git)")
     args = ap.parse_args(argv)
     dry = args.dry_run
     device = torch.device("cpu" if dry else "cuda")
     out = Path(os.environ.get("OUT") or tempfile.mkdtemp(prefix="round4-"))
-    meta = {"device": describe_device(device), "dry_run": dry, "environment": environment_record(),
+    environment = environment_record() | ({"commit": args.commit} if args.commit else {})
+    meta = {"device": describe_device(device), "dry_run": dry, "environment": environment,
             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     rec = Record(out, "gpu_round4", meta, args.budget_s, set(args.parts.split(",")))
     tables = rec.data["tables"]
 
     sizes = dict(epochs=2, train_per_class=20, device="cpu") if dry else {}
-    seeds = list(range(2 if dry else args.seeds))
+    seeds = list(range(min(args.seeds, 2) if dry else args.seeds))
     configs = {f"{label} seed {s}": c for (label, s), c in
                experiment_seed_configs("k25_random", "quick", seeds=seeds, **sizes).items()}
     with tempfile.TemporaryDirectory() as runs_dir:

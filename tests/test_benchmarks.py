@@ -182,7 +182,8 @@ def test_gpu_round4_dry_run_stacks_the_sweep_and_times_each_compile_variant(smal
     root, data = small_data
     pack = pack_subset(data, tmp_path / "k25.npz", random_classes(25, 0))
     proc = subprocess.run([sys.executable, str(BENCH_DIR / "gpu_round4.py"), "--dry-run", "--unverified-data",
-                           "--data-root", str(pack), "--parts", "sweep,epochs"], capture_output=True, text=True,
+                           "--data-root", str(pack), "--parts", "sweep,epochs", "--seeds", "1",
+                           "--commit", "abc"], capture_output=True, text=True,
                           timeout=600, env={**os.environ, "OUT": str(tmp_path / "out")})
     assert proc.returncode == 0, proc.stderr[-2000:]
     record = json.loads((tmp_path / "out" / "gpu_round4.json").read_text())
@@ -190,10 +191,11 @@ def test_gpu_round4_dry_run_stacks_the_sweep_and_times_each_compile_variant(smal
     assert [r["part"] for r in tables["sweep"]] == ["alone", "stacked"] and not record["errors"]
     assert tables["sweep"][1]["speedup_vs_alone"] > 0
     stacked = [r for r in tables["sweep_runs"] if r["part"] == "stacked"]
-    assert len(stacked) == 6 and {r["stacked_runs"] for r in stacked} == {6}
+    assert len(stacked) == 3 and {r["stacked_runs"] for r in stacked} == {3}
     assert {r["state"] for r in tables["sweep_runs"]} == {"finished"}
     names = [v[0] for v in _script("gpu_round4").EPOCH_VARIANTS]
     assert [r["variant"] for r in tables["epochs"]] == [n for n in names for _ in range(2)]
     assert [r["compile"] for r in tables["epochs"]] == [n != "eager" for n in names for _ in range(2)]
     with tarfile.open(tmp_path / "out" / "gpu_round4_records.tar.gz") as archive:
-        assert len({Path(m.name).parts[0] for m in archive.getmembers()}) == 6
+        assert len({Path(m.name).parts[0] for m in archive.getmembers()}) == 3
+    assert record["meta"]["environment"]["commit"] == "abc"
