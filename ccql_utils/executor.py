@@ -120,9 +120,7 @@ def _train_task(runs_dir: str, data_root: str | None, verify_data: bool, configs
     report where each ran."""
     import ray
     store = RunStore(runs_dir, data_root=data_root, verify_data=verify_data, progress=False)
-    configs = {label: TrainConfig.from_dict(c) for label, c in configs.items()}
-    runs = store.get_stacked(configs) if len(configs) > 1 else {
-        label: store.get(c) for label, c in configs.items()}
+    runs = store.get_stacked({label: TrainConfig.from_dict(c) for label, c in configs.items()})
     where = {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
     return {label: {"run_dir": str(run.run_dir), "state": run.state, **where} for label, run in runs.items()}
 

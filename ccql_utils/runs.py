@@ -437,13 +437,8 @@ class RunStore:
                 print(f"[{name}] run {position[label]}/{len(configs)} {label}: {doing}"
                       f"{f' (stack of {together})' if together > 1 else ''} ({run.run_dir.name})",
                       file=sys.stderr, flush=True)
-            if label in runs:
-                continue
-            group = stack_of[label]
-            if len(group) > 1:
-                runs.update(self.get_stacked({g: configs[g] for g in group}, name))
-            else:
-                runs[label] = self.get(configs[label], label)
+            if label not in runs:  # a lone run goes through `get`, inside get_stacked
+                runs.update(self.get_stacked({g: configs[g] for g in stack_of[label]}, name))
         return {label: runs[label] for label in configs}
 
 
