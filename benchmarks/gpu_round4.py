@@ -17,6 +17,7 @@ rewritten to $OUT/gpu_round4.{json,md} after each):
             reduce-overhead (CUDA graphs) with dynamic=False, eager. The first epoch includes compiling.
   overhead  the trainer's compiled epoch vs a bare loop of the same steps (bench.overhead).
   data      the data path alone, ours vs a DataLoader baseline (bench.data_path).
+  (stacked) data: the data path of 32 stacked runs: per-run loaders vs one StackedLoader (stacked_data.py).
 --dry-run: CPU, at most 2 seeds, 2 epochs, toy sizes, compiled rows through dynamo's eager backend.
 """
 from __future__ import annotations
@@ -35,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
 import bench  # noqa: E402
 import gpu_round3  # noqa: E402
+import stacked_data  # noqa: E402
 from record import Record, markdown  # noqa: E402
 from ccql_utils import train  # noqa: E402
 from ccql_utils.data import load_cifar100, make_subset, select_classes  # noqa: E402
@@ -135,6 +137,9 @@ def main(argv=None) -> int:
                 data, bench.run_config(protocol, "ce", device=str(device), compile=c)), steps, 3)}}, need_s=60)
     subset = make_subset(data, select_classes(epoch_config.classes, data, 25, epoch_config.class_seed))
     rec.part("data", lambda: {"data": bench.data_path(subset, device, 128, 1 if dry else 8, 3)}, need_s=30)
+    rec.part("stacked data", lambda: {"stacked_data": [stacked_data.compare(
+        n, 16 if dry else 128, device, steps, 200 if dry else 5000) for n in ((1, 2) if dry else (1, 32))]},
+        need_s=20)
     rec.write()
     print(markdown(rec.data))
     return 1 if rec.data["errors"] else 0

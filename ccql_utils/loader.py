@@ -14,6 +14,23 @@ import torch
 from .data import CIFAR100_MEAN, CIFAR100_STD
 
 
+def crop_and_flip(padded: torch.Tensor, indices, dy, dx, flip) -> torch.Tensor:
+    """Images `indices` [B] of `padded` (uint8 [N, 3, 40, 40]), each cropped to 32x32 at (dy, dx)
+    [B] and mirrored where flip [B]: uint8 [B, 3, 32, 32].
+
+    Builds flat indices into `padded` and takes them with one torch.take, which is 2-3x faster
+    than the equivalent 4-D advanced indexing.
+    """
+    side = padded.shape[-1]
+    steps = torch.arange(32, device=padded.device)
+    rows = dy[:, None] + steps                                           # [B, 32]
+    cols = torch.where(flip[:, None], dx[:, None] + 31 - steps, dx[:, None] + steps)
+    channels = torch.arange(3, device=padded.device) * (side * side)
+    flat = ((indices * (3 * side * side))[:, None, None, None] + channels[None, :, None, None]
+            + (rows * side)[:, None, :, None] + cols[:, None, None, :])
+    return torch.take(padded, flat)
+
+
 class DeviceLoader:
     """One split held on `device` as uint8, batched and augmented there.
 
@@ -44,9 +61,10 @@ class DeviceLoader:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def normalize(self, images_uint8: torch.Tensor) -> torch.Tensor:
-        """uint8 [B, 3, 32, 32] -> float32 [B, 3, 32, 32], standardised per channel."""
-        out = (images_uint8.float() - self.mean) / self.std
+    def normalize(self, images_uint8: torch.Tensor, runs: int = 1) -> torch.Tensor:
+        """uint8 [B * runs, 3, 32, 32] -> float32 [B, 3 * runs, 32, 32], standardised per channel
+        (runs > 1: StackedLoader's batches, run n in channels 3n..3n+2)."""
+        out = ((images_uint8.float() - self.mean) / self.std).view(-1, 3 * runs, 32, 32)
         return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
 
     def epoch_plan(self, epoch: int):
@@ -60,19 +78,8 @@ class DeviceLoader:
         return tuple(t.to(self.device, non_blocking=True) for t in plan)
 
     def augmented_batch(self, indices, dy, dx, flip) -> torch.Tensor:
-        """Crop-and-flip of images `indices` by one gather: uint8 [B, 3, 32, 32].
-
-        Builds flat indices into the padded images ([N, 3, 40, 40]) and takes them with one
-        torch.take, which is 2-3x faster than the equivalent 4-D advanced indexing.
-        """
-        side = 32 + 2 * self.PAD
-        steps = torch.arange(32, device=self.device)
-        rows = dy[:, None] + steps                                       # [B, 32]
-        cols = torch.where(flip[:, None], dx[:, None] + 31 - steps, dx[:, None] + steps)
-        channels = torch.arange(3, device=self.device) * (side * side)
-        flat = ((indices * (3 * side * side))[:, None, None, None] + channels[None, :, None, None]
-                + (rows * side)[:, None, :, None] + cols[:, None, None, :])
-        return torch.take(self.padded, flat)
+        """Crop-and-flip of images `indices` by one gather: uint8 [B, 3, 32, 32]."""
+        return crop_and_flip(self.padded, indices, dy, dx, flip)
 
     def train_batches(self, epoch: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Shuffled, augmented batches (float [B, 3, 32, 32], int64 [B]) of one epoch.
@@ -92,3 +99,55 @@ class DeviceLoader:
         for start in range(0, len(self.labels), batch_size):
             yield (self.normalize(self.images[start:start + batch_size]),
                    self.labels[start:start + batch_size])
+
+
+class StackedLoader:
+    """The batches of N DeviceLoaders of one length, stacked for stacked.py's N runs: images
+    [B, 3N, 32, 32] (run n in channels 3n..3n+2) and labels [B, N].
+
+    Each run's part is exactly the batch its own loader gives (its order, crops and flips), made
+    for all N runs by one gather from the runs' images concatenated: about 15 tensor operations
+    per step instead of 15 per run, which matters where a step's kernels are launch-bound (small
+    models on a GPU; benchmarks/stacked_data.py). The concatenation is a second copy of the
+    runs' images on the device (each loader keeps its own for the run alone).
+    """
+
+    def __init__(self, loaders: list[DeviceLoader]):
+        if not loaders:
+            raise ValueError("no loaders to stack")
+        first = loaders[0]
+        if len({len(loader) for loader in loaders}) != 1:
+            raise ValueError(f"stacked runs need subsets of one size, got {[len(l) for l in loaders]}")
+        if len({(loader.device, loader.channels_last) for loader in loaders}) != 1:
+            raise ValueError("stacked loaders must share the device and memory format")
+        self.loaders, self.runs, self.size, self.device = loaders, len(loaders), len(first), first.device
+        self.padded = torch.cat([loader.padded for loader in loaders])      # [N * size, 3, 40, 40]
+        self.images = torch.cat([loader.images for loader in loaders])      # [N * size, 3, 32, 32]
+        self.labels = torch.cat([loader.labels for loader in loaders])      # [N * size]
+        self.first_index = torch.arange(self.runs, device=self.device) * self.size  # [N]
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _batch(self, images_uint8: torch.Tensor, indices: torch.Tensor):
+        """(float [B, 3N, 32, 32], int64 [B, N]) from uint8 [B * N, 3, 32, 32] and indices [B, N]."""
+        return self.loaders[0].normalize(images_uint8, self.runs), self.labels[indices]
+
+    def train_batches(self, epoch: int, batch_size: int):
+        """Each run's DeviceLoader.train_batches(epoch, batch_size), stacked."""
+        plans = [loader.epoch_plan(epoch) for loader in self.loaders]
+        order, dy, dx, flip = (torch.stack(parts, 1) for parts in zip(*plans))  # each [size, N]
+        order = order + self.first_index
+        for start in range(0, self.size, batch_size):
+            sl = slice(start, start + batch_size)
+            if len(order[sl]) < 2:
+                break
+            flat = [t[sl].flatten() for t in (order, dy, dx, flip)]         # batch-major [B * N]
+            yield self._batch(crop_and_flip(self.padded, *flat), order[sl])
+
+    def eval_batches(self, batch_size: int):
+        """Each run's DeviceLoader.eval_batches(batch_size), stacked."""
+        for start in range(0, self.size, batch_size):
+            indices = (torch.arange(start, min(start + batch_size, self.size), device=self.device)[:, None]
+                       + self.first_index)                                  # [B, N]
+            yield self._batch(self.images[indices.flatten()], indices)

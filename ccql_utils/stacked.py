@@ -9,7 +9,7 @@ order of float sums), with one launch per layer instead of N. Measured on an H20
 WRN-10-1 train at 10.4x the images/s of one (benchmarks/results/gpu_round3-h200-2026-11-27.md).
 
 Each run keeps its own `Trainer` (config, classes, data order and augmentation, loss, LR, history,
-checkpoint). The stack takes their weights and momentum buffers at the start and gives them back
+checkpoint); one `loader.StackedLoader` makes the N runs' batches with one gather per step. The stack takes their weights and momentum buffers at the start and gives them back
 before each checkpoint, so a stacked run's checkpoint is a plain run's checkpoint and a run can be
 resumed alone or in a stack. What may differ within a stack: loss and its options, LR, seeds and
 class draw; everything else must agree (`stack_key`). Dropout, if any, draws from the shared
@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .config import TrainConfig, lr_at_epoch, resolve_device
+from .loader import StackedLoader
 from .losses import at_least_float32
 from .progress import EpochProgress
 from .train import EpochSums, RunDiverged, Trainer, compiled_forward
@@ -200,6 +201,9 @@ class StackedTrainer:
         self.loss_groups = [(trainers[idx[0]].loss_fn, torch.tensor(idx, device=self.device))
                             for idx in groups.values()]
         self.live = [True] * self.n
+        # the runs' batches stacked: [B, 3N, 32, 32] images and [B, N] labels
+        self.loaders = {split: StackedLoader([getattr(t, f"{split}_loader") for t in trainers])
+                        for split in ("train", "test")}
 
     def _losses(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Each model's batch-mean loss [N] from outputs [B, N, K] and labels [B, N]."""
@@ -210,14 +214,6 @@ class StackedTrainer:
             losses = losses.index_put((idx,), per_sample.view(labels.shape[0], -1).mean(0))
         return losses
 
-    def _batches(self, iterators):
-        """Zip the runs' batches: images [B, 3N, 32, 32], labels [B, N]."""
-        for batches in zip(*iterators):
-            images = torch.cat([b[0] for b in batches], 1)
-            if self.device.type == "cuda":
-                images = images.contiguous(memory_format=torch.channels_last)
-            yield images, torch.stack([b[1] for b in batches], 1)
-
     def train_epoch(self, epoch: int):
         """One augmented pass of every run; ([mean loss] * N, [accuracy] * N)."""
         self.optimizer.set_lrs([lr_at_epoch(t.config, epoch) if live else 0.0
@@ -225,8 +221,7 @@ class StackedTrainer:
         live = torch.tensor(self.live, device=self.device)
         self.model.train()
         sums = EpochSums.zeros(self.device, (self.n,))
-        loaders = [t.train_loader.train_batches(epoch, self.config.batch_size) for t in self.trainers]
-        for images, labels in self._batches(loaders):
+        for images, labels in self.loaders["train"].train_batches(epoch, self.config.batch_size):
             with self.trainers[0]._autocast():
                 outputs = self.forward(images)
             losses = self._losses(outputs, labels)
@@ -241,9 +236,7 @@ class StackedTrainer:
         """([mean loss] * N, [accuracy] * N) over each run's `split` ('test' or 'train') in eval mode."""
         self.model.eval()
         sums = EpochSums.zeros(self.device, (self.n,))
-        loaders = [getattr(t, f"{split}_loader").eval_batches(self.config.eval_batch_size)
-                   for t in self.trainers]
-        for images, labels in self._batches(loaders):
+        for images, labels in self.loaders[split].eval_batches(self.config.eval_batch_size):
             with self.trainers[0]._autocast():
                 outputs = self.forward(images)
             sums.add(self._losses(outputs, labels), outputs, labels)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ccql_utils import data as D
-from ccql_utils.loader import DeviceLoader
+from ccql_utils.loader import DeviceLoader, StackedLoader
 from ccql_utils.data import (DataError, load_cifar100, locate_cifar100, make_subset,
                              random_classes, select_classes, write_synthetic_cifar100)
 
@@ -223,6 +223,32 @@ def test_batches_cover_the_epoch_and_are_normalized():
 def test_a_last_batch_of_one_image_is_dropped():
     loader, _ = small_loader(n=9)
     assert [len(l) for _, l in loader.train_batches(epoch=0, batch_size=4)] == [4, 4]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_stacked_loader_gives_each_run_exactly_its_own_loaders_batches(channels_last):
+    """Run n's part of a stacked batch (channels 3n..3n+2, label column n) is its own loader's
+    batch: same order, crops, flips and labels, in training (a last batch of 3) and evaluation."""
+    rng = np.random.default_rng(0)
+    loaders = [DeviceLoader(rng.integers(0, 256, (11, 3, 32, 32), dtype=np.uint8), rng.integers(0, 5, 11),
+                            "cpu", seed=seed, channels_last=channels_last) for seed in (0, 1, 7)]
+    stacked = StackedLoader(loaders)
+    for batches in (lambda source: source.train_batches(epoch=2, batch_size=4),
+                    lambda source: source.eval_batches(batch_size=4)):
+        together = list(batches(stacked))
+        alone = [list(batches(loader)) for loader in loaders]
+        assert [len(labels) for _, labels in together] == [len(labels) for _, labels in alone[0]]
+        for step, (images, labels) in enumerate(together):
+            assert images.shape == (len(labels), 9, 32, 32) and labels.shape == (len(labels), 3)
+            assert images.is_contiguous(memory_format=torch.channels_last) == channels_last
+            for n, own in enumerate(alone):
+                assert torch.equal(images[:, 3 * n:3 * n + 3], own[step][0])
+                assert torch.equal(labels[:, n], own[step][1])
+
+
+def test_a_stacked_loader_refuses_subsets_of_different_sizes():
+    with pytest.raises(ValueError, match=r"subsets of one size, got \[10, 9\]"):
+        StackedLoader([small_loader(10)[0], small_loader(9)[0]])
 
 
 def test_loader_rejects_bad_arrays():
