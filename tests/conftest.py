@@ -1,6 +1,7 @@
 """Shared fixtures. Real-data tests read CCQL_DATA_ROOT (as users do) and skip visibly without it."""
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -61,10 +62,25 @@ def real_data():
 
 
 @pytest.fixture(scope="session")
-def synthetic_root(tmp_path_factory) -> Path:
-    """A small learnable stand-in in torchvision's layout (40 train / 10 test images per class)."""
-    root = tmp_path_factory.mktemp("synthetic_cifar")
-    write_synthetic_cifar100(root, train_per_class=40, test_per_class=10, seed=0)
+def shared_tmp(tmp_path_factory) -> Path:
+    """A folder that every pytest-xdist worker of this session shares (the parent of the
+    workers' own temporary folders); one process alone: its own. A reference that several
+    workers need is trained there once: the run store lets one process train a run while any
+    other that asks for it waits on the run's lock and then reads it."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(shared_tmp) -> Path:
+    """A small learnable stand-in in torchvision's layout (40 train / 10 test images per class),
+    written once for all test workers (runs on unverified data are tied to its folder)."""
+    root = shared_tmp / "synthetic_cifar"
+    with open(shared_tmp / "synthetic_cifar.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other workers wait until it is written
+        if not (root / "written").exists():
+            write_synthetic_cifar100(root, train_per_class=40, test_per_class=10, seed=0)
+            (root / "written").touch()
     return root
 
 

@@ -76,7 +76,7 @@ def interval(run):
 @pytest.mark.slow
 def test_ray_gives_the_metrics_of_local_runs_and_runs_them_concurrently_on_both_nodes(
         local_ray, synthetic_data, tmp_path):
-    runs = configs(n=2, epochs=6)
+    runs = configs(n=2, epochs=4)
     expected = one_thread_reference(RunStore(tmp_path / "local", data=synthetic_data, progress=False), runs)
     store = RunStore(tmp_path / "ray", data_root=synthetic_data.folder, verify_data=False, progress=False)
     got = run_configs(store, runs, executor="ray")
@@ -91,7 +91,7 @@ def test_ray_gives_the_metrics_of_local_runs_and_runs_them_concurrently_on_both_
 @pytest.mark.slow
 def test_a_killed_worker_is_retried_and_its_run_resumes_to_the_uninterrupted_result(
         local_ray, synthetic_data, tmp_path):
-    runs = configs(n=1, epochs=8)
+    runs = configs(n=1, epochs=6)
     expected = one_thread_reference(RunStore(tmp_path / "local", data=synthetic_data, progress=False), runs)
     store = RunStore(tmp_path / "ray", data_root=synthetic_data.folder, verify_data=False, progress=False)
     result = {}

@@ -35,10 +35,10 @@ def data_parameters(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def shared_runs(tmp_path_factory):
-    """One run store for all notebooks, as run_all uses: 03 reuses 01's QL run and 05 the K
-    sweep's CE, QL and CCQL runs (which also keeps this module fast)."""
-    return tmp_path_factory.mktemp("runs")
+def shared_runs(shared_tmp):
+    """One run store for all notebooks (on every test worker), as run_all uses: 03 reuses 01's
+    QL run and 05 the K sweep's CE, QL and CCQL runs (which also keeps this module fast)."""
+    return shared_tmp / "test_notebooks-runs"
 
 
 @pytest.mark.parametrize("name", ALL_NOTEBOOKS)

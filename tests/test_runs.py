@@ -27,13 +27,21 @@ def config(**overrides):
     return TrainConfig(**{**base, **overrides})
 
 
-@pytest.fixture
-def finished(synthetic_data, tmp_path):
-    """A finished 3-epoch run and its store."""
-    store = RunStore(tmp_path / "runs", data=synthetic_data, progress=False)
-    run = store.get(config())
+@pytest.fixture(scope="module")
+def finished_once(synthetic_data, tmp_path_factory):
+    """A runs folder holding one finished 3-epoch run, trained once for this module."""
+    runs_dir = tmp_path_factory.mktemp("finished") / "runs"
+    run = RunStore(runs_dir, data=synthetic_data, progress=False).get(config())
     assert run.finished and len(run.history) == 3
-    return store, run
+    return runs_dir
+
+
+@pytest.fixture
+def finished(synthetic_data, tmp_path, finished_once):
+    """A finished 3-epoch run and its store: a copy of this test's own, to damage."""
+    shutil.copytree(finished_once, tmp_path / "runs")
+    store = RunStore(tmp_path / "runs", data=synthetic_data, progress=False)
+    return store, store.load(config())
 
 
 def without_seconds(frame: pd.DataFrame) -> pd.DataFrame:
@@ -175,18 +183,18 @@ def data_args(synthetic_root):
     return ["--data-root", root] if root else ["--data-root", str(synthetic_root), "--unverified-data"]
 
 
-# 100 classes x 40 images: the one epoch takes a few seconds of WRN-10-1 on the CPU, a window to
-# kill in; the resumed run must then redo it exactly
+# 100 classes x 20 images: the one epoch takes a few seconds of WRN-10-1 on one CPU thread, a
+# window to kill in (the status is polled every 20 ms); the resumed run must then redo it exactly
 EPOCH1_ARGS = ["--loss", "ql", "--classes", "all", "--epochs", "1", "--lr", "0.05", "--depth", "10",
-               "--width", "1", "--train-per-class", "40", "--test-per-class", "10", "--seed", "1"]
+               "--width", "1", "--train-per-class", "20", "--test-per-class", "5", "--seed", "1"]
 
 
 @pytest.fixture(scope="module")
-def uninterrupted_epoch1(tmp_path_factory, synthetic_root):
-    """The metrics of the uninterrupted run (one process for every signal tested)."""
+def uninterrupted_epoch1(shared_tmp, synthetic_root):
+    """The metrics of the uninterrupted run (trained once for every signal tested)."""
     root = os.environ.get("CCQL_DATA_ROOT")
     data = ["--data-root", root] if root else ["--data-root", str(synthetic_root), "--unverified-data"]
-    reference = cli(EPOCH1_ARGS, data, tmp_path_factory.mktemp("reference"))
+    reference = cli(EPOCH1_ARGS, data, shared_tmp / "test_runs-uninterrupted")
     out, err = reference.communicate(timeout=600)
     assert reference.returncode == 0, err
     return pd.read_csv(Path(out.strip().splitlines()[-1]) / "metrics.csv")

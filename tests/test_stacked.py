@@ -133,9 +133,9 @@ def assert_same_up_to_fp32_noise(history, reference):
 
 
 @pytest.fixture(scope="module")
-def alone(synthetic_data, tmp_path_factory):
-    """MIXED trained one by one: the reference."""
-    store = RunStore(tmp_path_factory.mktemp("alone"), data=synthetic_data, progress=False)
+def alone(synthetic_data, shared_tmp):
+    """MIXED trained one by one: the reference (once for all test workers)."""
+    store = RunStore(shared_tmp / "test_stacked-alone", data=synthetic_data, progress=False)
     return store.get_all(MIXED, stack=1)
 
 
