@@ -65,6 +65,8 @@ def markdown(d: dict) -> str:
     lines = [f"# {d['title']}", ""] + [f"- {k}: {_cell(v) if np.isscalar(v) or v is None else v}"
                                       for k, v in d["meta"].items()] + [""]
     for name, rows in d["tables"].items():
+        if not rows:  # e.g. ratios when the parts they derive from did not run
+            continue
         cols = [c for c in dict.fromkeys(k for r in rows for k in r)
                 if not any(isinstance(r.get(c), (list, dict)) for r in rows)]
         numeric = [all(type(r.get(c)) in (int, float, type(None)) for r in rows) for c in cols]

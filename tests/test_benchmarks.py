@@ -89,8 +89,10 @@ def test_part_runner_skips_what_the_budget_cannot_fit_and_records_failures(tmp_p
 def test_markdown_renders_each_table_once_with_its_scalar_columns():
     d = {"title": "t", "meta": {"device": "cpu", "preset": {"a": 1}}, "notes": ["n"], "errors": [], "seconds": {},
          "tables": {"rows": [{"name": "x", "rate": 12345.6, "ok": True, "peak": None, "times_s": [1, 2]},
-                             {"name": "y", "rate": 0.01234, "ok": False, "peak": 3.0, "times_s": [3]}]}}
+                             {"name": "y", "rate": 0.01234, "ok": False, "peak": 3.0, "times_s": [3]}],
+                    "ratios": []}}  # an empty table (its parts did not run) is left out
     md = bench.markdown(d)
+    assert "ratios" not in md
     assert md.count("## rows") == 1 and "| name | rate | ok | peak |\n| --- | ---: | --- | ---: |" in md
     assert "| x | 12,346 | yes | - |" in md and "| y | 0.0123 | no | 3.00 |" in md
     assert "times_s" not in md and "- preset: {'a': 1}" in md and "## notes\n\n- n" in md
