@@ -6,6 +6,7 @@ whole batch with one gather makes the data path a small share of an epoch (bench
 """
 from __future__ import annotations
 
+import functools
 from typing import Iterator
 
 import numpy as np
@@ -53,13 +54,18 @@ class DeviceLoader:
         self.seed = int(seed)
         self.channels_last = channels_last
         self.images = torch.from_numpy(images).to(self.device)
-        self.padded = torch.nn.functional.pad(self.images, (self.PAD,) * 4)  # [N, 3, 40, 40]
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(self.device)
         self.mean = torch.tensor(CIFAR100_MEAN, device=self.device).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(CIFAR100_STD, device=self.device).view(1, 3, 1, 1) * 255
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @functools.cached_property
+    def padded(self) -> torch.Tensor:
+        """The images zero-padded for cropping, uint8 [N, 3, 40, 40]: made on the first training
+        epoch (an evaluation-only split, such as the test set, never needs it)."""
+        return torch.nn.functional.pad(self.images, (self.PAD,) * 4)
 
     def normalize(self, images_uint8: torch.Tensor, runs: int = 1) -> torch.Tensor:
         """uint8 [B * runs, 3, 32, 32] -> float32 [B, 3 * runs, 32, 32], standardised per channel
@@ -121,13 +127,17 @@ class StackedLoader:
         if len({(loader.device, loader.channels_last) for loader in loaders}) != 1:
             raise ValueError("stacked loaders must share the device and memory format")
         self.loaders, self.runs, self.size, self.device = loaders, len(loaders), len(first), first.device
-        self.padded = torch.cat([loader.padded for loader in loaders])      # [N * size, 3, 40, 40]
         self.images = torch.cat([loader.images for loader in loaders])      # [N * size, 3, 32, 32]
         self.labels = torch.cat([loader.labels for loader in loaders])      # [N * size]
         self.first_index = torch.arange(self.runs, device=self.device) * self.size  # [N]
 
     def __len__(self) -> int:
         return self.size
+
+    @functools.cached_property
+    def padded(self) -> torch.Tensor:
+        """All runs' padded images, uint8 [N * size, 3, 40, 40] (on the first training epoch)."""
+        return torch.nn.functional.pad(self.images, (DeviceLoader.PAD,) * 4)
 
     def _batch(self, images_uint8: torch.Tensor, indices: torch.Tensor):
         """(float [B, 3N, 32, 32], int64 [B, N]) from uint8 [B * N, 3, 32, 32] and indices [B, N]."""

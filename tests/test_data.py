@@ -220,6 +220,16 @@ def test_batches_cover_the_epoch_and_are_normalized():
     assert torch.allclose(evaluated, (torch.from_numpy(images).float() / 255 - mean) / std, atol=1e-5)
 
 
+def test_only_training_pads_the_images():
+    """The padded copy (1.56x the images) is made on the first training epoch, so a test split,
+    which is only evaluated, never holds one."""
+    loader, _ = small_loader(n=10)
+    list(loader.eval_batches(batch_size=4))
+    assert "padded" not in vars(loader)
+    list(loader.train_batches(epoch=0, batch_size=4))
+    assert vars(loader)["padded"].shape == (10, 3, 40, 40)
+
+
 def test_a_last_batch_of_one_image_is_dropped():
     loader, _ = small_loader(n=9)
     assert [len(l) for _, l in loader.train_batches(epoch=0, batch_size=4)] == [4, 4]
