@@ -112,9 +112,10 @@ class StackedLoader:
     [B, 3N, 32, 32] (run n in channels 3n..3n+2) and labels [B, N].
 
     Each run's part is exactly the batch its own loader gives (its order, crops and flips), made
-    for all N runs by one gather from the runs' images concatenated: about 15 tensor operations
-    per step instead of 15 per run, which matters where a step's kernels are launch-bound (small
-    models on a GPU; benchmarks/stacked_data.py). The concatenation is a second copy of the
+    for all N runs by one gather from the runs' images concatenated: about 40 tensor operations
+    per step instead of about 40 per run (torch.profiler, 8 runs: 43 vs 8 x 39), which matters
+    where a step is bound by launches, not arithmetic (small models on a GPU;
+    benchmarks/stacked_data.py). The concatenation is a second copy of the
     runs' images on the device (each loader keeps its own for the run alone).
     """
 

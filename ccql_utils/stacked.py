@@ -9,9 +9,10 @@ order of float sums), with one launch per layer instead of N. Measured on an H20
 WRN-10-1 train at 10.4x the images/s of one (benchmarks/results/gpu_round3-h200-2026-11-27.md).
 
 Each run keeps its own `Trainer` (config, classes, data order and augmentation, loss, LR, history,
-checkpoint); one `loader.StackedLoader` makes the N runs' batches with one gather per step. The stack takes their weights and momentum buffers at the start and gives them back
-before each checkpoint, so a stacked run's checkpoint is a plain run's checkpoint and a run can be
-resumed alone or in a stack. What may differ within a stack: loss and its options, LR, seeds and
+checkpoint); one `loader.StackedLoader` makes the N runs' batches with one gather per step. The
+stack takes their weights and momentum buffers at the start and gives them back before each
+checkpoint, so a stacked run's checkpoint is a plain run's checkpoint and a run can be resumed
+alone or in a stack. What may differ within a stack: loss and its options, LR, seeds and
 class draw; everything else must agree (`stack_key`). Dropout, if any, draws from the shared
 global RNG, so it is the one thing that is not the same draw as a run trained alone.
 """
