@@ -46,6 +46,10 @@ def ms_per_step(batches, device, steps: int) -> float:
 
 
 def compare(runs: int, batch_size: int, device, steps: int = 20, images: int = 5000) -> dict:
+    """Both paths over the same `runs` loaders of `images` random images each (one epoch must
+    hold the 2 warm-up and `steps` timed batches)."""
+    if images < (steps + 2) * batch_size:
+        raise ValueError(f"{images} images hold fewer than the {steps + 2} batches of {batch_size} timed")
     rng = np.random.default_rng(0)
     loaders = [DeviceLoader(rng.integers(0, 256, (images, 3, 32, 32), dtype=np.uint8),
                             rng.integers(0, 25, images), device, seed=seed,

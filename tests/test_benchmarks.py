@@ -161,10 +161,13 @@ def test_gpu_preset_refuses_a_machine_without_cuda(capsys):
 
 
 def test_stacked_data_times_both_paths_over_the_same_batches():
-    row = _script("stacked_data").compare(3, 4, torch.device("cpu"), steps=2, images=20)
+    stacked_data = _script("stacked_data")
+    row = stacked_data.compare(3, 4, torch.device("cpu"), steps=2, images=20)
     assert (row["runs"], row["batch"]) == (3, 4)
     assert row["per_run_loaders_ms"] > 0 and row["stacked_loader_ms"] > 0
     assert row["speedup"] == row["per_run_loaders_ms"] / row["stacked_loader_ms"]
+    with pytest.raises(ValueError, match="fewer than the 4 batches of 8"):
+        stacked_data.compare(3, 8, torch.device("cpu"), steps=2, images=20)
 
 
 def test_gpu_round2_sorts_the_h200_kernels_into_the_families_the_record_reports():
