@@ -325,10 +325,11 @@ def overhead(trainer: Trainer, steps: int, repeats: int) -> dict:
             "loader_share_pct": 100 * median(t["loader"]) / bare_s, "times_s": t}
 
 
-def real_epochs(data, config, epochs: int) -> dict:
+def real_epochs(data, config, epochs: int, trainer: Trainer | None = None) -> dict:
     """Real epochs (Trainer.train_epoch on the whole subset, evaluate on the test split) on the config's LR
-    schedule until a non-finite loss; then a write of a checkpoint's content (model, optimizer, history)."""
-    trainer, rows = make_trainer(data, config), []
+    schedule until a non-finite loss; then a write of a checkpoint's content (model, optimizer, history).
+    trainer: one made by make_trainer(data, config) and then changed (default: a new one)."""
+    trainer, rows = trainer or make_trainer(data, config), []
     for epoch in range(epochs):
         out = {}
         train_s = time_call(lambda: out.update(train=trainer.train_epoch(epoch)), trainer.device)

@@ -75,20 +75,27 @@ def profile(data, device: str, steps: int) -> dict:
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     with torch_profile(activities=activities) as prof:
         wall = time_call(lambda: trainer.train_epoch(2), trainer.device)
+    return {"model": trainer.config.depth, "steps": steps, **kernel_summary(prof, wall)}
+
+
+def kernel_summary(prof, wall: float) -> dict:
+    """Device time by kernel family and the top kernels of a finished torch.profiler `prof` over
+    `wall` seconds, and the share of the wall time the GPU ran no kernel."""
     # Kernels only: an ATen op (aten::cudnn_convolution, ...) also reports the device time of the
     # kernels it launched, so summing every event counts each kernel twice (the first H200 record).
-    kernels = {}
+    kernels, launches = {}, 0
     for evt in prof.key_averages():
         if evt.device_type != torch.autograd.DeviceType.CUDA:
             continue
         t = getattr(evt, "device_time_total", None) or getattr(evt, "cuda_time_total", 0)
         kernels[evt.key] = kernels.get(evt.key, 0) + t / 1e6   # microseconds -> s
+        launches += evt.count
     busy = sum(kernels.values())
     by_family = {}
     for name, t in kernels.items():
         by_family[family(name)] = by_family.get(family(name), 0) + t
     top = sorted(kernels.items(), key=lambda kv: -kv[1])[:25]
-    return {"model": trainer.config.depth, "steps": steps, "wall_s": wall, "kernel_s": busy,
+    return {"wall_s": wall, "kernel_s": busy, "kernels_launched": launches,
             "gpu_idle_share": 1 - busy / wall if wall else None,
             "families": {f: {"s": t, "share_of_kernel_time": t / busy if busy else None}
                          for f, t in sorted(by_family.items(), key=lambda kv: -kv[1])},
