@@ -69,11 +69,11 @@ def sweep_part(store: RunStore, configs: dict, runs_per_gpu, name: str, kept: di
 def epochs_part(data, config, variant: tuple, epochs: int) -> dict:
     name, compile, dynamic = variant
     torch._dynamo.reset()
-    train.COMPILE_DYNAMIC = dynamic
+    kept, train.COMPILE_DYNAMIC = train.COMPILE_DYNAMIC, dynamic
     try:
         rows = bench.real_epochs(data, dataclasses.replace(config, compile=compile), epochs)["epochs"]
     finally:
-        train.COMPILE_DYNAMIC = None
+        train.COMPILE_DYNAMIC = kept
     return {"epochs": [{"variant": name, **r, "epoch_s": r["train_s"] + r["eval_s"]} for r in rows]}
 
 

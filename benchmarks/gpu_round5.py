@@ -52,7 +52,7 @@ def epochs_part(data, config, name: str, fused: bool, epochs: int) -> dict:
 def profile_part(data, config, name: str, compile: bool) -> dict:
     """One steady real training epoch under torch.profiler, after 2 warm-up epochs."""
     from torch.profiler import ProfilerActivity, profile
-    train.COMPILE_DYNAMIC = False if compile else None
+    kept, train.COMPILE_DYNAMIC = train.COMPILE_DYNAMIC, False
     try:
         torch._dynamo.reset()
         trainer = bench.make_trainer(data, dataclasses.replace(config, compile=compile))
@@ -62,7 +62,7 @@ def profile_part(data, config, name: str, compile: bool) -> dict:
             wall = bench.time_call(lambda: trainer.train_epoch(2), trainer.device)
         unprofiled = bench.time_call(lambda: trainer.train_epoch(3), trainer.device)
     finally:
-        train.COMPILE_DYNAMIC = None
+        train.COMPILE_DYNAMIC = kept
     summary = kernel_summary(prof, wall)
     families, top = summary.pop("families"), summary.pop("top_kernels")
     return {"profile": {"variant": name, "warm_up_epochs_s": warm, "unprofiled_epoch_s": unprofiled, **summary},

@@ -32,11 +32,12 @@ from .losses import at_least_float32, make_loss
 from .provenance import atomic_write_bytes
 from .wrn import WideResNet
 
-# torch.compile's `dynamic`. None (torch's default): the epoch's smaller last batch recompiles the
-# forward with a symbolic batch size, and the later full batches run that graph too; False: each
-# batch shape (train 128 and the last batch; eval 1024 and its last batch) gets its own graph.
-# benchmarks/gpu_round4.py times real epochs with each.
-COMPILE_DYNAMIC = None
+# torch.compile's `dynamic`. False: each batch shape (train 128 and the epoch's last batch; eval
+# and its last batch) gets its own graph. With torch's default (None) the smaller last batch
+# recompiles the forward with a symbolic batch size, which the later full batches then run: on an
+# H200 (benchmarks/results/gpu_round4-h200-2026-11-28.md, WRN-28-10 at `paper`) the first epoch
+# took 60.1 s with None and 34.5 s with False, and steady epochs 1.63-1.81 s against 1.60-1.70 s.
+COMPILE_DYNAMIC = False
 
 
 def compiled_forward(model: torch.nn.Module, compile: bool | str) -> Callable:
