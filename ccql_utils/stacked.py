@@ -35,8 +35,9 @@ from .wrn import WideResNet, count_parameters
 
 # The fields a stack's runs may differ in; the rest of TrainConfig must agree.
 PER_RUN_FIELDS = ("loss", "loss_options", "lr", "seed", "classes", "class_seed")
-# Most runs stacked by default on a GPU, for models under SMALL_MODEL_PARAMETERS (WRN-10-1 gains
-# 10.4x at 32, 11.2x at 64; WRN-16-2 6.0x at 16; a WRN-28-10 run fills the GPU alone).
+# Most runs stacked by default on a GPU, for models under SMALL_MODEL_PARAMETERS (H200, bare loops:
+# WRN-10-1 gains 10.4x at 32, 11.2x at 64; WRN-16-2 7.7x at 32, 8.0x at 64; a WRN-28-10 run fills
+# the GPU alone. The real `quick` sweep of 30 WRN-10-1 runs: 12.5x, benchmarks/ round 4).
 DEFAULT_STACK, SMALL_MODEL_PARAMETERS = 32, 1_000_000
 
 
