@@ -151,3 +151,17 @@ def test_committed_quick_3_seed_records_redraw_the_committed_figure_data_without
                             f"{QUICK_SEED_FIGURES[experiment]}.csv")
     pd.testing.assert_frame_equal(result.histories().reset_index(drop=True), committed,
                                   check_dtype=False, rtol=1e-12)
+
+
+def test_the_h200_10_seed_quick_sweep_reads_back_without_data_and_orders_the_losses_in_every_seed(
+        committed_records):
+    """Fig 1 at `quick` with 10 seeds, the 30 runs round 4 trained stacked on an H200: read from
+    the records alone, and CE > CCQL > QL in final test accuracy for every seed (the README's
+    claim; `python -m ccql_utils run k25_random --preset quick --seeds 0,...,9` prints the table)."""
+    runs_dir = committed_records("quick_k25_random_10_seeds_h200_records.tar.gz", 30)
+    result = run_experiment("k25_random", "quick", seeds=list(range(10)), runs_dir=runs_dir,
+                            progress=False, device="cpu")
+    assert all(run.finished and run.status["stacked_runs"] == 30 for run in result.runs.values())
+    final = {key: run.final()["test_acc"] for key, run in result.runs.items()}
+    for seed in range(10):
+        assert final["CE", seed] > final["CCQL", seed] > final["QL", seed], seed
