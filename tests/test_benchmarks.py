@@ -211,3 +211,18 @@ def test_gpu_round4_dry_run_stacks_the_sweep_and_times_each_compile_variant(smal
     with tarfile.open(tmp_path / "out" / "gpu_round4_records.tar.gz") as archive:
         assert len({Path(m.name).parts[0] for m in archive.getmembers()}) == 3
     assert record["meta"]["environment"]["commit"] == "abc"
+
+
+def test_gpu_round5_dry_run_times_both_sgd_steps_and_profiles_eager_and_compiled(small_data, tmp_path):
+    root, data = small_data
+    pack = pack_subset(data, tmp_path / "k25.npz", random_classes(25, 0))
+    proc = subprocess.run([sys.executable, str(BENCH_DIR / "gpu_round5.py"), "--dry-run", "--unverified-data",
+                           "--data-root", str(pack)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OUT": str(tmp_path / "out")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads((tmp_path / "out" / "gpu_round5.json").read_text())
+    tables = record["tables"]
+    assert not record["errors"]
+    assert [r["variant"] for r in tables["epochs"]] == ["eager, foreach SGD"] * 2 + ["eager, fused SGD"] * 2
+    assert [r["variant"] for r in tables["profile"]] == ["eager", "compile default, dynamic=False"]
+    assert all(r["unprofiled_epoch_s"] > 0 and r["wall_s"] > 0 for r in tables["profile"])
