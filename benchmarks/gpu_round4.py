@@ -22,9 +22,7 @@ rewritten to $OUT/gpu_round4.{json,md} after each):
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import os
 import sys
 import tempfile
 import time
@@ -37,12 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a
 import bench  # noqa: E402
 import gpu_round3  # noqa: E402
 import stacked_data  # noqa: E402
-from record import Record, markdown  # noqa: E402
+from record import job_arguments, job_record, markdown  # noqa: E402
 from ccql_utils import train  # noqa: E402
 from ccql_utils.data import load_cifar100, make_subset, select_classes  # noqa: E402
 from ccql_utils.executor import run_configs  # noqa: E402
 from ccql_utils.presets import experiment_seed_configs  # noqa: E402
-from ccql_utils.provenance import describe_device, environment_record  # noqa: E402
 from ccql_utils.runs import RunStore, export_records  # noqa: E402
 
 # (row name, TrainConfig.compile, train.COMPILE_DYNAMIC)
@@ -78,22 +75,11 @@ def epochs_part(data, config, variant: tuple, epochs: int) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-root", required=True)
+    ap = job_arguments(__doc__.splitlines()[0], 540, "sweep,stacked,epochs,overhead,data")
     ap.add_argument("--seeds", type=int, default=10)
-    ap.add_argument("--budget-s", type=float, default=540)
-    ap.add_argument("--parts", default="sweep,stacked,epochs,overhead,data")
-    ap.add_argument("--dry-run", action="store_true")
-    ap.add_argument("--unverified-data", action="store_true", help="accept stand-in data (the tests)")
-    ap.add_argument("--commit", help="the commit the tree came from (for a copy without .git)")
     args = ap.parse_args(argv)
     dry = args.dry_run
-    device = torch.device("cpu" if dry else "cuda")
-    out = Path(os.environ.get("OUT") or tempfile.mkdtemp(prefix="round4-"))
-    environment = environment_record() | ({"commit": args.commit} if args.commit else {})
-    meta = {"device": describe_device(device), "dry_run": dry, "environment": environment,
-            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    rec = Record(out, "gpu_round4", meta, args.budget_s, set(args.parts.split(",")))
+    device, rec = job_record("gpu_round4", args)
     tables = rec.data["tables"]
 
     sizes = dict(epochs=2, train_per_class=20, device="cpu") if dry else {}
@@ -116,7 +102,7 @@ def main(argv=None) -> int:
             rows["stacked"]["speedup_vs_alone"] = rows["stacked"]["images_per_s"] / rows["alone"]["images_per_s"]
             rec.write()
         if "stacked" in kept:
-            export_records(kept["stacked"], out / "gpu_round4_records.tar.gz")
+            export_records(kept["stacked"], rec.out_dir / "gpu_round4_records.tar.gz")
 
     steps = 2 if dry else 20
     rec.part("stacked WRN-16-2", lambda: {"stacked": gpu_round3.stacked(

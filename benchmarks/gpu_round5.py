@@ -14,12 +14,8 @@ $OUT/gpu_round5.{json,md} after each):
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import os
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -28,10 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
 import bench  # noqa: E402
 from gpu_round2 import kernel_summary  # noqa: E402
-from record import Record, markdown  # noqa: E402
+from record import job_arguments, job_record, markdown  # noqa: E402
 from ccql_utils import train  # noqa: E402
 from ccql_utils.data import load_cifar100  # noqa: E402
-from ccql_utils.provenance import describe_device, environment_record  # noqa: E402
 
 
 def with_fused_sgd(trainer):
@@ -71,21 +66,9 @@ def profile_part(data, config, name: str, compile: bool) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-root", required=True)
-    ap.add_argument("--budget-s", type=float, default=380)
-    ap.add_argument("--parts", default="epochs,profile")
-    ap.add_argument("--dry-run", action="store_true")
-    ap.add_argument("--unverified-data", action="store_true", help="accept stand-in data (the tests)")
-    ap.add_argument("--commit", help="the commit the tree came from (for a copy without .git)")
-    args = ap.parse_args(argv)
+    args = job_arguments(__doc__.splitlines()[0], 380, "epochs,profile").parse_args(argv)
     dry = args.dry_run
-    device = torch.device("cpu" if dry else "cuda")
-    out = Path(os.environ.get("OUT") or tempfile.mkdtemp(prefix="round5-"))
-    environment = environment_record() | ({"commit": args.commit} if args.commit else {})
-    meta = {"device": describe_device(device), "dry_run": dry, "environment": environment,
-            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    rec = Record(out, "gpu_round5", meta, args.budget_s, set(args.parts.split(",")))
+    device, rec = job_record("gpu_round5", args)
 
     data = load_cifar100(args.data_root, download=False, verify=not args.unverified_data)
     config = bench.run_config("tiny" if dry else "paper", "ce", device=str(device), compile=False,

@@ -2,9 +2,11 @@
 cut off keeps what it measured; a part that fails is recorded and the others go on."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -12,6 +14,31 @@ from pathlib import Path
 import numpy as np
 
 from ccql_utils.provenance import atomic_write_text
+
+
+def job_arguments(description: str, budget_s: float, parts: str) -> argparse.ArgumentParser:
+    """The options every GPU-round job takes; a job adds its own to the parser."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--data-root", required=True)
+    ap.add_argument("--budget-s", type=float, default=budget_s)
+    ap.add_argument("--parts", default=parts)
+    ap.add_argument("--dry-run", action="store_true")
+    ap.add_argument("--unverified-data", action="store_true", help="accept stand-in data (the tests)")
+    ap.add_argument("--commit", help="the commit the tree came from (for a copy without .git)")
+    return ap
+
+
+def job_record(stem: str, args: argparse.Namespace):
+    """(device, Record) of a job: the CPU for --dry-run, else CUDA; written to $OUT (or a temporary
+    folder) with the device, environment (commit), date and dry-run flag as its meta."""
+    import torch
+    from ccql_utils.provenance import describe_device, environment_record
+    device = torch.device("cpu" if args.dry_run else "cuda")
+    out = Path(os.environ.get("OUT") or tempfile.mkdtemp(prefix=f"{stem}-"))
+    environment = environment_record() | ({"commit": args.commit} if args.commit else {})
+    meta = {"device": describe_device(device), "dry_run": args.dry_run, "environment": environment,
+            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return device, Record(out, stem, meta, args.budget_s, set(args.parts.split(",")))
 
 
 class Record:
