@@ -4,6 +4,8 @@
     all        every notebook, i.e. every figure           notebook  one notebook with papermill
     sweep-lr   short runs over a grid of LRs               summary   the figures and their runs
     export     run records (no checkpoints) to a folder or .tar.gz    import  such records into a runs folder
+    pack       a class subset as one .npz or a folder of parts         verify-pack  check one
+    plan       the queue's next GPU runs that fit a budget            lease   train them (scripts/gpu_lease.sh)
 
 Exit codes: 0 done, 1 data or runtime error (one line), 2 invalid arguments (one line naming the
 option), 3 a run diverged (the line names the run and its LR), 130 interrupted (rerun the same
@@ -79,7 +81,8 @@ HELP = {"classes": "random | all | mammals | comma-separated CIFAR-100 class nam
         "test_per_class": "test images per class, 1-100 (default: all)",
         "width": "widen factor", "lr": "initial learning rate",
         "lr_milestones": "LR drops as fractions of the run", "seed": "model init and data order",
-        "clean_train_eval": "also evaluate the un-augmented training set each epoch",
+        "clean_train_eval": "also evaluate the un-augmented training set in eval mode: every epoch, "
+                            "or every N epochs and the last with --clean-train-eval N",
         "device": "auto | cpu | cuda | cuda:N", "compile": f"torch.compile the model; a mode: {', '.join(COMPILE_MODES)}",
         "checkpoint_every": "epochs between checkpoints"}
 NOT_OPTIONS = ("loss_options", "dataset")  # set through --w/--rs-k/--rs-m and the data
@@ -98,6 +101,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         if f.name == "compile":  # --compile alone: True (the default mode)
             group.add_argument(*flags, dest=f.name, nargs="?", const=True, default=argparse.SUPPRESS,
                                choices=COMPILE_MODES, help=help_text)
+        elif f.name == "clean_train_eval":  # alone: every epoch; with N: every N epochs
+            group.add_argument(*flags, dest=f.name, nargs="?", const=True, type=int,
+                               default=argparse.SUPPRESS, help=help_text)
         elif isinstance(default, bool):
             group.add_argument(*flags, dest=f.name, action="store_true", default=argparse.SUPPRESS,
                                help=help_text)
@@ -353,10 +359,39 @@ def cmd_pack(args) -> int:
     config = TrainConfig(classes=args.classes, num_classes=args.k, seed=args.class_seed,
                          train_per_class=args.train_per_class, test_per_class=args.test_per_class).resolved()
     classes = select_classes(config.classes, data, config.num_classes, config.class_seed)
-    path = pack_subset(data, args.output, classes, config.train_per_class, config.test_per_class)
-    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB): {len(classes)} classes, "
-          f"{config.train_per_class or 500} train / {config.test_per_class or 100} test images per class")
+    path = pack_subset(data, args.output, classes, config.train_per_class, config.test_per_class,
+                       part_mib=args.part_mib)
+    sizes = sorted(p.stat().st_size for p in path.iterdir()) if path.is_dir() else [path.stat().st_size]
+    what = f"{len(sizes) - 1} parts + manifest, the largest" if path.is_dir() else "one file,"
+    print(f"wrote {path} ({what} {sizes[-1] / 2**20:.1f} MiB; {sum(sizes) / 2**20:.1f} MiB in all): "
+          f"{len(classes)} classes, {config.train_per_class or 500} train / "
+          f"{config.test_per_class or 100} test images per class")
     return 0
+
+
+def cmd_verify_pack(args) -> int:
+    from .data import load_packed
+    data = load_packed(args.path)  # DataError names a missing or damaged part
+    print(f"{args.path}: complete, {len(data.train_images)} training and {len(data.test_images)} test "
+          f"images, " + ("the real CIFAR-100 (checked image by image)" if data.verified else
+                         "NOT the real CIFAR-100: runs on it need --unverified-data and get run ids of their own"))
+    return 0
+
+
+DRY_RUN = dict(depth=10, width=1, epochs=2, train_per_class=10, batch_size=64)  # a lease's CPU rehearsal
+
+
+def cmd_plan(args) -> int:
+    from .gpu_queue import plan
+    print(plan(args.budget_s, _store(args), args.data_root, overrides=DRY_RUN if args.dry_run else None).describe())
+    return 0
+
+
+def cmd_lease(args) -> int:
+    from .gpu_queue import lease
+    resolve_device(args.device)
+    return lease(_store(args), args.budget_s, args.output, args.device,
+                 overrides=DRY_RUN if args.dry_run else None)
 
 
 # --------------------------------------------------------------------- the parser
@@ -452,16 +487,37 @@ def build_parser() -> argparse.ArgumentParser:
     add_store_arguments(p, data=False)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("pack", help="write a class subset as one .npz (use it as --data-root on "
-                                    "a machine without the full data set, e.g. a GPU node)")
+    p = sub.add_parser("pack", help="write a class subset as one .npz, or as a folder of parts "
+                                    "(use either as --data-root on a machine without the full data "
+                                    "set, e.g. a GPU node)")
     p.add_argument("--classes", type=_classes, default="random", help="random | all | mammals | names")
     p.add_argument("--k", type=int, default=None, help="K, with --classes random")
     p.add_argument("--class-seed", type=int, default=0, help="seed of the random class draw")
     p.add_argument("--train-per-class", type=int, default=None, help="first N per class (default all)")
     p.add_argument("--test-per-class", type=int, default=None, help="first N per class (default all)")
     p.add_argument("--data-root", default=None)
-    p.add_argument("--output", required=True, help="the .npz to write, e.g. .carry/k25.npz")
+    p.add_argument("--output", required=True,
+                   help="a .npz to write (e.g. .carry/k25.npz), or a folder of parts (e.g. .carry/all)")
+    p.add_argument("--part-mib", type=float, default=None,
+                   help="with a folder output: the largest part in MiB (default 50)")
     p.set_defaults(func=cmd_pack)
+
+    p = sub.add_parser("verify-pack", help="check a pack (.npz or a folder of parts): complete, "
+                                           "intact, and whether it is the real CIFAR-100")
+    p.add_argument("path")
+    p.set_defaults(func=cmd_verify_pack)
+
+    for name, help_text in (("plan", "the next paper-scale GPU runs of the queue that fit a budget"),
+                            ("lease", "train the plan on a GPU, exporting the records after each run")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--budget-s", type=float, required=True, help="seconds of training available")
+        p.add_argument("--dry-run", action="store_true",
+                       help=f"rehearse on a CPU: every run shrunk to {DRY_RUN} (estimates stay the real ones)")
+        add_store_arguments(p)
+        if name == "lease":
+            p.add_argument("--output", required=True, help="folder for records.tar.gz (the job's $OUT)")
+            p.add_argument("--device", default="cuda", help="cuda (default) | cuda:N | cpu")
+        p.set_defaults(func=cmd_plan if name == "plan" else cmd_lease)
 
     p = sub.add_parser("import", help="add exported run records to a runs folder (checked first)")
     p.add_argument("source", help="a .tar.gz made by export, or a folder of run folders")

@@ -57,7 +57,7 @@ class TrainConfig:
     lr_factor: float = 0.25
     seed: int = 0                          # model initialisation and data order
     precision: str = "auto"                # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
-    clean_train_eval: bool = False
+    clean_train_eval: bool | int = False   # un-augmented training set in eval mode: True every epoch, N every N and the last
     dataset: str = "cifar100"              # 'unverified-<folder>' for stand-in data
     # execution only (not part of the run's identity)
     device: str = "auto"                   # auto | cpu | cuda | cuda:N
@@ -109,6 +109,12 @@ class TrainConfig:
             raise ValueError(f"lr_factor must lie in (0, 1], got {c.lr_factor!r}")
         if any(not 0 < m < 1 for m in c.lr_milestones):
             raise ValueError(f"lr_milestones are fractions of the run in (0, 1), got {c.lr_milestones}")
+        if c.clean_train_eval is not True and c.clean_train_eval is not False:
+            if not _is_int(c.clean_train_eval) or c.clean_train_eval < 0:
+                raise ValueError(f"clean_train_eval must be true, false or a number of epochs >= 1, "
+                                 f"got {c.clean_train_eval!r}")
+            # 0 and 1 compute what False and True do: one identity (and run id) for each
+            c.clean_train_eval = bool(c.clean_train_eval) if c.clean_train_eval <= 1 else int(c.clean_train_eval)
         if c.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {c.precision!r}")
         if not (isinstance(c.compile, bool) or c.compile in COMPILE_MODES):
@@ -162,6 +168,15 @@ def lr_at_epoch(config: TrainConfig, epoch: int) -> float:
     """
     passed = sum(epoch >= max(1, math.floor(f * config.epochs + 0.5)) for f in config.lr_milestones)
     return config.lr * config.lr_factor ** passed
+
+
+def clean_eval_due(config: TrainConfig, epoch: int) -> bool:
+    """Whether 0-based `epoch` ends with a pass over the un-augmented training set
+    (`clean_train_eval`: True every epoch, N every N epochs and the last one)."""
+    every = config.clean_train_eval
+    if every is False:
+        return False
+    return every is True or (epoch + 1) % every == 0 or epoch + 1 == config.epochs
 
 
 def resolve_device(name: str):

@@ -10,17 +10,20 @@ is never overwritten; a copy is accepted when its decoded arrays match the publi
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import pickle
+import shutil
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .provenance import PROJECT_ROOT
+from .provenance import PROJECT_ROOT, atomic_write_bytes
 
 DATA_ROOT_ENV = "CCQL_DATA_ROOT"
 DEFAULT_DATA_ROOT = PROJECT_ROOT / "data"
@@ -138,7 +141,7 @@ def locate_cifar100(data_root: str | os.PathLike | None = None, download: bool =
 def data_source(data_root: str | os.PathLike | None = None) -> Path:
     """What `load_cifar100(data_root)` reads: a packed subset (.npz) or the located folder."""
     explicit = data_root if data_root is not None else os.environ.get(DATA_ROOT_ENV) or None
-    if explicit is not None and str(explicit).endswith(".npz"):
+    if is_pack(explicit):
         return Path(explicit).expanduser()
     return locate_cifar100(data_root, download=False)
 
@@ -218,9 +221,10 @@ def load_cifar100(data_root: str | os.PathLike | None = None, verify: bool = Tru
     verify=True (the default) accepts only the published content: 50,000/10,000 images whose
     decoded arrays match CONTENT_SHA256. verify=False checks structure only (for synthetic
     stand-ins in tests). Takes about half a second. A data_root ending in `.npz` is a packed
-    subset (see `pack_subset`), for machines without a full copy.
+    subset, and a folder holding a parts manifest a pack in parts (see `pack_subset`), for machines
+    without a full copy.
     """
-    if str(data_root if data_root is not None else os.environ.get(DATA_ROOT_ENV, "")).endswith(".npz"):
+    if is_pack(data_root if data_root is not None else os.environ.get(DATA_ROOT_ENV) or None):
         return load_packed(data_source(data_root))
     folder = locate_cifar100(data_root, download=download)
     meta = _read_pickle(folder / "meta")
@@ -320,6 +324,18 @@ def resolve_cap(split: str, cap: int | None) -> int | None:
     return int(cap)
 
 
+def published_class_indices(classes: str | Sequence[str], k: int, class_seed: int) -> list[int]:
+    """What `select_classes` picks on the real CIFAR-100, from its published names alone (no data
+    needed): e.g. to tell whether a pack holds a run's classes."""
+    if classes == "random":
+        return random_classes(k, class_seed)
+    if classes == "all":
+        return list(range(len(FINE_NAMES)))
+    if classes == "mammals":
+        return [i for i, c in enumerate(FINE_TO_COARSE) if COARSE_NAMES[c] in MAMMAL_SUPERCLASSES]
+    return sorted(FINE_NAMES.index(n) for n in check_class_names(classes))
+
+
 def check_class_names(names: Sequence[str], valid: Sequence[str] = FINE_NAMES) -> list[str]:
     """The names as a list if they are >= 2 distinct CIFAR-100 fine class names, else ValueError."""
     names = list(names)
@@ -388,19 +404,57 @@ def make_subset(data: Cifar100, class_indices: Sequence[int], train_per_class: i
 
 
 # ----------------------------------------------------------------------------- packed subsets
+# A pack is a class subset written by `pack_subset` for a machine without the full copy: one .npz,
+# or a folder of parts (for transfers with a size limit) that `load_packed` reassembles. A pack
+# never vouches for itself: it counts as the real CIFAR-100 only when every image and label matches
+# INDEX_FILE (the real data's fine labels and an 8-byte sha256 prefix of each image, in the
+# published order), so forged pixels can never train under the real data's run ids.
 PACKED_ARRAYS = ("train_images", "train_fine", "train_coarse", "test_images", "test_fine", "test_coarse")
+INDEX_FILE = Path(__file__).with_name("cifar100_index.npz")
+MANIFEST = "manifest.json"
+PARTS_FORMAT = "ccql_utils pack in parts, v1"
+# A part and a checkout of up to 14 MiB fit one 64 MiB transfer; all 100 classes are 4 parts.
+PART_MIB = 50
 
 
-def pack_subset(data: Cifar100, path: str | os.PathLike, class_indices: Sequence[int],
-                train_per_class: int | None = None, test_per_class: int | None = None) -> Path:
-    """Write the images of `class_indices` (the first N per class, as `make_subset` picks them)
-    with their original labels to an uncompressed .npz, with sha256 checksums, atomically.
+def is_pack(root: str | os.PathLike | None) -> bool:
+    """Whether a data root names a pack: a .npz file or a folder holding a parts manifest."""
+    return root is not None and (str(root).endswith(".npz") or (Path(root).expanduser() / MANIFEST).is_file())
 
-    `load_cifar100(path)` reads it back as a Cifar100 holding only these images, so run configs
-    select exactly the subsets they select on the full data set (and get the same run ids).
-    For machines that cannot reach a full copy (a GPU node that receives at most some MiB).
-    """
-    path = Path(path)
+
+def _image_digests(images: np.ndarray) -> np.ndarray:
+    """[N, 8] uint8: the first 8 bytes of each image's sha256 (the index's per-image check)."""
+    flat = np.ascontiguousarray(images).reshape(len(images), -1)
+    return np.frombuffer(b"".join(hashlib.sha256(row.tobytes()).digest()[:8] for row in flat),
+                         dtype=np.uint8).reshape(len(images), 8)
+
+
+def matches_real_data(arrays: dict[str, np.ndarray]) -> bool:
+    """True when packed arrays are exactly what `pack_subset` takes from the real CIFAR-100: for
+    each class, its first n images of each split in the published order, with their labels."""
+    with np.load(INDEX_FILE) as index:
+        for split in ("train", "test"):
+            fine, coarse = arrays[f"{split}_fine"], arrays[f"{split}_coarse"]
+            if len(fine) and (fine.min() < 0 or fine.max() > 99):
+                return False
+            if not np.array_equal(coarse, np.asarray(FINE_TO_COARSE)[fine]):
+                return False
+            real = index[f"{split}_fine"]
+            keep = np.zeros(len(real), dtype=bool)
+            for c, n in zip(*np.unique(fine, return_counts=True)):
+                keep[np.flatnonzero(real == c)[:n]] = True
+            rows = np.flatnonzero(keep)
+            if len(rows) != len(fine) or not np.array_equal(real[rows], fine):
+                return False
+            if not np.array_equal(_image_digests(arrays[f"{split}_images"]), index[f"{split}_digest"][rows]):
+                return False
+    return True
+
+
+def pack_arrays(data: Cifar100, class_indices: Sequence[int], train_per_class: int | None = None,
+                test_per_class: int | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """The images of `class_indices` (the first N per class, as `make_subset` picks them) with their
+    original labels, and a description (classes, caps, per-array sha256 to detect damage)."""
     classes = sorted(int(c) for c in class_indices)
     caps = {"train": resolve_cap("train", train_per_class), "test": resolve_cap("test", test_per_class)}
     arrays = {}
@@ -412,39 +466,166 @@ def pack_subset(data: Cifar100, path: str | os.PathLike, class_indices: Sequence
         arrays[f"{split}_images"] = np.ascontiguousarray(getattr(data, f"{split}_images")[keep])
         arrays[f"{split}_fine"] = fine[keep].astype(np.int64)
         arrays[f"{split}_coarse"] = getattr(data, f"{split}_coarse")[keep].astype(np.int64)
-    meta = {"classes": [data.fine_names[c] for c in classes], "verified": bool(data.verified),
-            "train_per_class": caps["train"], "test_per_class": caps["test"], "source": str(data.folder),
-            "sha256": {name: _sha256(arrays[name]) for name in PACKED_ARRAYS}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    meta = {"classes": [data.fine_names[c] for c in classes], "train_per_class": caps["train"],
+            "test_per_class": caps["test"], "sha256": {name: _sha256(arrays[name]) for name in PACKED_ARRAYS}}
+    return arrays, meta
+
+
+def pack_subset(data: Cifar100, path: str | os.PathLike, class_indices: Sequence[int],
+                train_per_class: int | None = None, test_per_class: int | None = None,
+                part_mib: float | None = None) -> Path:
+    """Write a class subset (see `pack_arrays`) atomically: to `path` as one uncompressed .npz, or,
+    when `path` does not end in .npz, as a folder of parts of at most `part_mib` MiB and a manifest (each part's size and sha256, and the whole's).
+
+    `load_cifar100(path)` reads it back as a Cifar100 holding only these images, so run configs
+    select exactly the subsets they select on the full data set (and get the same run ids).
+    """
+    import io
+    path = Path(path)
+    arrays, meta = pack_arrays(data, class_indices, train_per_class, test_per_class)
+    buffer = io.BytesIO()
+    np.savez(buffer, meta=np.array(json.dumps(meta)), **arrays)
+    payload = buffer.getbuffer()
+    if path.name.endswith(".npz"):
+        if part_mib is not None:
+            raise ValueError("part_mib (--part-mib) writes a folder of parts: give an output without .npz")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, payload)
+        return path
+    part_bytes = int(float(PART_MIB if part_mib is None else part_mib) * 2**20)
+    if part_bytes < 2**20:
+        raise ValueError(f"part_mib (--part-mib) must be at least 1, got {part_mib}")
+    if path.exists() and not (path.is_dir() and (not any(path.iterdir()) or (path / MANIFEST).is_file())):
+        raise ValueError(f"{path} exists and is not a pack folder: choose a new output folder")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
     try:
-        np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
+        parts = []
+        for i, start in enumerate(range(0, len(payload), part_bytes)):
+            chunk = payload[start:start + part_bytes]
+            name = f"part-{i:03d}"
+            (tmp / name).write_bytes(chunk)
+            parts.append({"name": name, "bytes": len(chunk), "sha256": hashlib.sha256(chunk).hexdigest()})
+        manifest = {"format": PARTS_FORMAT, "bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest(),
+                    "parts": parts, **{k: meta[k] for k in ("classes", "train_per_class", "test_per_class")}}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        old = path.with_name(f".{path.name}.{os.getpid()}.old")
+        if path.exists():
+            os.replace(path, old)
         os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
-def load_packed(path: str | os.PathLike) -> Cifar100:
-    """A Cifar100 holding a packed subset's images (all 100 class names); DataError if damaged.
+def pack_contents(path: str | os.PathLike) -> dict:
+    """A pack's classes and images per class (None: all), read without loading its images."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        meta = read_manifest(path)
+    else:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise DataError(f"{path} is not a readable pack ({type(exc).__name__}: {exc})") from None
+    return {k: meta.get(k) for k in ("classes", "train_per_class", "test_per_class")}
 
-    `verified` is carried over from the packing machine, where the full copy passed the
-    content check; the arrays' sha256 are checked here against the packed ones.
-    """
-    path = Path(path)
+
+def read_manifest(folder: str | os.PathLike) -> dict:
+    """A parts folder's manifest, checked for shape; DataError naming the folder otherwise."""
+    folder = Path(folder)
     try:
-        with np.load(path, allow_pickle=False) as z:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        parts = manifest["parts"]
+        if manifest.get("format") != PARTS_FORMAT or not all(
+                isinstance(p, dict) and {"name", "bytes", "sha256"} <= set(p) and "/" not in str(p["name"])
+                and str(p["name"]) not in ("", ".", "..") for p in parts):
+            raise ValueError("not a parts manifest")
+        int(manifest["bytes"]), str(manifest["sha256"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{folder / MANIFEST} is missing or not a parts manifest ({exc}); pack the "
+                        f"data again with `python -m ccql_utils pack`") from None
+    return manifest
+
+
+def _reassemble(folder: Path) -> bytes:
+    """The bytes of a parts folder, every part checked against the manifest first; one DataError
+    line names all the parts that are missing or damaged."""
+    manifest = read_manifest(folder)
+    parts, chunks, missing, damaged = manifest["parts"], [], [], []
+    for part in parts:
+        path = folder / part["name"]
+        if not path.is_file():
+            missing.append(part["name"])
+            continue
+        chunk = path.read_bytes()
+        if len(chunk) != part["bytes"] or hashlib.sha256(chunk).hexdigest() != part["sha256"]:
+            damaged.append(f"{part['name']} ({len(chunk)} of {part['bytes']} bytes or another sha256)")
+        chunks.append(chunk)
+    if missing or damaged:
+        raise DataError(f"{folder}: of {len(parts)} parts, " + "; ".join(
+            f"{what}: {', '.join(names)}" for what, names in (("missing", missing), ("damaged", damaged))
+            if names) + "; carry those again")
+    payload = b"".join(chunks)
+    if len(payload) != manifest["bytes"] or hashlib.sha256(payload).hexdigest() != manifest["sha256"]:
+        raise DataError(f"{folder}: the reassembled parts do not match the manifest's sha256; pack again")
+    return payload
+
+
+def load_packed(path: str | os.PathLike) -> Cifar100:
+    """A Cifar100 holding a pack's images (all 100 class names); DataError if damaged.
+
+    `verified` is decided here, from the images and labels themselves (`matches_real_data`),
+    never taken from the pack.
+    """
+    import io
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"no pack at {path}: pack one with `python -m ccql_utils pack`")
+    source = io.BytesIO(_reassemble(path)) if path.is_dir() else path
+    try:
+        with np.load(source, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             arrays = {name: z[name] for name in PACKED_ARRAYS}
-    except (OSError, ValueError, KeyError) as exc:
-        raise DataError(f"{path} is not a readable packed subset ({type(exc).__name__}: {exc}); "
+        bad = [n for n in PACKED_ARRAYS if _sha256(arrays[n]) != meta["sha256"][n]]
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path} is not a readable pack ({type(exc).__name__}: {exc}); "
                         f"pack it again with `python -m ccql_utils pack`") from None
-    bad = [n for n in PACKED_ARRAYS if _sha256(arrays[n]) != meta["sha256"][n]]
     if bad:
         raise DataError(f"{path}: arrays {bad} do not match their recorded sha256; the file is "
                         f"truncated or altered. Pack it again.")
+    images_ok = all(arrays[f"{s}_images"].dtype == np.uint8 and arrays[f"{s}_images"].shape[1:] == (3, 32, 32)
+                    and len(arrays[f"{s}_images"]) == len(arrays[f"{s}_fine"]) == len(arrays[f"{s}_coarse"])
+                    for s in ("train", "test"))
+    if not images_ok:
+        raise DataError(f"{path}: images must be uint8 [N, 3, 32, 32] with one fine and one coarse "
+                        f"label each; the pack is malformed. Pack it again.")
     return Cifar100(*(arrays[n] for n in PACKED_ARRAYS), fine_names=FINE_NAMES,
-                    coarse_names=COARSE_NAMES, folder=str(path), verified=bool(meta["verified"]))
+                    coarse_names=COARSE_NAMES, folder=str(path), verified=matches_real_data(arrays))
+
+
+def content_fingerprint(data_root: str | os.PathLike | None = None) -> str:
+    """16 hex digits of sha256 over what `load_cifar100(data_root)` reads (a pack's bytes, or the
+    folder's train, test and meta files): the identity of data that is not the real CIFAR-100,
+    so runs on different stand-ins, or on a forged pack, never share a run id."""
+    source = data_source(data_root)
+    files = ([source / MANIFEST] if source.is_dir() and is_pack(source) else
+             [source] if source.is_file() else [source / n for n in ("train", "test", "meta")])
+    stats = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return _fingerprint(stats)
+
+
+@functools.lru_cache(maxsize=16)
+def _fingerprint(stats: tuple) -> str:
+    digest = hashlib.sha256()
+    for name, _, _ in stats:
+        with open(name, "rb") as f:
+            for block in iter(lambda: f.read(2**22), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------- synthetic stand-in

@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .config import TrainConfig, lr_at_epoch, resolve_device
+from .config import TrainConfig, clean_eval_due, lr_at_epoch, resolve_device
 from .loader import StackedLoader
 from .losses import at_least_float32
 from .progress import EpochProgress
@@ -264,7 +264,7 @@ class StackedTrainer:
             start = time.perf_counter()
             train = self.train_epoch(epoch)
             test = self.evaluate("test")
-            clean = self.evaluate("train") if c.clean_train_eval else None
+            clean = self.evaluate("train") if clean_eval_due(c, epoch) else None
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - start

@@ -1,0 +1,211 @@
+"""The queue of paper-scale GPU runs still wanted, the plan that fits one lease, and the lease.
+
+GPU time comes in short leases (one H100 or H200 for about 15 minutes, start-up included, at most
+10 minutes per command), and a WRN-28-10 checkpoint (~290 MB) cannot come back, so every run must
+finish inside one command. `QUEUE` lists, in order of value, the runs the paper-scale figures
+still need; `plan(budget_s)` takes the next ones that fit a budget (greedy in that order, then
+shorter runs to fill the rest), skipping runs whose records are committed under results/ or final
+in the runs folder, and runs whose classes the data at hand lacks. `lease` trains a plan one run
+after another and exports the records of every finished run after each, so a command cut short
+still returns what finished. docs/gpu.md walks through a lease.
+"""
+from __future__ import annotations
+
+import sys
+import tarfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .config import TrainConfig
+from .data import is_pack, pack_contents, published_class_indices, FINE_NAMES
+from .presets import experiment_configs, experiment_seed_configs
+from .provenance import PROJECT_ROOT
+
+RESULTS_DIR = PROJECT_ROOT / "results"
+
+# One NVIDIA H200, WRN-28-10, eager, bf16. An epoch at K = 25 (12,500 training and 2,500 test
+# images) took a median 1.45-1.64 s and a run's first epoch 1.6-19 s (cuDNN autotuning; the
+# `seconds` column of results/gpu-short-h200-2026-11-27/*/metrics.csv); a checkpoint 0.39 s
+# (benchmarks/results/gpu_round4-h200-2026-11-28.md). Per image: a training step ~1.16e-4 s and,
+# taking a forward pass as a third of a step, an evaluation ~3.9e-5 s (1.16e-4 * 12,500 +
+# 3.9e-5 * 2,500 = 1.55 s). run_start_s covers building the model, loading the data and the
+# slow first epoch.
+H200_WRN28_10 = {"train_image_s": 1.16e-4, "eval_image_s": 3.9e-5, "checkpoint_s": 0.4, "run_start_s": 25.0}
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """One run the paper-scale figures need: its place in the queue, why, a label, its config."""
+
+    priority: int
+    why: str
+    label: str
+    config: TrainConfig
+
+    @property
+    def run_id(self) -> str:
+        return self.config.run_id()
+
+
+def _queue() -> list[Wanted]:
+    k100 = experiment_configs("k100", "gpu-short")
+    paper = experiment_configs("k25_random", "paper")
+    short = experiment_configs("k25_random", "gpu-short")
+    seeds = {**experiment_seed_configs("k25_random", "gpu-short", seeds=[0, 1, 2]),
+             **experiment_seed_configs("mammals_vs_random", "gpu-short", seeds=[0, 1, 2])}
+    second_draw = experiment_configs("k25_random", "gpu-short", class_seed=1)
+    wanted = [Wanted(1, "Fig 2 at gpu-short", label, k100[label]) for label in ("QL", "CE", "CCQL")]
+    wanted += [Wanted(2, "Fig 1 at paper (200 epochs)", label,
+                      paper[label]) for label in ("QL", "CCQL", "CE")]
+    wanted += [Wanted(3, "control: mammals with CE, CCQL (gpu-short)", f"{label} on mammals",
+                      replace(short[label], classes="mammals").resolved()) for label in ("CE", "CCQL")]
+    wanted += [Wanted(4, "Fig 1, Fig 3 at gpu-short: seeds 1, 2", f"{label} (seed {seed})", config)
+               for seed in (1, 2) for (label, s), config in seeds.items() if s == seed
+               and label != "25 random classes"]  # Fig 3's random-class QL run is Fig 1's QL
+    wanted += [Wanted(4, "Fig 1 at gpu-short: a second class draw", f"{label} (class seed 1)",
+                      second_draw[label]) for label in ("CE", "QL", "CCQL")]
+    wanted += [Wanted(5, "Fig 2 at gpu-short: QL at 0.5x, 2x its LR", f"QL lr {lr}",
+                      experiment_configs("k100", "gpu-short", lr={"ql": lr})["QL"]) for lr in (0.005, 0.02)]
+    return wanted
+
+
+QUEUE = _queue()
+
+
+def estimate_seconds(config: TrainConfig, rates: dict = H200_WRN28_10) -> float:
+    """Seconds one run of `config` takes on the measured card (WRN-28-10 only: no other rate is
+    measured), start-up, clean-training-set passes and checkpoints included."""
+    c = config.resolved()
+    if (c.depth, c.width) != (28, 10):
+        raise ValueError(f"no measured GPU rate for WRN-{c.depth}-{c.width}; estimates cover WRN-28-10")
+    train = c.num_classes * (c.train_per_class or 500)
+    test = c.num_classes * (c.test_per_class or 100)
+    every = c.clean_train_eval
+    clean_passes = 0 if every is False else c.epochs if every is True else -(-c.epochs // every)
+    checkpoints = -(-c.epochs // c.checkpoint_every)
+    return (rates["run_start_s"] + c.epochs * (train * rates["train_image_s"] + test * rates["eval_image_s"])
+            + clean_passes * train * rates["eval_image_s"] + checkpoints * rates["checkpoint_s"])
+
+
+def committed_run_ids(results_dir: str | Path = RESULTS_DIR) -> set[str]:
+    """Run ids with records under `results_dir`: run folders (a status.json) and the members of
+    exported archives (*.tar.gz)."""
+    results_dir = Path(results_dir)
+    ids = {p.parent.name for p in results_dir.rglob("status.json")}
+    for archive in results_dir.rglob("*.tar.gz"):
+        try:
+            with tarfile.open(archive) as tar:
+                ids |= {Path(n).parts[0] for n in tar.getnames() if Path(n).name == "status.json"}
+        except (OSError, tarfile.TarError) as exc:
+            print(f"warning: {archive} is unreadable ({exc}); its runs count as not committed", file=sys.stderr)
+    return ids
+
+
+def data_serves(data_root, config: TrainConfig) -> bool:
+    """Whether the data at `data_root` holds the classes and images per class `config` needs (a
+    pack holds a subset; any other data root is taken to be the full data set)."""
+    if not is_pack(data_root):
+        return True
+    held = pack_contents(data_root)
+    c = config.resolved()
+    needed = {FINE_NAMES[i] for i in published_class_indices(c.classes, c.num_classes, c.class_seed)}
+    enough = all(have is None or (want is not None and want <= have) for have, want in
+                 ((held["train_per_class"], c.train_per_class), (held["test_per_class"], c.test_per_class)))
+    return needed <= set(held["classes"]) and enough
+
+
+@dataclass
+class Plan:
+    """The runs a lease trains (in order), the queue still waiting after it, and the budget."""
+
+    budget_s: float
+    runs: list[Wanted]
+    waiting: list[Wanted]
+    unserved: list[Wanted]
+    seconds: dict
+
+    def describe(self) -> str:
+        lines = [f"plan for a budget of {self.budget_s:.0f} s (estimates for one NVIDIA H200, "
+                 f"gpu_queue.H200_WRN28_10): {len(self.runs)} run(s), about {self.total_s:.0f} s"]
+        total = 0.0
+        for w in self.runs:
+            total += self.seconds[w.run_id]
+            lines.append(f"  {w.priority}. {w.why:<42} {w.label:<26} {w.run_id}  "
+                         f"~{self.seconds[w.run_id]:.0f} s (until {total:.0f} s)")
+        left = sum(self.seconds[w.run_id] for w in self.waiting)
+        lines.append(f"still in the queue after it: {len(self.waiting)} run(s), about {left / 60:.0f} min"
+                     + "".join(f"\n  {w.priority}. {w.why:<42} {w.label:<26} ~{self.seconds[w.run_id]:.0f} s"
+                               for w in self.waiting))
+        if self.unserved:
+            lines.append(f"not served by this data (pack their classes): "
+                         + ", ".join(f"{w.label} [{w.why}]" for w in self.unserved))
+        return "\n".join(lines)
+
+    @property
+    def total_s(self) -> float:
+        return sum(self.seconds[w.run_id] for w in self.runs)
+
+
+def plan(budget_s: float, store=None, data_root=None, results_dir: str | Path = RESULTS_DIR,
+         queue: list[Wanted] | None = None, overrides: dict | None = None) -> Plan:
+    """The next runs of the queue that fit `budget_s`, greedy in queue order (a run that does not
+    fit is passed over for later, shorter ones). Done, and left out: runs committed under
+    `results_dir` or final in `store` (a RunStore, which also says how the data identifies runs).
+    overrides (tests' dry runs): changes to every config, the estimates staying the real ones."""
+    if not budget_s > 0:
+        raise ValueError(f"the budget must be a positive number of seconds, got {budget_s}")
+    queue = QUEUE if queue is None else queue
+    seconds = {}
+    todo, unserved = [], []
+    done = committed_run_ids(results_dir)
+    for w in queue:
+        estimate = estimate_seconds(w.config)
+        if overrides:
+            w = replace(w, config=replace(w.config, **overrides).resolved())
+        run_id = store.resolve(w.config).run_id() if store is not None else w.run_id
+        if run_id in done or (store is not None and store.load(w.config).state in ("finished", "diverged")):
+            continue
+        seconds[w.run_id] = estimate
+        (todo if data_serves(data_root, w.config) else unserved).append(w)
+    chosen, used = [], 0.0
+    for w in todo:
+        if used + seconds[w.run_id] <= budget_s:
+            chosen.append(w)
+            used += seconds[w.run_id]
+    return Plan(budget_s, chosen, [w for w in todo if w not in chosen], unserved, seconds)
+
+
+def lease(store, budget_s: float, output: str | Path, device: str = "cuda",
+          overrides: dict | None = None) -> int:
+    """Train `plan(budget_s)` one run after another on `device`, exporting the records of every
+    finished or diverged run of this lease to `output`/records.tar.gz after each (atomically), and
+    passing over a run that no longer fits the time left. Returns the CLI's exit code: 0, or 3 if
+    a run diverged."""
+    from .runs import export_records
+    start = time.monotonic()
+    the_plan = plan(budget_s, store, store.data_root, overrides=overrides)
+    print(the_plan.describe(), flush=True)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    finished, diverged = [], []
+    for n, w in enumerate(the_plan.runs, 1):
+        left = budget_s - (time.monotonic() - start)
+        if the_plan.seconds[w.run_id] > left:
+            print(f"[lease] passing over {w.label} ({w.why}): ~{the_plan.seconds[w.run_id]:.0f} s "
+                  f"needed, {left:.0f} s left", flush=True)
+            continue
+        print(f"[lease] {time.strftime('%H:%M:%S')} run {n}/{len(the_plan.runs)}: {w.label} ({w.why})",
+              flush=True)
+        run = store.get(replace(w.config, device=device), label=w.label)
+        (diverged if run.diverged else finished).append(run.run_dir)
+        export_records(finished + diverged, output / "records.tar.gz")
+        print(f"[lease] {w.label}: {run.describe()} after {len(run.history)} epochs; "
+              f"{len(finished) + len(diverged)} record(s) in {output / 'records.tar.gz'}", flush=True)
+    print(f"[lease] done in {time.monotonic() - start:.0f} s: {len(finished)} finished, "
+          f"{len(diverged)} diverged", flush=True)
+    return 3 if diverged else 0
+
+
+__all__ = ["QUEUE", "Wanted", "Plan", "plan", "lease", "estimate_seconds", "committed_run_ids",
+           "data_serves", "H200_WRN28_10"]
