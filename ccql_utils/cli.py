@@ -171,8 +171,12 @@ def _report_diverged(diverged: dict[str, str], how_to_fix: str) -> int:
 
 # --------------------------------------------------------------------- commands
 def cmd_train(args) -> int:
+    from .estimates import check_cpu_time
     config = config_from_args(args)
-    run = _store(args).get(config)
+    store = _store(args)
+    if store.load(config).state not in ("finished", "diverged"):
+        check_cpu_time([config])
+    run = store.get(config)
     final = run.final()
     if final:
         print(f"{run.describe()}: {len(run.history)} epochs; final train acc {final['train_acc']:.4f}, "
@@ -197,6 +201,10 @@ def cmd_run(args) -> int:
     with pd.option_context("display.width", 200, "display.max_colwidth", 60):
         table = result.results_table()
         print(table.drop(columns=table.columns[-1]).to_string(index=False))  # not the paper's text
+    if result.missing():
+        print(f"error: {len(result.missing())} run(s) not trained: {', '.join(result.missing())}",
+              file=sys.stderr)
+        return 1
     return _report_diverged(result.diverged(), "--lr loss=value")
 
 
@@ -355,7 +363,7 @@ def cmd_import(args) -> int:
 
 def cmd_pack(args) -> int:
     from .data import load_cifar100, pack_subset, select_classes
-    data = load_cifar100(args.data_root, download=False)
+    data = load_cifar100(args.data_root, verify=not args.unverified_data, download=False)
     config = TrainConfig(classes=args.classes, num_classes=args.k, seed=args.class_seed,
                          train_per_class=args.train_per_class, test_per_class=args.test_per_class).resolved()
     classes = select_classes(config.classes, data, config.num_classes, config.class_seed)
@@ -364,8 +372,8 @@ def cmd_pack(args) -> int:
     sizes = sorted(p.stat().st_size for p in path.iterdir()) if path.is_dir() else [path.stat().st_size]
     what = f"{len(sizes) - 1} parts + manifest, the largest" if path.is_dir() else "one file,"
     print(f"wrote {path} ({what} {sizes[-1] / 2**20:.1f} MiB; {sum(sizes) / 2**20:.1f} MiB in all): "
-          f"{len(classes)} classes, {config.train_per_class or 500} train / "
-          f"{config.test_per_class or 100} test images per class")
+          f"{len(classes)} classes, {config.train_per_class or 'all'} train / "
+          f"{config.test_per_class or 'all'} test images per class")
     return 0
 
 
@@ -498,6 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None)
     p.add_argument("--output", required=True,
                    help="a .npz to write (e.g. .carry/k25.npz), or a folder of parts (e.g. .carry/all)")
+    p.add_argument("--unverified-data", action="store_true",
+                   help="pack a copy whose content is not CIFAR-100's (a test stand-in)")
     p.add_argument("--part-mib", type=float, default=None,
                    help="with a folder output: the largest part in MiB (default 50)")
     p.set_defaults(func=cmd_pack)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .config import TrainConfig
 from .data import DataError, data_source
+from .estimates import check_cpu_time
 from .progress import progress_mode
 from .runs import FINAL_STATES, Run, RunStore, load_run
 from .stacked import plan_stacks
@@ -45,13 +46,16 @@ def check_executor(executor: str) -> str:
 
 def run_configs(store: RunStore, configs: dict[str, TrainConfig], executor: str = "local",
                 address: str | None = None, runs_per_gpu: int | None = None, name: str = "") -> dict[str, Run]:
-    """Every labelled run of `configs` from `store`, trained where needed by `executor`.
+    """Every labelled run of `configs` from `store`, trained where needed by `executor`; runs that
+    would take hours on a CPU that device 'auto' chose are refused (estimates.check_cpu_time).
 
     runs_per_gpu: at most this many runs that can be stacked train together as one program
     (stacked.py; None: 32 models under 1M parameters on a GPU, else 1). With `ray`, each stack is
     one task on a GPU of its own, and a run that stacks with no other shares its GPU with up to
     runs_per_gpu - 1 other such tasks."""
-    if check_executor(executor) == "local":
+    check_executor(executor)
+    check_cpu_time([c for c in configs.values() if store.load(c).state not in FINAL_STATES])
+    if executor == "local":
         return store.get_all(configs, name, stack=runs_per_gpu)
     if runs_per_gpu is not None and (int(runs_per_gpu) != runs_per_gpu or runs_per_gpu < 1):
         raise ValueError(f"runs_per_gpu must be an integer >= 1, got {runs_per_gpu}")

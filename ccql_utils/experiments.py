@@ -6,6 +6,7 @@ the run store (stored, resumed or trained), and returns an `ExperimentResult` wh
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,12 @@ from typing import Any
 import pandas as pd
 
 from .config import TrainConfig
+from .estimates import check_cpu_time
 from .executor import run_keyed
+from .progress import progress_mode
 from .presets import experiment_seed_configs, get_experiment, get_preset, resolve_preset
 from .provenance import PROJECT_ROOT
-from .runs import Run, RunStore
+from .runs import FINAL_STATES, Run, RunStore
 
 # The experiment notebooks' parameters and what None (their value in every notebook) means.
 # Paths are absolute so a notebook works wherever JupyterLab or papermill starts it.
@@ -92,7 +95,7 @@ class ExperimentResult:
                 row.update({"state": run.describe(), "epochs": f"{len(run.history)}/{config.epochs}",
                             "lr": config.lr, **{name: final.get(m) for name, m in metrics.items()}})
             else:
-                kept = [run.final() for run in runs.values() if not run.diverged]
+                kept = [run.final() for run in runs.values() if run.finished]
                 finals = pd.DataFrame(kept) if kept else pd.DataFrame(columns=list(metrics.values()))
                 states = pd.Series([run.describe().split(" at ")[0] for run in runs.values()]).value_counts()
                 row.update({"state": ", ".join(f"{n} {state}" for state, n in states.items()),
@@ -108,6 +111,11 @@ class ExperimentResult:
         """label -> the class names of its runs (one class draw for all seeds of a label)."""
         return {label: run.class_names for (label, seed), run in self.runs.items()
                 if seed == self.seeds[0]}
+
+    def missing(self) -> list[str]:
+        """Names of the runs not (yet) finished or diverged: drawn as far as they got, if at all."""
+        return [self.name(label, seed) for (label, seed), run in self.runs.items()
+                if run.state not in FINAL_STATES]
 
     def diverged(self) -> dict[str, str]:
         """name -> 'diverged at epoch N (lr X)' for each diverged run."""
@@ -129,6 +137,7 @@ class ExperimentResult:
                          "diverged_epoch": run.status.get("diverged_epoch")}
                      for (label, seed), run in self.runs.items()},
             "diverged_runs": list(self.diverged()),
+            "missing_runs": self.missing(),
         }
 
     def caption(self) -> str:
@@ -140,26 +149,46 @@ class ExperimentResult:
         seeds = (f"seed {self.seeds[0]}" if len(self.seeds) == 1 else
                  f"seeds {', '.join(map(str, self.seeds))} (mean, band +- 1 sd)")
         devices = sorted({run.status["device"] for run in self.runs.values() if run.status.get("device")})
+        missing = self.missing()
         return (f"preset '{self.preset}' ({scale}): WRN-{c.depth}-{c.width}, "
                 f"{c.train_per_class or 500} train images/class, {c.epochs} epochs, {seeds}"
-                + (f"; trained on {', '.join(devices)}" if devices else ""))
+                + (f"; trained on {', '.join(devices)}" if devices else "")
+                + (f"\nNOT YET TRAINED: {', '.join(missing)}" if missing else ""))
 
 
 def run_experiment(experiment: str, preset: str = "auto", seed: int = 0, seeds=None,
                    data_root: str | Path | None = None, runs_dir: str | Path = "runs",
                    verify_data: bool = True, progress: bool | None = None,
                    executor: str = "local", address: str | None = None, runs_per_gpu: int | None = None,
-                   **overrides) -> ExperimentResult:
+                   train: bool | None = None, **overrides) -> ExperimentResult:
     """Obtain every run of `experiment` for each of `seeds` (None: [seed]); see
     presets.experiment_seed_configs for the seeds and presets.experiment_configs for the overrides.
 
     Finished runs are read from `runs_dir` without loading data; others resume or train, one
     after another (executor 'local') or concurrently on a Ray cluster ('ray', see executor.py).
+    train: None trains what is missing unless that would take hours on a CPU that device 'auto'
+    chose (a paper-scale preset on a laptop): then it draws from the stored runs alone and says
+    which are missing (`ExperimentResult.missing`); False never trains; True always does.
     """
     preset = resolve_preset(preset, overrides.get("device") or "auto")
     configs = experiment_seed_configs(experiment, preset, seeds, seed, **overrides)
     several = len({s for _, s in configs}) > 1
     store = RunStore(runs_dir, data_root=data_root, verify_data=verify_data, progress=progress)
+    if train is not True:
+        stored = {key: store.load(c) for key, c in configs.items()}
+        todo = [c for key, c in configs.items() if stored[key].state not in FINAL_STATES]
+        if train is None and todo:
+            try:
+                check_cpu_time(todo)
+            except ValueError as exc:
+                train = False
+                print(f"[{experiment}] {exc}.", file=sys.stderr)
+        if train is False:
+            result = ExperimentResult(experiment, preset, configs, stored)
+            if todo and progress_mode(progress) != "off":
+                print(f"[{experiment}] drawing the {len(configs) - len(todo)} stored run(s); missing: "
+                      f"{', '.join(result.missing())}", file=sys.stderr)
+            return result
     runs = run_keyed(store, configs, lambda key: run_name(*key, several_seeds=several), executor,
                      address, runs_per_gpu, experiment)
     return ExperimentResult(experiment, preset, configs, runs)

@@ -18,21 +18,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .config import TrainConfig
+from .estimates import H200_WRN28_10, estimate_seconds
 from .data import is_pack, pack_contents, published_class_indices, FINE_NAMES
 from .presets import experiment_configs, experiment_seed_configs
 from .provenance import PROJECT_ROOT
 
 RESULTS_DIR = PROJECT_ROOT / "results"
-
-# One NVIDIA H200, WRN-28-10, eager, bf16. An epoch at K = 25 (12,500 training and 2,500 test
-# images) took a median 1.45-1.64 s and a run's first epoch 1.6-19 s (cuDNN autotuning; the
-# `seconds` column of results/gpu-short-h200-2026-11-27/*/metrics.csv); a checkpoint 0.39 s
-# (benchmarks/results/gpu_round4-h200-2026-11-28.md). Per image: a training step ~1.16e-4 s and,
-# taking a forward pass as a third of a step, an evaluation ~3.9e-5 s (1.16e-4 * 12,500 +
-# 3.9e-5 * 2,500 = 1.55 s). run_start_s covers building the model, loading the data and the
-# slow first epoch.
-H200_WRN28_10 = {"train_image_s": 1.16e-4, "eval_image_s": 3.9e-5, "checkpoint_s": 0.4, "run_start_s": 25.0}
-
 
 @dataclass(frozen=True)
 class Wanted:
@@ -71,21 +62,6 @@ def _queue() -> list[Wanted]:
 
 
 QUEUE = _queue()
-
-
-def estimate_seconds(config: TrainConfig, rates: dict = H200_WRN28_10) -> float:
-    """Seconds one run of `config` takes on the measured card (WRN-28-10 only: no other rate is
-    measured), start-up, clean-training-set passes and checkpoints included."""
-    c = config.resolved()
-    if (c.depth, c.width) != (28, 10):
-        raise ValueError(f"no measured GPU rate for WRN-{c.depth}-{c.width}; estimates cover WRN-28-10")
-    train = c.num_classes * (c.train_per_class or 500)
-    test = c.num_classes * (c.test_per_class or 100)
-    every = c.clean_train_eval
-    clean_passes = 0 if every is False else c.epochs if every is True else -(-c.epochs // every)
-    checkpoints = -(-c.epochs // c.checkpoint_every)
-    return (rates["run_start_s"] + c.epochs * (train * rates["train_image_s"] + test * rates["eval_image_s"])
-            + clean_passes * train * rates["eval_image_s"] + checkpoints * rates["checkpoint_s"])
 
 
 def committed_run_ids(results_dir: str | Path = RESULTS_DIR) -> set[str]:
@@ -208,4 +184,4 @@ def lease(store, budget_s: float, output: str | Path, device: str = "cuda",
 
 
 __all__ = ["QUEUE", "Wanted", "Plan", "plan", "lease", "estimate_seconds", "committed_run_ids",
-           "data_serves", "H200_WRN28_10"]
+           "data_serves"]

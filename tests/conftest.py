@@ -35,7 +35,8 @@ PHASES = {"parallel": lambda item: "cluster" not in item.keywords,
 
 
 # Modules whose tests take 20-120 s each on 2 cores (the CI log's slowest), besides `slow` ones.
-SLOW_MODULES = ("test_browser.py", "test_notebooks.py", "test_gpu_job.py", "test_benchmarks.py")
+SLOW_MODULES = ("test_browser.py", "test_notebooks.py", "test_gpu_job.py", "test_benchmarks.py",
+                "test_gpu_lease.py")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -74,7 +75,7 @@ def shared_tmp(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def synthetic_root(shared_tmp) -> Path:
     """A small learnable stand-in in torchvision's layout (40 train / 10 test images per class),
-    written once for all test workers (runs on unverified data are tied to its folder)."""
+    written once for all test workers (runs on unverified data are tied to its content)."""
     root = shared_tmp / "synthetic_cifar"
     with open(shared_tmp / "synthetic_cifar.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # the other workers wait until it is written
