@@ -56,7 +56,9 @@ def plot_experiment(result: ExperimentResult, panels=("acc", "loss_norm"), title
     for ax, panel, letter in zip(axes[0], panels, "abcdef"):
         ylabel, metric, splits = PANELS[panel]
         data = frame[(frame.metric == metric) & frame.split.isin(splits)]
-        if not data.empty:
+        if data.empty:  # nothing trained yet: the axis the runs will fill
+            ax.set_xlim(0, max(c.epochs for c in result.configs.values()))
+        else:
             sns.lineplot(data=data, x="epoch", y="value", hue="run", style="split", palette=palette,
                          dashes=DASHES, errorbar="sd", ax=ax)
         for (label, seed), run in result.runs.items():
