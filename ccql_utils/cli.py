@@ -46,13 +46,15 @@ def _classes(text: str):
 def _list_of(convert, what: str):
     """An argparse type: comma-separated values of `convert` (at least one), e.g. 0.01,0.03."""
     def parse(text: str) -> list:
-        try:
-            values = [convert(x) for x in text.split(",") if x.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated {what}s, got {text!r}")
-        if not values:
+        items = [x.strip() for x in text.split(",")]
+        if not any(items):
             raise argparse.ArgumentTypeError(f"expected at least one {what}, got {text!r}")
-        return values
+        if not all(items):
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}s without empty items, got {text!r}")
+        try:
+            return [convert(x) for x in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}s, got {text!r}") from None
     return parse
 
 
@@ -64,9 +66,13 @@ def _lr(text: str):
     if "=" not in text:
         return float(text)
     try:
-        return {k.strip(): float(v) for k, v in (item.split("=") for item in text.split(","))}
+        pairs = [(k.strip(), float(v)) for k, v in (item.split("=") for item in text.split(","))]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or loss=lr pairs, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a number or loss=lr pairs, got {text!r}") from None
+    repeated = sorted({k for k, _ in pairs if [p for p, _ in pairs].count(k) > 1})
+    if repeated:
+        raise argparse.ArgumentTypeError(f"each loss once, got {', '.join(repeated)} twice in {text!r}")
+    return dict(pairs)
 
 
 # --------------------------------------------------------------------- options derived from TrainConfig
@@ -193,6 +199,7 @@ def _overrides(args) -> dict:
 def cmd_run(args) -> int:
     import pandas as pd
     from .experiments import run_experiment
+    resolve_device(args.device)  # also when every run is stored: a bad value is still a bad argument
     result = run_experiment(args.experiment, args.preset, seed=args.seed, seeds=args.seeds,
                             data_root=args.data_root,
                             runs_dir=args.runs_dir, verify_data=not args.unverified_data,
@@ -256,8 +263,9 @@ def cmd_all(args) -> int:
     import time
     from .notebooks import (NOTEBOOKS_DIR, declared_names, execute_notebook, experiment_of,
                             figure_of, trains)
-    if args.data_root is not None and not Path(args.data_root).is_dir():
-        raise ValueError(f"--data-root {args.data_root} is not a folder")
+    if args.data_root is not None and not Path(args.data_root).exists():
+        raise ValueError(f"--data-root {args.data_root} does not exist")
+    resolve_device(args.device)
     preset = resolve_preset(args.preset, args.device)
     if args.preset == "auto":
         print(f"[all] preset auto -> {preset} ({get_preset(preset).description})")
@@ -550,6 +558,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog} {args.command}: error: {exc}\n")
     except (DataError, RunError, ExecutorError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a full disk, a file where a folder belongs, no permission
+        print(f"error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:  # the run store's RunInterrupted says from which epoch
         print(str(exc) or "interrupted: rerun the same command to resume where it stopped",

@@ -30,7 +30,9 @@ PRECISIONS = ("auto", "fp32", "bf16")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 # Fields that say how a run executes, not what it computes: left out of the run's identity.
 EXECUTION_FIELDS = ("device", "compile", "checkpoint_every", "eval_batch_size")
-MAX_SEED = 2**63 - 1  # torch.manual_seed accepts seeds below 2**64; 63 bits keep them signed
+# The loader seeds epoch e with seed * 1_000_003 + e (loader.py), which torch.manual_seed accepts
+# below 2**64: seeds up to 10**13 - 1 leave room for any number of epochs below 10**12.
+MAX_SEED = 10**13 - 1
 
 
 @dataclass
@@ -80,7 +82,7 @@ class TrainConfig:
         for name in ("seed", "class_seed"):
             value = getattr(c, name)
             if value is not None and (not _is_int(value) or not 0 <= value <= MAX_SEED):
-                raise ValueError(f"{name} must be an integer from 0 to 2**63 - 1, got {value!r}")
+                raise ValueError(f"{name} must be an integer from 0 to {MAX_SEED:,}, got {value!r}")
             setattr(c, name, None if value is None else int(value))
         c.class_seed = c.seed if c.class_seed is None else c.class_seed
         c.train_per_class = resolve_cap("train", c.train_per_class)

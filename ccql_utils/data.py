@@ -489,6 +489,8 @@ def pack_subset(data: Cifar100, path: str | os.PathLike, class_indices: Sequence
     if path.name.endswith(".npz"):
         if part_mib is not None:
             raise ValueError("part_mib (--part-mib) writes a folder of parts: give an output without .npz")
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder: give a new .npz file, or a folder name without .npz for parts")
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, payload)
         return path
@@ -599,10 +601,12 @@ def load_packed(path: str | os.PathLike) -> Cifar100:
                         f"truncated or altered. Pack it again.")
     images_ok = all(arrays[f"{s}_images"].dtype == np.uint8 and arrays[f"{s}_images"].shape[1:] == (3, 32, 32)
                     and len(arrays[f"{s}_images"]) == len(arrays[f"{s}_fine"]) == len(arrays[f"{s}_coarse"])
+                    and np.all((arrays[f"{s}_fine"] >= 0) & (arrays[f"{s}_fine"] < len(FINE_NAMES)))
+                    and np.all((arrays[f"{s}_coarse"] >= 0) & (arrays[f"{s}_coarse"] < len(COARSE_NAMES)))
                     for s in ("train", "test"))
     if not images_ok:
-        raise DataError(f"{path}: images must be uint8 [N, 3, 32, 32] with one fine and one coarse "
-                        f"label each; the pack is malformed. Pack it again.")
+        raise DataError(f"{path}: images must be uint8 [N, 3, 32, 32] with one fine (0-99) and one "
+                        f"coarse (0-19) label each; the pack is malformed. Pack it again.")
     return Cifar100(*(arrays[n] for n in PACKED_ARRAYS), fine_names=FINE_NAMES,
                     coarse_names=COARSE_NAMES, folder=str(path), verified=matches_real_data(arrays))
 

@@ -63,7 +63,7 @@ def check_cpu_time(configs, verb: str = "training") -> None:
         return
     c, hours = max(slow.values(), key=lambda item: item[1])
     what = (f"{len(slow)} run(s) of WRN-{c.depth}-{c.width} (the longest {c.run_id()}) would take about "
-            f"{hours:.0f} h {'each ' if len(slow) > 1 else ''}on a 2-core CPU")
+            f"{'up to ' if len(slow) > 1 else ''}{hours:.0f} h{' each' if len(slow) > 1 else ''} on a 2-core CPU")
     if any(c.device == "auto" for c, _ in slow.values()):
         raise ValueError(f"{what}: not {verb} them on this CPU. Train on a GPU (docs/gpu.md: "
                          f"`python -m ccql_utils plan`), or force the CPU with --device cpu")

@@ -62,6 +62,40 @@ def notebook_parameters(path: str | Path) -> dict[str, Any]:
     return {name: info["default"] for name, info in declared.items()}
 
 
+def _is_int(value, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+# How the execution parameters of the training notebooks are checked (None: the default)
+EXECUTION_CHECKS = {
+    "runs_per_gpu": (lambda v: _is_int(v, 1), "an integer >= 1"),
+    "verify_data": (lambda v: isinstance(v, bool), "true or false"),
+    "theory_d": (lambda v: _is_int(v, 2), "an integer >= 2"),
+    "theory_sigma": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < float("inf"),
+                     "a number >= 0"),
+    "k_values": (lambda v: isinstance(v, list) and bool(v) and all(_is_int(k, 2) for k in v),
+                 "a list of class counts such as [5, 25]"),
+}
+
+
+def check_execution_parameters(parameters: dict[str, Any]) -> None:
+    """ValueError naming the first execution parameter (executor, device, progress, ...) whose
+    value cannot work, so that it fails before any cell runs rather than inside one."""
+    from .config import resolve_device
+    from .executor import check_executor
+    from .progress import progress_mode
+    for name, value in parameters.items():
+        if value is None:
+            continue
+        if name in EXECUTION_CHECKS and not EXECUTION_CHECKS[name][0](value):
+            raise ValueError(f"notebook parameter {name} must be {EXECUTION_CHECKS[name][1]}, got {value!r}")
+        try:
+            {"executor": check_executor, "device": resolve_device, "progress": progress_mode}.get(
+                name, lambda v: v)(value)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"notebook parameter {name}: {exc}") from None
+
+
 def check_parameters(path: str | Path, parameters: dict[str, Any]) -> None:
     """ValueError for undeclared names, and for values the experiment's configurations refuse."""
     declared = notebook_parameters(path)
@@ -69,6 +103,7 @@ def check_parameters(path: str | Path, parameters: dict[str, Any]) -> None:
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown} for {Path(path).name}; "
                          f"it declares: {', '.join(declared)}")
+    check_execution_parameters(parameters)
     if Path(path).name in SWEEP_NOTEBOOKS:
         try:
             sweep_module(path).notebook_values(parameters)
@@ -83,13 +118,6 @@ def check_parameters(path: str | Path, parameters: dict[str, Any]) -> None:
               for name in ("preset", "seed", "device", *OVERRIDES) if name in NOTEBOOK_DEFAULTS}
     preset, seed = values.pop("preset"), values.pop("seed")
     seeds = parameters.get("seeds")
-    from .executor import check_executor
-    executor = parameters.get("executor")
-    if executor is not None:
-        try:
-            check_executor(executor)
-        except ValueError as exc:
-            raise ValueError(f"notebook parameter: {exc}") from None
     try:
         experiment_seed_configs(experiment, resolve_preset(preset, values.get("device") or "auto"),
                                 seeds, seed, **values)

@@ -35,7 +35,8 @@ def exit_code_and_stderr(capsys, argv):
     (["--train-per-class", "600"], "train_per_class must be an integer from 1 to 500"),
     (["--train-per-class", "-3"], "train_per_class"),
     (["--device", "tpu"], "device 'tpu'"),
-    (["--seed", str(2**70)], "seed must be an integer from 0 to 2**63 - 1"),
+    (["--seed", str(2**70)], "seed must be an integer from 0 to 9,999,999,999,999"),
+    (["--seed", str(2**45)], "seed must be an integer from 0 to 9,999,999,999,999"),  # overflowed in epoch 1
     (["--momentum", "1.5"], "momentum must lie in [0, 1)"),
     (["--weight-decay", "-1"], "weight_decay must be a number >= 0"),
     (["--lr-factor", "0"], "lr_factor must lie in (0, 1]"),

@@ -1,0 +1,92 @@
+"""Bad input from a hostile or careless user ends in one line and the documented exit code (2 for
+bad arguments, before anything is created; 1 for data and runtime errors), never a traceback."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ccql_utils import data as D
+from ccql_utils.cli import main
+from ccql_utils.train import EpochSums
+
+
+def run_cli(capsys, argv):
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err.strip()
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["run", "k25_random", "--preset", "tiny", "--seeds", "0,,1"], "without empty items"),
+    (["run", "k25_random", "--preset", "tiny", "--seeds", ","], "at least one integer"),
+    (["run", "k25_random", "--preset", "tiny", "--lr", "ql=0.1,ql=0.2"], "ql twice"),
+    (["run", "k25_random", "--preset", "tiny", "--device", "tpu"], "unknown device 'tpu'"),
+    (["all", "--preset", "tiny", "--device", "tpu"], "unknown device 'tpu'"),
+    (["train", "--seed", str(2**45), "--k", "5", "--depth", "10", "--width", "1"], "seed must be an integer from 0"),
+    (["plan", "--budget-s", "0"], "positive number of seconds"),
+    (["notebook", "notebooks/04_k_sweep.ipynb", "-p", "k_values", "abc", "--prepare-only"], "k_values"),
+    (["notebook", "notebooks/04_k_sweep.ipynb", "-p", "runs_per_gpu", "0", "--prepare-only"], "runs_per_gpu"),
+    (["notebook", "notebooks/02_k100.ipynb", "-p", "executor", "ray2", "--prepare-only"], "executor"),
+    (["notebook", "notebooks/02_k100.ipynb", "-p", "verify_data", "3", "--prepare-only"], "verify_data"),
+    (["notebook", "notebooks/04_k_sweep.ipynb", "-p", "theory_sigma", "-1", "--prepare-only"], "theory_sigma"),
+])
+def test_bad_arguments_exit_2_in_one_line_naming_them(capsys, tmp_path, argv, named):
+    code, err = run_cli(capsys, [*argv, *(["--runs-dir", tmp_path / "runs"] if argv[0] in ("run", "all", "train", "plan") else
+                                         ["--output", tmp_path / "nb.ipynb"])])
+    assert code == 2 and named in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "nb.ipynb").exists()
+
+
+def _rewrite(pack, path, change, checksums: bool):
+    """`pack` with `change` applied to its arrays, written to `path`; checksums: recomputed, so
+    that the damage reaches the checks behind the sha256 (as a forger would)."""
+    with np.load(pack) as z:
+        arrays = {k: z[k] for k in z.files}
+    change(arrays)
+    if checksums:
+        meta = json.loads(str(arrays["meta"]))
+        meta["sha256"] = {n: D._sha256(arrays[n]) for n in D.PACKED_ARRAYS if n in arrays}
+        arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("change,checksums,named", [
+    (lambda a: a.pop("test_fine"), False, "not a readable pack"),
+    (lambda a: a.update(train_fine=a["train_fine"][:-1]), True, "malformed"),
+    (lambda a: a.update(train_fine=a["train_fine"] + 150), True, "malformed"),
+    (lambda a: a.update(train_images=a["train_images"].astype(np.float32)), True, "malformed"),
+    (lambda a: a.update(meta=np.array("{not json")), False, "not a readable pack"),
+    (None, False, "not a readable pack"),  # truncated
+])
+def test_malformed_packs_are_one_line_errors(capsys, synthetic_data, tmp_path, change, checksums, named):
+    pack = D.pack_subset(synthetic_data, tmp_path / "good.npz", range(5))
+    bad = tmp_path / "bad.npz"
+    if change is None:
+        bad.write_bytes(pack.read_bytes()[:5000])
+    else:
+        _rewrite(pack, bad, change, checksums)
+    code, err = run_cli(capsys, ["verify-pack", bad])
+    assert code == 1 and named in err and len(err.splitlines()) == 1, err
+
+
+def test_pack_refuses_an_output_that_is_a_folder(capsys, synthetic_root, tmp_path):
+    (tmp_path / "taken.npz").mkdir()
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    for output in ("taken.npz", "taken"):
+        code, err = run_cli(capsys, ["pack", "--classes", "all", "--output", tmp_path / output,
+                                     "--data-root", synthetic_root, "--unverified-data"])
+        assert code == 2 and "folder" in err and len(err.splitlines()) == 1, err
+    assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
+
+
+def test_a_non_finite_loss_records_no_accuracy_beside_it():
+    sums = EpochSums.zeros("cpu", (2,))
+    sums.add(torch.tensor([0.5, float("nan")]), torch.randn(4, 2, 3), torch.zeros(4, 2, dtype=torch.long))
+    loss, acc = sums.read()
+    assert np.isfinite(acc[0]) and np.isnan(acc[1]) and np.isnan(loss[1])
