@@ -39,7 +39,7 @@ from .data import Cifar100, DataError, data_source, load_cifar100
 from .progress import progress_mode
 from .provenance import atomic_write_text, describe_device
 from .stacked import StackedTrainer, plan_stacks
-from .train import RunDiverged, RunError, Trainer
+from .train import RunDiverged, RunError, Trainer, load_checkpoint
 
 FINAL_STATES = ("finished", "diverged")
 RECORD_FILES = ("config.json", "metrics.csv", "status.json")  # all a finished run needs
@@ -128,13 +128,13 @@ def _record_matches_folder(record: dict | None, run_dir: Path) -> bool:
 
 
 def _read_checkpoint(run_dir: Path) -> dict[str, Any] | None:
-    """The checkpoint's history and record (CPU tensors), or None if absent or unreadable."""
+    """The checkpoint's history and record, or None if absent, unreadable or holding anything but
+    tensors and plain values (loaded with weights_only=True: a planted pickle never runs)."""
     path = run_dir / "checkpoint.pt"
     if not path.exists():
         return None
-    import torch
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(path)
         return {"history": list(state["history"]), "record": state.get("record")}
     except Exception:
         return None
@@ -178,7 +178,7 @@ def load_run(run_dir: str | Path) -> Run:
             _write_json(run_dir / "config.json", record)
         elif state in FINAL_STATES:
             raise RunError(f"{run_dir}: config.json is missing, damaged or of another configuration "
-                           f"and no checkpoint holds it; {fix}")
+                           f"and no readable checkpoint holds it; {fix}")
         else:
             record = {}
     if state in FINAL_STATES:
@@ -190,9 +190,10 @@ def load_run(run_dir: str | Path) -> Run:
                 atomic_write_text(run_dir / "metrics.csv", history.to_csv(index=False))
                 history = _read_history(run_dir / "metrics.csv")
             else:
-                found = "damaged" if history is None else f"{len(history)} rows"
+                found = "is damaged" if history is None else f"has {len(history)} rows"
                 raise RunError(f"{run_dir}: status says {state} after {expected} epochs but "
-                               f"metrics.csv has {found} and no checkpoint holds the history; {fix}")
+                               f"metrics.csv {found} and no readable checkpoint holds the "
+                               f"history; {fix}")
     elif state == "running" and not _is_locked(run_dir):
         status = {**status, "state": "interrupted"}
     elif not status and run_dir.exists():

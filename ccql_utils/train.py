@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import io
 import math
+import numbers
+import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from .config import TrainConfig, lr_at_epoch, resolve_device
 from .data import Cifar100, make_subset, select_classes
@@ -55,6 +58,31 @@ def compiled_forward(model: torch.nn.Module, compile: bool | str) -> Callable:
         torch.compiler.cudagraph_mark_step_begin()
         return forward(images)
     return graphed
+
+
+def plain(value):
+    """`value` (dicts, lists, numbers, strings) as the plain Python types that
+    torch.load(weights_only=True) accepts: numpy numbers become int or float, tuples lists.
+    Anything else is a TypeError when the checkpoint is saved, not a failed resume later."""
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    if value is None or type(value) in (str, bool, int, float) or isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    raise TypeError(f"a checkpoint holds only tensors and plain values, not {type(value).__name__}")
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """A checkpoint's state, unpickled with torch.load(weights_only=True): tensors and plain
+    values only, so a planted or foreign file cannot run code (pickle.UnpicklingError instead)."""
+    return torch.load(path, map_location=map_location, weights_only=True)
 
 
 class RunError(RuntimeError):
@@ -151,10 +179,11 @@ class Trainer:
     def _save_checkpoint(self) -> None:
         """Write the checkpoint atomically: serialised in memory first, so a full disk surfaces
         as an OSError from a plain file write (torch.save reports it as an opaque RuntimeError),
-        the previous checkpoint stays intact and no temporary file is left behind."""
+        the previous checkpoint stays intact and no temporary file is left behind. It holds only
+        tensors and plain values (`plain`), so it loads with torch.load(weights_only=True)."""
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "history": self.history, "identity": self.config.identity(),
-                 "record": self.record,
+                 "history": plain(self.history), "identity": plain(self.config.identity()),
+                 "record": plain(self.record),
                  "cpu_rng": torch.get_rng_state(),
                  "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
         buffer = io.BytesIO()
@@ -171,8 +200,12 @@ class Trainer:
         if not self.checkpoint_path.exists():
             return
         try:
-            state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+            state = load_checkpoint(self.checkpoint_path, self.device)
             history, identity = list(state["history"]), state["identity"]
+        except pickle.UnpicklingError:  # objects other than tensors and plain values: never built
+            raise RunError(f"{self.checkpoint_path} holds objects other than tensors and plain "
+                           f"values (an older version's checkpoint, or not one at all) and is not "
+                           f"loaded; delete it to restart this run from epoch 1") from None
         except Exception as exc:  # truncated, overwritten or not a checkpoint at all
             raise RunError(f"{self.checkpoint_path} is unreadable ({type(exc).__name__}); delete it "
                            f"to restart this run from epoch 1") from None
