@@ -101,7 +101,7 @@ def connect(address: str | None = None):
     try:
         ray.init(address=address, logging_level="ERROR", log_to_driver=False,
                  include_dashboard=False, **local)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
+    except Exception as exc:  # ConnectionError, RuntimeError, Ray's own start-up timeouts, ...
         where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
         raise ExecutorError(f"could not connect to {where} ({str(exc).splitlines()[0]}); start it "
                             f"with `ray start --head`, check --address / RAY_ADDRESS, or use "
@@ -109,14 +109,29 @@ def connect(address: str | None = None):
     return ray
 
 
+# The client preface of HTTP/2 and an empty SETTINGS frame: a gRPC server (Ray's GCS and its client
+# server both are) answers with a SETTINGS frame of its own (RFC 9113, section 3.4).
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """ExecutorError unless a TCP connection to the cluster's host:port opens within timeout_s."""
+    """ExecutorError unless host:port answers as a gRPC server within timeout_s: an unreachable
+    address makes Ray retry for minutes, and a port that is not Ray's makes it wait forever."""
     host, _, port = address.removeprefix("ray://").rpartition(":")
+    advice = "start one with `ray start --head`, check --address / RAY_ADDRESS, or use --executor local"
     try:
-        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+        conn = socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s)
     except (OSError, ValueError) as exc:
-        raise ExecutorError(f"no Ray cluster answers at {address} ({exc}); start one with `ray start "
-                            f"--head`, check --address / RAY_ADDRESS, or use --executor local") from None
+        raise ExecutorError(f"no Ray cluster answers at {address} ({exc}); {advice}") from None
+    with conn:
+        try:
+            conn.sendall(HTTP2_PREFACE)
+            reply = conn.recv(9)
+        except OSError:  # timed out or reset: whatever listens there is not Ray
+            reply = b""
+    if len(reply) < 4 or reply[3] != 4:
+        raise ExecutorError(f"{address} answers, but not as a Ray cluster (no gRPC reply within "
+                            f"{timeout_s:.0f} s); {advice}")
 
 
 def _train_task(runs_dir: str, data_root: str | None, verify_data: bool, configs: dict) -> dict:

@@ -172,3 +172,20 @@ def test_a_gpu_request_on_a_cluster_without_gpus_is_refused_before_anything_runs
     with pytest.raises(ExecutorError, match="device 'cuda' asked for, but the Ray cluster has no GPUs"):
         run_configs(store, configs(n=1, device="cuda"), executor="ray")
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_port_that_is_not_ray_fails_in_seconds_instead_of_hanging():
+    """A service that accepts connections but does not speak Ray's gRPC (here: one that never
+    answers) made ray.init wait forever."""
+    import socket
+    import threading
+    if ray.is_initialized():
+        ray.shutdown()
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()
+    start = time.time()
+    with pytest.raises(ExecutorError, match="answers, but not as a Ray cluster.*ray start --head"):
+        connect(f"127.0.0.1:{server.getsockname()[1]}")
+    assert time.time() - start < 30
+    server.close()
