@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from .config import TrainConfig, lr_at_epoch, resolve_device
+from .config import TrainConfig, clean_eval_due, lr_at_epoch, resolve_device
 from .data import Cifar100, make_subset, select_classes
 from .loader import DeviceLoader
 from .progress import EpochProgress
@@ -116,8 +116,12 @@ class EpochSums:
         self.count += n
 
     def read(self):
-        """(mean loss, accuracy as a fraction), floats or lists of N: the one host sync of a pass."""
-        return (self.loss_sum / self.count).tolist(), (self.correct.double() / self.count).tolist()
+        """(mean loss, accuracy as a fraction), floats or lists of N: the one host sync of a pass.
+        Where the loss is not finite the accuracy is NaN too: argmax over NaN outputs picks class 0,
+        a chance-level number that no model earned."""
+        loss = self.loss_sum / self.count
+        acc = torch.where(torch.isfinite(loss), self.correct.double() / self.count, torch.nan)
+        return loss.tolist(), acc.tolist()
 
 
 class Trainer:
@@ -263,7 +267,7 @@ class Trainer:
             train = self.train_epoch(epoch)
             test = self.evaluate(self.test_loader) if math.isfinite(train[0]) else (math.nan, math.nan)
             clean = (self.evaluate(self.train_loader)
-                     if c.clean_train_eval and math.isfinite(train[0] + test[0]) else None)
+                     if clean_eval_due(c, epoch) and math.isfinite(train[0] + test[0]) else None)
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             self.end_epoch(epoch, train, test, clean, time.perf_counter() - start)
