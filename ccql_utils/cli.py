@@ -25,7 +25,7 @@ from .data import SUBSET_KINDS, DataError
 from .executor import ExecutorError
 from .losses import LOSS_NAMES
 from .presets import EXPERIMENTS, OVERRIDES, PRESETS, get_preset, resolve_preset
-from .provenance import PROJECT_ROOT
+from .provenance import PROJECT_ROOT, atomic_write_text
 from .train import RunError
 
 EXIT_DIVERGED = 3
@@ -232,7 +232,7 @@ def cmd_sweep_lr(args) -> int:
     table = pd.concat(tables, ignore_index=True)
     print(table.drop(columns="run_dir").to_string(index=False))
     if args.output:
-        table.to_csv(args.output, index=False)
+        atomic_write_text(Path(args.output), table.to_csv(index=False))
         print(f"wrote {args.output}", file=sys.stderr)
     return 0
 

@@ -110,14 +110,14 @@ def save_sweep_figure(fig, name: str, result, figures_dir=None, extra: dict | No
     """PNG + PDF + result.final_table() as CSV + provenance, as <name>_<preset>; the LR probe's
     table beside it as <name>_<preset>_lr_probe.csv. A tiny-preset result with no folder given
     goes to outputs/tiny/figures, never beside the committed figures."""
-    from .provenance import PROJECT_ROOT, save_figure
+    from .provenance import PROJECT_ROOT, atomic_write_text, save_figure
     name = f"{name}_{result.preset}"
     figures_dir = figures_dir or result.figures_dir or (
         PROJECT_ROOT / "outputs" / "tiny" / "figures" if result.preset == "tiny" else None)
     paths = save_figure(fig, name, data=result.final_table(), params={**result.provenance(), **(extra or {})},
                         figures_dir=figures_dir, caption=result.caption())
     paths["lr_probe"] = paths["csv"].with_name(f"{name}_lr_probe.csv")
-    result.lr_table.drop(columns="run_dir").to_csv(paths["lr_probe"], index=False)
+    atomic_write_text(paths["lr_probe"], result.lr_table.drop(columns="run_dir").to_csv(index=False))
     return paths
 
 
