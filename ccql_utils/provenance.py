@@ -5,6 +5,7 @@ behind the figure) and `<name>.provenance.json` (parameters, package versions, c
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -102,6 +103,23 @@ def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """`atomic_write_bytes` for UTF-8 text."""
     atomic_write_bytes(path, text.encode())
+
+
+@contextlib.contextmanager
+def atomic_open(path: Path):
+    """A binary file to stream into that appears at `path` only once complete (written under a
+    temporary name in the same folder, flushed to disk, renamed): a kill or an error (the
+    exception propagates) leaves the old file, or none, never a partial one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def save_figure(fig, name: str, data=None, params: Mapping[str, Any] | None = None,
