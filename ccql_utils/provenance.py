@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import io
 import json
 import os
 import platform
@@ -134,12 +135,17 @@ def save_figure(fig, name: str, data=None, params: Mapping[str, Any] | None = No
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"png": out_dir / f"{name}.png", "pdf": out_dir / f"{name}.pdf",
              "provenance": out_dir / f"{name}.provenance.json"}
-    fig.savefig(paths["png"], dpi=150, bbox_inches="tight")
-    # A fixed CreationDate keeps the PDF byte-stable when the figure itself did not change.
-    fig.savefig(paths["pdf"], bbox_inches="tight", metadata={"CreationDate": None})
+    # Each file is drawn in memory and published atomically: a kill or a full disk leaves the
+    # previous file (or none), never a truncated one beside a provenance record that names it.
+    for kind, options in (("png", {"dpi": 150}),
+                          # a fixed CreationDate keeps the PDF byte-stable when the figure did not change
+                          ("pdf", {"metadata": {"CreationDate": None}})):
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=kind, bbox_inches="tight", **options)
+        atomic_write_bytes(paths[kind], buffer.getbuffer())
     if data is not None:
         paths["csv"] = out_dir / f"{name}.csv"
-        data.to_csv(paths["csv"], index=False)
+        atomic_write_text(paths["csv"], data.to_csv(index=False))
     record = {"figure": name, "caption": caption, "parameters": _jsonable(dict(params or {})),
               "environment": environment_record(),
               "files": sorted(p.name for p in paths.values())}

@@ -38,7 +38,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from .config import TrainConfig
-from .data import Cifar100, DataError, data_source, load_cifar100
+from .data import Cifar100, DataError, content_fingerprint, load_cifar100
 from .progress import progress_mode
 from .provenance import atomic_open, atomic_write_text, describe_device
 from .stacked import StackedTrainer, plan_stacks
@@ -290,8 +290,9 @@ class RunStore:
 
     data_root / verify_data say where CIFAR-100 comes from (see data.py); it is loaded once, on
     the first run that needs training (or pass `data` already loaded). Unverified data (a
-    stand-in) gets run ids of its own, tied to its folder. progress: the per-epoch display
-    (progress.py: True/None a bar in terminals and notebooks, else lines; 'lines'; False: silent).
+    stand-in, a pack that is not the real data) gets run ids of its own, tied to its content.
+    progress: the per-epoch display (progress.py: True/None a bar in terminals and notebooks,
+    else lines; 'lines'; False: silent).
     """
 
     def __init__(self, runs_dir: str | Path = "runs", data_root: str | os.PathLike | None = None,
@@ -308,8 +309,9 @@ class RunStore:
         if self._data is None:
             data = load_cifar100(self.data_root, verify=self.verify_data)
             if self.verify_data and not data.verified:  # a packed subset of a stand-in
-                raise DataError(f"{data.folder} was packed from data that is not CIFAR-100's "
-                                f"published content; pass --unverified-data (verify_data=False)")
+                raise DataError(f"{data.folder} does not hold CIFAR-100's published images (checked "
+                                f"image by image); pass --unverified-data (verify_data=False) to "
+                                f"train on it under run ids of its own")
             self._data = data
         return self._data
 
@@ -318,8 +320,8 @@ class RunStore:
         config = config.resolved()
         if self.verify_data:
             return config
-        folder = self._data.folder if self._data is not None else data_source(self.data_root)
-        return replace(config, dataset=f"unverified-{Path(folder).resolve()}").resolved()
+        source = self._data.folder if self._data is not None else self.data_root
+        return replace(config, dataset=f"unverified-{content_fingerprint(source)}").resolved()
 
     def path(self, config: TrainConfig) -> Path:
         """Where the run of `config` lives (it may not exist yet)."""

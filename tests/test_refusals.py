@@ -1,4 +1,4 @@
-"""Bad input from a hostile or careless user ends in one line and the documented exit code (2 for
+"""Bad input from a hostile or careless user (or a full disk) ends in one line and the documented exit code (2 for
 bad arguments, before anything is created; 1 for data and runtime errors), never a traceback."""
 import json
 
@@ -90,3 +90,28 @@ def test_a_non_finite_loss_records_no_accuracy_beside_it():
     sums.add(torch.tensor([0.5, float("nan")]), torch.randn(4, 2, 3), torch.zeros(4, 2, dtype=torch.long))
     loss, acc = sums.read()
     assert np.isfinite(acc[0]) and np.isnan(acc[1]) and np.isnan(loss[1])
+
+
+def test_a_figure_whose_write_fails_leaves_the_previous_files_whole(tmp_path, monkeypatch):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from ccql_utils.provenance import save_figure
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    save_figure(fig, "f", data=pd.DataFrame({"x": [1]}), figures_dir=tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real_savefig = fig.savefig
+
+    def disk_full_in_pdf(target, format=None, **kwargs):
+        if format != "pdf":
+            return real_savefig(target, format=format, **kwargs)
+        (target.write if hasattr(target, "write") else open(target, "wb").write)(b"%PDF-1.4 partial")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(fig, "savefig", disk_full_in_pdf)
+    with pytest.raises(OSError, match="No space left"):
+        save_figure(fig, "f", data=pd.DataFrame({"x": [2]}), figures_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before)  # no temporary file left
+    assert (tmp_path / "f.pdf").read_bytes() == before["f.pdf"]
+    assert (tmp_path / "f.csv").read_bytes() == before["f.csv"]  # not yet rewritten when it failed
