@@ -354,7 +354,8 @@ def cmd_export(args) -> int:
         dirs = [store.path(c) for e in args.experiment
                 for c in experiment_configs(e, resolve_preset(args.preset)).values()]
     else:
-        dirs = sorted(p for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
+        dirs = (sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+                if runs_dir.is_dir() else [])  # not the hidden folders of an import or export killed midway
     exported = export_records(dirs, args.output)
     print(f"exported {len(exported)} finished or diverged run(s) of {len(dirs)} to {args.output}",
           file=sys.stderr)
@@ -363,7 +364,7 @@ def cmd_export(args) -> int:
 
 def cmd_import(args) -> int:
     from .runs import import_records
-    added = import_records(args.source, args.runs_dir)
+    added = import_records(args.source, args.runs_dir, replace=args.replace)
     print(f"added {len(added)} run(s) to {args.runs_dir}" + "".join(f"\n    {a}" for a in added),
           file=sys.stderr)
     return 0
@@ -539,6 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("import", help="add exported run records to a runs folder (checked first)")
     p.add_argument("source", help="a .tar.gz made by export, or a folder of run folders")
+    p.add_argument("--replace", action="store_true",
+                   help="replace a stored run whose record differs from (or is damaged compared "
+                        "with) the imported one; its checkpoint goes too")
     add_store_arguments(p, data=False)
     p.set_defaults(func=cmd_import)
     return parser

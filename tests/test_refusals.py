@@ -115,3 +115,23 @@ def test_a_figure_whose_write_fails_leaves_the_previous_files_whole(tmp_path, mo
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before)  # no temporary file left
     assert (tmp_path / "f.pdf").read_bytes() == before["f.pdf"]
     assert (tmp_path / "f.csv").read_bytes() == before["f.csv"]  # not yet rewritten when it failed
+
+
+def test_import_refuses_a_different_record_of_a_stored_run_unless_replace(capsys, synthetic_data, tmp_path):
+    import pandas as pd
+    from ccql_utils.runs import RunStore, export_records
+    from tests.conftest import tiny_config
+    run = RunStore(tmp_path / "a", data=synthetic_data, progress=False).get(
+        tiny_config(epochs=1, train_per_class=10))
+    export_records([run.run_dir], tmp_path / "one.tar.gz")
+    metrics = pd.read_csv(run.run_dir / "metrics.csv")
+    metrics.loc[0, "test_acc"] = 0.5  # a plausible, different record of the same run
+    metrics.to_csv(run.run_dir / "metrics.csv", index=False)
+    export_records([run.run_dir], tmp_path / "other.tar.gz")
+    assert run_cli(capsys, ["import", tmp_path / "one.tar.gz", "--runs-dir", tmp_path / "b"])[0] == 0
+    code, err = run_cli(capsys, ["import", tmp_path / "other.tar.gz", "--runs-dir", tmp_path / "b"])
+    assert code == 1 and "other.tar.gz" in err and "--replace" in err, err
+    stored = tmp_path / "b" / run.run_dir.name / "metrics.csv"
+    assert pd.read_csv(stored).loc[0, "test_acc"] != 0.5
+    code, err = run_cli(capsys, ["import", tmp_path / "other.tar.gz", "--runs-dir", tmp_path / "b", "--replace"])
+    assert code == 0 and pd.read_csv(stored).loc[0, "test_acc"] == 0.5
