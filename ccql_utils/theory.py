@@ -338,6 +338,78 @@ def ce_lemma32_radius(K: int, gamma: float, eps: float) -> float:
     return float(np.log(_check_K(K) / eps) / gamma)
 
 
+def adversarial_noise(M: np.ndarray, y: np.ndarray, gamma: float) -> np.ndarray:
+    """Lemma 3.2's worst bounded noise for labels y: z = -gamma (mu_y - mu_k) / ||mu_y - mu_k||,
+    toward the center mu_k nearest to mu_y (||z|| = gamma). Random noise almost never points at a
+    neighbour, so only this makes a check of the bound able to fail."""
+    M = _check_M(M)
+    G = M @ M.T
+    np.fill_diagonal(G, -np.inf)
+    nearest = G.argmax(axis=1)[np.asarray(y)]
+    diff = M[np.asarray(y)] - M[nearest]
+    return -float(gamma) * diff / np.linalg.norm(diff, axis=1, keepdims=True)
+
+
+def lemma33_success_bound(K: int, n: int, gamma: float, sigma: float) -> float:
+    """Lemma 3.3 with its constant for Gaussian noise N(0, sigma^2 I): the margin event
+    |z^T mu_k| <= gamma fails for one (sample, class) with probability 2 Phi(-gamma/sigma) <=
+    2 exp(-gamma^2 / (2 sigma^2)), so by the union bound all n samples keep CE <=
+    log(1 + (K - 1) exp(-R gamma)) with probability >= 1 - 2 K n exp(-gamma^2 / (2 sigma^2))
+    (the paper's 1 - K n exp(-c gamma^2 / sigma^2) with c = 1/2 and the factor 2 of two tails)."""
+    K, sigma = _check_K(K), _check_sigma(sigma)
+    if sigma == 0:
+        return 1.0
+    return float(1.0 - 2 * K * int(n) * math.exp(-float(gamma) ** 2 / (2 * sigma ** 2)))
+
+
+def lemma33_monte_carlo(M: np.ndarray, n: int, sigma: float, R: float, trials: int,
+                        seed=0) -> dict[str, float]:
+    """Lemma 3.3 by simulation: `trials` data sets of n Gaussian-noise samples. Returns the fraction
+    in which the margin event holds for every (sample, class), the fraction in which every sample's
+    CE at Theta = R M is within Lemma 3.2's bound (at least the former: the event implies it), and
+    whether the CE bound held in every trial where the event held."""
+    M = _check_M(M)
+    K, d = M.shape
+    gamma = center_margin(M)
+    bound = ce_lemma32_bound(K, R, gamma)
+    rng = _rng(seed)
+    event = claim = implied = 0
+    for _ in range(int(trials)):
+        y = rng.integers(0, K, size=int(n))
+        z = _check_sigma(sigma) * rng.standard_normal((int(n), d))
+        holds = bool(np.abs(z @ M.T).max() <= gamma)
+        ok = bool(per_sample_loss(float(R) * M, M[y] + z, y, "ce").max() <= bound + 1e-12)
+        event, claim, implied = event + holds, claim + ok, implied + (ok or not holds)
+    return {"event": event / trials, "ce_within_bound": claim / trials,
+            "implication_held": implied == trials, "gamma": gamma, "trials": int(trials)}
+
+
+def lemma35_printed_bound(M: np.ndarray, sigma: float) -> float:
+    """The bound as the paper prints it: ||M M^T - I_K||_F^2 / K + K sigma^2 (no w, no 1/2)."""
+    M, sigma = _check_M(M), _check_sigma(sigma)
+    K = M.shape[0]
+    return float(np.linalg.norm(M @ M.T - np.eye(K)) ** 2 / K + K * sigma ** 2)
+
+
+def lemma35_printed_holds_below(M: np.ndarray, sigma: float, w_max: float = 1e8) -> float:
+    """The largest w at which min CCQL(w) <= the printed Lemma 3.5 bound (inf if it holds up to
+    w_max). min CCQL grows with w (it adds (w/2)(1 - f_y)^2 >= 0) toward sigma^2 w / (2 (1 +
+    sigma^2)) + ..., while the printed bound has no w: for sigma > 0 it fails for large w, so
+    the bound is true only below this weight."""
+    M, sigma = _check_M(M), _check_sigma(sigma)
+    bound = lemma35_printed_bound(M, sigma)
+    holds = lambda w: ccql_population_min(M, sigma, w) <= bound
+    if holds(w_max):
+        return math.inf
+    if not holds(0.0):
+        return 0.0
+    lo, hi = 0.0, math.log1p(w_max)  # bisection on u = log(1 + w): holds at lo, fails at hi
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if holds(math.expm1(mid)) else (lo, mid)
+    return float(math.expm1(lo))
+
+
 # --- Empirical losses, gradients and fits ----------------------------------------------------
 def _logsumexp(F: np.ndarray) -> np.ndarray:
     m = F.max(axis=1, keepdims=True)

@@ -15,6 +15,8 @@ from ccql_utils.theory import (
     output_statistics, per_sample_loss, population_quadratic_grad, population_quadratic_loss,
     ql_least_squares, ql_normalized_min, ql_population_min, ql_population_minimizer,
     ql_rank_bound, sample_centers, sample_mixture,
+    adversarial_noise, lemma33_monte_carlo, lemma33_success_bound, lemma35_printed_bound,
+    lemma35_printed_holds_below,
 )
 
 
@@ -198,6 +200,76 @@ def test_lemma32_bound_holds_on_bounded_samples(K, d, rho, kind):
         ce = per_sample_loss(Theta, X, y, "ce")
         assert ce.max() <= ce_lemma32_bound(K, R, gamma) + 1e-12
     assert ce_lemma32_bound(K, ce_lemma32_radius(K, gamma, 0.01), gamma) <= 0.01
+
+
+@pytest.mark.parametrize("K,d,rho,kind", [(10, 10, 0.0, "equicorrelated"), (2, 5, 0.0, "equicorrelated"),
+                                          (8, 12, 0.3, "equicorrelated"), (30, 12, 0.0, "random")])
+def test_lemma32_bound_holds_against_the_worst_noise_and_is_nearly_tight_there(K, d, rho, kind):
+    """Noise of norm gamma pointing at the nearest center. With near-orthogonal centers and gamma
+    close to 1/3 the worst margin is R (1 - sqrt(2) / 3) < 2 R gamma, so a bound twice as tight
+    (log(1 + (K - 1) exp(-2 R gamma))) is broken there: this check can fail."""
+    M = sample_centers(K, d, rho, kind, seed=K)
+    gamma = center_margin(M)
+    y = np.arange(K).repeat(3)
+    X = M[y] + adversarial_noise(M, y, gamma)
+    assert np.allclose(np.linalg.norm(X - M[y], axis=1), gamma)
+    radius = ce_lemma32_radius(K, gamma, 0.01)
+    for R in (1.0, 10.0, 30.0, radius):
+        ce = per_sample_loss(ce_lemma32_construction(M, R), X, y, "ce")
+        assert ce.max() <= ce_lemma32_bound(K, R, gamma) * (1 + 1e-9)
+    if kind == "equicorrelated" and rho == 0:  # orthogonal: gamma = 1/3, the tighter bound fails
+        ce = per_sample_loss(ce_lemma32_construction(M, radius), X, y, "ce").max()
+        assert ce > math.log1p((K - 1) * math.exp(-2 * radius * gamma))
+
+
+@pytest.mark.parametrize("sigma", [0.03, 0.04, 0.045])
+def test_lemma33_probability_is_at_least_its_bound_and_falls_with_sigma_and_n(sigma):
+    """Gaussian noise; the bound's constant is stated (c = 1/2 with a factor 2: lemma33_success_bound)."""
+    M = sample_centers(10, 50, 0.0, "random", seed=1)
+    gamma = center_margin(M)
+    trials = 400
+    got = lemma33_monte_carlo(M, 100, sigma, R=20.0, trials=trials, seed=2)
+    bound = lemma33_success_bound(10, 100, gamma, sigma)
+    assert 0 < bound < 1
+    se = math.sqrt(max(bound * (1 - bound), 1 / trials) / trials)
+    assert got["event"] >= bound - 3 * se and got["implication_held"]
+    assert got["ce_within_bound"] >= got["event"]
+    more_noise = lemma33_monte_carlo(M, 100, 1.6 * sigma, R=20.0, trials=trials, seed=3)
+    more_samples = lemma33_monte_carlo(M, 1000, sigma, R=20.0, trials=trials // 4, seed=4)
+    assert more_noise["event"] < got["event"] and more_samples["event"] <= got["event"]
+    assert lemma33_success_bound(10, 1000, gamma, sigma) < bound < lemma33_success_bound(10, 100, gamma, sigma / 2)
+
+
+def test_lemma33_covers_noise_that_lemma32_cannot():
+    """The remark after Lemma 3.3: sigma ~ gamma / sqrt(log K n) suffices, where Lemma 3.2 needs
+    ||z|| ~ sigma sqrt(d) <= gamma. In d = 400 such noise has norm about 2.5 gamma."""
+    K, n, d = 10, 50, 400
+    M = sample_centers(K, d, 0.0, "random", seed=5)
+    gamma = center_margin(M)
+    sigma = gamma / math.sqrt(2 * math.log(20 * K * n))  # the bound says >= 0.9
+    assert sigma * math.sqrt(d) > 2 * gamma
+    assert lemma33_success_bound(K, n, gamma, sigma) == pytest.approx(0.9)
+    assert lemma33_monte_carlo(M, n, sigma, R=30.0, trials=200, seed=6)["event"] >= 0.9 - 3 * 0.0212
+
+
+@pytest.mark.parametrize("K,d,sigma", [(10, 20, 0.3), (50, 20, 0.1), (25, 40, 0.2)])
+def test_the_printed_lemma35_bound_holds_only_below_a_weight_it_does_not_mention(K, d, sigma):
+    """The paper's bound ||M M^T - I||_F^2 / K + K sigma^2 has no w, but min CCQL(w) grows with w:
+    true at the paper's w = sqrt(K - 1) - 1 and at w = K - 2 here, false past w*."""
+    M = sample_centers(K, d, 0.0, "random", seed=K)
+    printed = lemma35_printed_bound(M, sigma)
+    w_star = lemma35_printed_holds_below(M, sigma)
+    assert K - 2 < w_star < math.inf
+    for w in (default_ccql_weight(K), K - 2, 0.9 * w_star):
+        assert ccql_population_min(M, sigma, w) <= printed
+    assert ccql_population_min(M, sigma, 1.1 * w_star) > printed
+    assert ccql_population_min(M, sigma, 10 * K) > printed or 10 * K < w_star
+    # the corrected value at Theta = M (with the 1/2 and the w term) bounds min CCQL at every w
+    for w in (0.0, 1.0, w_star, 100 * w_star):
+        assert ccql_population_min(M, sigma, w) <= ccql_at_centers(M, sigma, w) + 1e-12
+    # sigma = 0: the printed bound holds at every w, and normalized CCQL vanishes as w grows
+    assert lemma35_printed_holds_below(M, 0.0) == math.inf
+    assert ccql_normalized_min(M, 0.0, 1e6) < 1e-5 < ccql_normalized_min(M, sigma, 1e6)
 
 
 def test_ce_fit_within_norm_budget():
