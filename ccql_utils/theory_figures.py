@@ -31,14 +31,16 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from .losses import default_ccql_weight, zero_output_loss
-from .theory import (LOSSES, accuracy, ccql_at_centers, ccql_large_w_limit,
+from .theory import (LOSSES, accuracy, adversarial_noise, ccql_at_centers, ccql_large_w_limit,
                      ccql_least_squares, ccql_normalized_min, ccql_population_min,
                      ccql_population_min_generic, ccql_population_optimum, ce_fit_norm_budget,
                      ce_lemma32_bound, ce_lemma32_construction, ce_lemma32_radius, center_margin,
                      class_means, empirical_loss, gradient_descent, numerical_rank,
                      output_statistics, per_sample_loss, population_quadratic_loss,
                      ql_least_squares, ql_normalized_min, ql_population_min,
-                     ql_population_minimizer, ql_rank_bound, sample_centers, sample_mixture)
+                     ql_population_minimizer, ql_rank_bound, sample_centers, sample_mixture,
+                     lemma33_monte_carlo, lemma33_success_bound, lemma35_printed_bound,
+                     lemma35_printed_holds_below)
 
 STREAMS = {
     "loss_vs_k_centers": 1,   # min_loss_vs_k_frame: centers (one draw per rho, nested in K)
@@ -87,7 +89,8 @@ def verification_table(configs: Iterable[Sequence] = TABLE_CONFIGS, n: int = 200
     Columns: ql_closed (eigenvalue formula), ql_normal_eq (population loss at the normal-equation
     solution), ql_mc (in-sample min QL of an n-sample LS fit), their relative errors,
     ql_bound (1/2 (1 - rank/K)); gamma, R = log(K/eps)/gamma, ce_bound and ce_max (largest
-    per-sample CE at Theta = R M on n_ce bounded samples of radius gamma); ccql_exact,
+    per-sample CE at Theta = R M on n_ce samples whose noise of norm gamma points at the nearest
+    center, the worst case of Lemma 3.2); ccql_exact,
     ccql_generic (L-BFGS) at w = sqrt(K-1) - 1 and their relative error; ccql_at_M (Lemma 3.5)
     and ccql_reference ((w + 1)/2, the loss at Theta = 0). Losses are not normalized.
     """
@@ -101,7 +104,8 @@ def verification_table(configs: Iterable[Sequence] = TABLE_CONFIGS, n: int = 200
         mc = empirical_loss(ql_least_squares(X, y, K), X, y, "ql")
         gamma = center_margin(M)
         R = ce_lemma32_radius(K, gamma, ce_eps)
-        Xb, yb = sample_mixture(M, n_ce, gamma / math.sqrt(d), "bounded", seed=rng)
+        yb = rng.integers(0, K, size=n_ce)
+        Xb = M[yb] + adversarial_noise(M, yb, gamma)
         ce_max = float(per_sample_loss(ce_lemma32_construction(M, R), Xb, yb, "ce").max())
         w = default_ccql_weight(K)
         ccql_exact = ccql_population_min(M, sigma, w)
@@ -149,6 +153,47 @@ def format_verification_table(table: pd.DataFrame) -> pd.DataFrame:
         "CCQL at M": table["ccql_at_M"].map(sig),
         "CCQL at 0": table["ccql_reference"].map(sig),
     })
+
+
+# --- The lemmas as printed beside their corrected forms ----------------------------------------
+@one_blas_thread
+def printed_vs_corrected(K: int = 10, d: int = 20, sigma: float = 0.3, n: int = 100,
+                         trials: int = 400, seed: int = 0) -> pd.DataFrame:
+    """One row per statement of Section III: the paper's formula, the form used here, and the
+    numbers of a check on random unit centers (K x d) that could show it false."""
+    rng = np.random.default_rng([seed, 99])
+    M = sample_centers(K, d, 0.0, "random", seed=rng)
+    gamma, w = center_margin(M), default_ccql_weight(K)
+    R = ce_lemma32_radius(K, gamma, 0.01)
+    y = np.arange(K).repeat(20)
+    ce_worst = float(per_sample_loss(ce_lemma32_construction(M, R), M[y] + adversarial_noise(M, y, gamma),
+                                     y, "ce").max())
+    sigma33 = gamma / math.sqrt(2 * math.log(4 * K * n))  # where Lemma 3.3's bound is 0.5
+    mc = lemma33_monte_carlo(M, n, sigma33, R, trials, seed=rng)
+    closed, normal = ql_population_min(M, sigma), population_quadratic_loss(ql_population_minimizer(M, sigma), M, sigma)
+    printed, w_star = lemma35_printed_bound(M, sigma), lemma35_printed_holds_below(M, sigma)
+    rows = [
+        ("3.2 CE", "row k of Theta = R mu_k (printed: column); CE <= log(1 + (K-1) e^(-R gamma))",
+         "unchanged (rows: Theta is K x d)",
+         f"worst noise (toward the nearest center), R = {R:.3g}: max CE {ce_worst:.3g} <= bound "
+         f"{ce_lemma32_bound(K, R, gamma):.3g}", ce_worst <= ce_lemma32_bound(K, R, gamma)),
+        ("3.3 CE, sub-Gaussian", "P >= 1 - K n exp(-c gamma^2 / sigma^2), c unstated",
+         "Gaussian noise: P >= 1 - 2 K n exp(-gamma^2 / (2 sigma^2))",
+         f"n = {n}, sigma = {sigma33:.3g}: margin event in {mc['event']:.2f} of {trials} draws >= "
+         f"bound {lemma33_success_bound(K, n, gamma, sigma33):.2f}",
+         mc["event"] >= lemma33_success_bound(K, n, gamma, sigma33) - 3 * math.sqrt(0.25 / trials)),
+        ("3.4 QL", "Theta* = M (M^T M + sigma^2 I_K)^-1 (sizes do not match); min without the 1/2",
+         "Theta* = M (M^T M + K sigma^2 I_d)^-1; min = 1/2 sum_k sigma^2 / (lambda_k + K sigma^2)",
+         f"sigma = {sigma}: closed form {closed:.4g}, loss at the normal equations' solution "
+         f"{normal:.4g}", abs(closed - normal) <= 1e-10 * closed),
+        ("3.5 CCQL", "min CCQL <= ||M M^T - I||_F^2 / K + K sigma^2 (no w)",
+         "CCQL(M) = 1/2 (||M M^T - I||_F^2 / K + K sigma^2) + (w/2) sigma^2",
+         f"sigma = {sigma}: printed bound {printed:.3g} holds for w <= {w_star:.3g} (at the paper's "
+         f"w = {w:.3g}: min {ccql_population_min(M, sigma, w):.3g}), fails above (at w = 10 K: "
+         f"{ccql_population_min(M, sigma, 10 * K):.3g}); the corrected form bounds every w",
+         ccql_population_min(M, sigma, w) <= printed < ccql_population_min(M, sigma, 1.1 * w_star)),
+    ]
+    return pd.DataFrame(rows, columns=["lemma", "as printed", "as used here", "check", "passes"])
 
 
 # --- Figure 1: normalized minimal loss vs K ----------------------------------------------------
@@ -238,7 +283,7 @@ def ccql_vs_w_frame(d: int, Ks: Sequence[int], sigma: float, rho: float,
         for w in ws:
             for model, intercept in (("linear", False), ("affine", True)):
                 Theta, value = ccql_population_optimum(M, sigma, w, intercept)
-                rows.append({"K": K, "w": float(w), "model": model,
+                rows.append({"K": K, "sigma": float(sigma), "w": float(w), "model": model,
                              "ccql_norm": value / zero_output_loss("ccql", K, w),
                              "accuracy": accuracy(Theta, X, y), **output_statistics(Theta, X, y),
                              "large_w_limit": ccql_large_w_limit(sigma),
@@ -248,7 +293,11 @@ def ccql_vs_w_frame(d: int, Ks: Sequence[int], sigma: float, rho: float,
 
 def plot_ccql_vs_w(frame: pd.DataFrame, d: int, sigma: float, rho: float):
     """2 x 2 panels vs w (symlog): normalized min CCQL, accuracy, mean wrong-class output and
-    margin, one colour per K, linear solid and affine dashed; returns the figure."""
+    margin, one colour per K, linear solid and affine dashed, at noise `sigma`; rows of the frame
+    at sigma = 0 (if any) add the linear model's normalized min CCQL to panel (a), dotted: there
+    it falls to 0, as the paper says, while at sigma > 0 it levels off. Returns the figure."""
+    noiseless = frame[(frame.sigma == 0) & (frame.model == "linear")] if sigma != 0 else frame.iloc[:0]
+    frame = frame[frame.sigma == sigma]
     Ks = frame["K"].unique()
     colors = dict(zip(Ks, plt.cm.plasma(np.linspace(0.0, 0.8, len(Ks)))))
     panels = [("ccql_norm", "normalized min CCQL", "log"),
@@ -269,11 +318,16 @@ def plot_ccql_vs_w(frame: pd.DataFrame, d: int, sigma: float, rho: float):
         ax.set_yscale(yscale)
         ax.set_xlabel("CCQL weight w")
         ax.set_ylabel(ylabel)
-    axes[0, 0].axhline(ccql_large_w_limit(sigma), color="k", lw=0.8, ls=":",
+    for K in noiseless["K"].unique():
+        s = noiseless[noiseless.K == K]
+        axes[0, 0].plot(s.w, s.ccql_norm, ":", lw=1.6, color=colors.get(K, "grey"),
+                        label=f"K = {K}, f = Theta x, sigma = 0")
+    axes[0, 0].axhline(ccql_large_w_limit(sigma), color="k", lw=0.8, ls=(0, (1, 3)),
                        label="sigma^2/(1+sigma^2)")
     axes[0, 0].legend(fontsize=7)
     axes[0, 1].set_title("dotted: nearest-center classifier (Theta = M)", fontsize=9)
-    fig.suptitle(f"Exact population CCQL optimum vs w (d = {d}, sigma = {sigma:g}, rho = {rho:g})")
+    fig.suptitle(f"Exact population CCQL optimum vs w (d = {d}, sigma = {sigma:g}, rho = {rho:g}"
+                 + ("; dotted in (a): sigma = 0)" if len(noiseless) else ")"))
     fig.tight_layout()
     return fig
 

@@ -4,7 +4,7 @@ Executes every notebook (the experiment ones at the tiny preset) into a temporar
 copies the outputs of the cells tagged `nbval-check-output` back into notebooks/; every other
 output is cleared (executed notebooks of real runs live in outputs/, not in git).
 
-    .venv/bin/python scripts/refresh_expected_outputs.py --data-root ../shared/data
+    .venv/bin/python scripts/refresh_expected_outputs.py --data-root ../shared/data [--only 00]
 """
 import argparse
 import tempfile
@@ -20,9 +20,10 @@ CHECK_TAG = "nbval-check-output"
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     parser.add_argument("--data-root", required=True)
+    parser.add_argument("--only", default="", help="only notebooks whose file name contains this")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        for source in sorted(NOTEBOOKS_DIR.glob("*.ipynb")):
+        for source in sorted(p for p in NOTEBOOKS_DIR.glob("*.ipynb") if args.only in p.name):
             name = source.name
             executed = Path(tmp) / name
             parameters = {"figures_dir": f"{tmp}/figures"}
