@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import io
 import json
 import os
@@ -19,14 +20,21 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FIGURES_DIR = PROJECT_ROOT / "figures"
 
 
+# What drawing figures writes: changes there do not make the code that drew them differ.
+OUTPUT_FOLDERS = ("figures", "outputs", "results")
+
+
 def git_commit(repo: Path = PROJECT_ROOT) -> str:
-    """The current commit hash (with '-dirty' if the work tree has changes), or 'unknown'."""
+    """The current commit hash, or 'unknown'. Uncommitted changes to tracked files outside
+    OUTPUT_FOLDERS add '-dirty-' and 12 hex digits of the sha256 of their diff, which pins the
+    code that ran (a figure drawn while earlier figures of the same notebook changed stays clean)."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
+        def git(*args):
+            return subprocess.run(["git", *args], cwd=repo, capture_output=True, timeout=10,
+                                  check=True).stdout
+        commit = git("rev-parse", "HEAD").decode().strip()
+        diff = git("diff", "HEAD", "--", ".", *(f":(exclude){f}" for f in OUTPUT_FOLDERS))
+        return commit + (f"-dirty-{hashlib.sha256(diff).hexdigest()[:12]}" if diff.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -79,9 +87,20 @@ def _jsonable(value: Any) -> Any:
         return value.item()
     if isinstance(value, np.ndarray):
         return value.tolist()
+    if isinstance(value, (str, Path)) and Path(value).is_absolute():
+        return _portable_path(Path(value))
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def _portable_path(path: Path) -> str:
+    """A path as a reader elsewhere can use it: relative to the repository when inside it, else
+    only its last part (an absolute path says nothing to a reader and would leak a home folder)."""
+    try:
+        return str(path.resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return f"<outside the repository>/{path.name}"
 
 
 def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:

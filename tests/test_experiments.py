@@ -165,3 +165,31 @@ def test_the_h200_10_seed_quick_sweep_reads_back_without_data_and_orders_the_los
     final = {key: run.final()["test_acc"] for key, run in result.runs.items()}
     for seed in range(10):
         assert final["CE", seed] > final["CCQL", seed] > final["QL", seed], seed
+
+
+def test_provenance_pins_the_code_and_keeps_no_machine_paths(tmp_path):
+    """A commit with '-dirty' alone does not say which code ran: uncommitted changes to code add
+    the hash of their diff; figures written earlier in the same run do not count as changes.
+    Paths are made relative to the repository, or reduced to their last part outside it."""
+    import subprocess
+    from ccql_utils.provenance import PROJECT_ROOT, _jsonable, git_commit
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+    git("init", "-q")
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "figures" / "f.csv").write_text("a\n1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "c")
+    clean = git_commit(tmp_path)
+    assert len(clean) == 40
+    (tmp_path / "figures" / "f.csv").write_text("a\n2\n")
+    assert git_commit(tmp_path) == clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    first = git_commit(tmp_path)
+    (tmp_path / "code.py").write_text("x = 3\n")
+    second = git_commit(tmp_path)
+    assert first.startswith(clean + "-dirty-") and second.startswith(clean + "-dirty-") and first != second
+    assert _jsonable({"figures_dir": str(PROJECT_ROOT / "figures"), "data_root": "/home/someone/data",
+                      "preset": "quick"}) == {"figures_dir": "figures", "preset": "quick",
+                                              "data_root": "<outside the repository>/data"}
