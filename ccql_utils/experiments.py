@@ -134,6 +134,7 @@ class ExperimentResult:
                          "config": self.configs[label, seed].identity(),
                          "class_names": run.class_names, "state": run.state,
                          "epochs_completed": len(run.history), "device": run.status.get("device"),
+                         "torch": run.status.get("torch"),  # the training machine's (None: not recorded)
                          "diverged_epoch": run.status.get("diverged_epoch")}
                      for (label, seed), run in self.runs.items()},
             "diverged_runs": list(self.diverged()),

@@ -181,7 +181,7 @@ def plot_k_sweep(result: KSweepResult):
     loss (with result.theory's minima, dotted, if set) and the gap to CE in test accuracy."""
     import matplotlib.pyplot as plt
     import seaborn as sns
-    from .plots import COLOURS
+    from .plots import COLOURS, TRAIN_METRICS_NOTE
     t = result.final_table()
     t = t[t.state == "finished"]
     gaps = result.summary()
@@ -210,8 +210,8 @@ def plot_k_sweep(result: KSweepResult):
         ax.minorticks_off()
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"Beyond the paper: the losses against the number of classes K\n{result.caption()}",
-                 fontsize=10)
+    fig.suptitle(f"Beyond the paper: the losses against the number of classes K\n{result.caption()}\n"
+                 f"{TRAIN_METRICS_NOTE}", fontsize=10)
     fig.tight_layout()
     return fig
 

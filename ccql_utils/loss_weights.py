@@ -228,6 +228,7 @@ def plot_weight_sweep(result: WeightSweepResult):
     square variants, grouped by K. Seeds: mean, +-1 sd."""
     import matplotlib.pyplot as plt
     import seaborn as sns
+    from .plots import TRAIN_METRICS_NOTE
     t = result.final_table()
     t = t[t.state == "finished"]
     ks = sorted(t.K.unique())
@@ -240,8 +241,8 @@ def plot_weight_sweep(result: WeightSweepResult):
             d = ccql[ccql.K == k]
             sns.lineplot(data=d, x="one_plus_w", y=column, color=colours[k], marker="o",
                          errorbar="sd", ax=ax, label=f"CCQL, K = {k}")
-            default = d[d.variant.str.contains("sqrt")]
-            ax.plot(default.one_plus_w, default[column], "*", color=colours[k], ms=12)
+            default = d[d.variant.str.contains("sqrt")]  # one star per K: the seeds' mean, as the line
+            ax.plot(default.one_plus_w.mean(), default[column].mean(), "*", color=colours[k], ms=12)
             ce = t[(t.variant == "CE") & (t.K == k)][column]
             if column == "test_acc" and len(ce):
                 ax.axhline(ce.mean(), color=colours[k], ls="--", lw=1, label=f"CE, K = {k}")
@@ -257,8 +258,8 @@ def plot_weight_sweep(result: WeightSweepResult):
     axes[2].tick_params(axis="x", labelrotation=25, labelsize=7)
     for ax in axes[::2]:
         ax.set_ylim(0, None)
-    fig.suptitle(f"Beyond the paper: the CCQL weight and Hui & Belkin's rescaling\n{result.caption()}",
-                 fontsize=10)
+    fig.suptitle(f"Beyond the paper: the CCQL weight and Hui & Belkin's rescaling\n{result.caption()}\n"
+                 f"{TRAIN_METRICS_NOTE}", fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -20,6 +20,9 @@ PANELS = {
     "train_loss_norm": ("normalized training loss", "loss_norm", ("train",)),
 }
 DASHES = {"train": "", "test": (4, 2)}
+# What "train" means in every training figure (train.py): the paper plots it the same way.
+TRAIN_METRICS_NOTE = ("train = running mean over each epoch's augmented batches in train mode "
+                      "(not a clean pass over the training set)")
 
 
 def tidy_histories(result: ExperimentResult) -> pd.DataFrame:
@@ -65,8 +68,9 @@ def plot_experiment(result: ExperimentResult, panels=("acc", "loss_norm"), title
             if run.diverged:  # its last values are NaN: mark the epoch at the top of the panel
                 ax.plot([run.status.get("diverged_epoch")], [0.95], marker="x", ms=9, mew=2,
                         color=COLOURS.get(label), transform=ax.get_xaxis_transform(), clip_on=False)
-        if panel == "acc":
-            ax.set_ylim(0, 1.02)
+        if panel == "acc":  # all of [0, 1] when the curves use it, else room to tell them apart
+            top = data.value.max() if not data.empty else 1.0
+            ax.set_ylim(0, 1.02 if top > 0.5 else min(1.02, 1.2 * top + 0.02))
             k = next(iter(result.configs.values())).num_classes
             ax.axhline(1 / k, color="grey", lw=0.6, ls=":", label=f"chance (1/{k})")
         else:
@@ -77,7 +81,7 @@ def plot_experiment(result: ExperimentResult, panels=("acc", "loss_norm"), title
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     title = get_experiment(result.experiment).title if title is None else title
-    fig.suptitle(f"{title}\n{result.caption()}", fontsize=10)
+    fig.suptitle(f"{title}\n{result.caption()}\n{TRAIN_METRICS_NOTE}", fontsize=10)
     fig.tight_layout()
     return fig
 

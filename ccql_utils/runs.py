@@ -258,8 +258,9 @@ class _RunFiles:
             self.on_epoch(trainer.history)  # metrics.csv again as the checkpoint has it
         else:
             (self.run_dir / "metrics.csv").unlink(missing_ok=True)  # no epoch yet: no metrics file
+        import torch
         self.write_status(resumed_from_epoch=len(trainer.history), epochs_completed=len(trainer.history),
-                          device=describe_device(trainer.device), **execution)
+                          device=describe_device(trainer.device), torch=torch.__version__, **execution)
 
     def diverged(self, trainer: Trainer, exc: RunDiverged) -> None:
         self.write_status(state="diverged", diverged_epoch=len(trainer.history), reason=str(exc))
