@@ -44,20 +44,28 @@ NOTEBOOK_DEFAULTS = {
 }
 
 
+def trained_as(loss: str, k: int) -> str:
+    """The loss that (loss, K) trains: CCQL whose default weight sqrt(K - 1) - 1 is 0 (K = 2) is
+    QL by construction, so it is QL's run (one run, one LR probe), not a second one."""
+    return "ql" if loss == "ccql" and default_ccql_weight(k) == 0 else loss
+
+
 def k_sweep_configs(preset: str, seed: int = 0, class_seed: int = 0, device: str = "auto",
                     k_values=None) -> dict[tuple[str, int], TrainConfig]:
     """(loss, K) -> the full run's config at `preset`, its LR still the grid's first (the probe
-    chooses it). k_values: a subset of the preset's (default: all of them)."""
+    chooses it). k_values: a subset of the preset's (default: all of them). At K = 2 CCQL's
+    entry is QL's config (`trained_as`)."""
     p, sweep = get_preset(preset), K_SWEEP[preset]
     k_values = sweep.k_values if k_values is None else tuple(k_values)
     unknown = sorted(set(k_values) - set(sweep.k_values))
     if unknown:
         raise ValueError(f"K {unknown} not in the {preset} K sweep {sweep.k_values}")
     return {(loss, k): TrainConfig(
-                loss=loss, classes="random", num_classes=k, class_seed=class_seed, seed=seed,
-                depth=p.depth, width=p.width, batch_size=p.batch_size, epochs=sweep.epochs,
+                loss=trained_as(loss, k), classes="random", num_classes=k, class_seed=class_seed,
+                seed=seed, depth=p.depth, width=p.width, batch_size=p.batch_size, epochs=sweep.epochs,
                 train_per_class=sweep.train_per_class, test_per_class=sweep.test_per_class,
-                lr=sweep.lr_grid[loss][0], checkpoint_every=p.checkpoint_every, device=device).resolved()
+                lr=sweep.lr_grid[trained_as(loss, k)][0], checkpoint_every=p.checkpoint_every,
+                device=device).resolved()
             for loss in LOSSES for k in k_values}
 
 
@@ -136,7 +144,7 @@ def run_k_sweep(preset: str = "auto", seeds=None, seed: int = 0, data_root=None,
     sweep = K_SWEEP[preset]
     base = k_sweep_configs(preset, seeds[0], seeds[0], device, k_values)
     table, configs, runs = probe_then_train(
-        store, base, {(loss, k): sweep.lr_grid[loss] for loss, k in base}, sweep.probe_epochs, seeds,
+        store, base, {(loss, k): sweep.lr_grid[trained_as(loss, k)] for loss, k in base}, sweep.probe_epochs, seeds,
         lambda key: f"{LOSS_LABELS[key[0]]} K={key[1]}", "k-sweep", **ex)
     table.insert(1, "K", table.point.map(lambda key: key[1]))
     return KSweepResult(preset, table.drop(columns="point"), configs, runs)

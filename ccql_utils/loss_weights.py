@@ -29,7 +29,7 @@ import pandas as pd
 from .config import TrainConfig
 from .k_sweep import k_sweep_configs
 from .losses import default_ccql_weight
-from .presets import K_SWEEP, LOSS_WEIGHTS, get_preset, resolve_preset, seed_list
+from .presets import K_SWEEP, K_WEIGHTS, LOSS_WEIGHTS, get_preset, resolve_preset, seed_list
 from .provenance import PROJECT_ROOT
 from .runs import Run, RunStore
 from .sweep import final_numbers, probe_then_train, save_sweep_figure, sweep_notebook_values
@@ -75,6 +75,9 @@ def variants(preset: str, num_classes: int) -> list[Variant]:
             out.append(Variant("QL (w = 0)", "ql", {}, w=0.0))
         elif w is None:
             out.append(Variant("CCQL w = sqrt(K-1)-1", "ccql", {}, w=w_star))
+        elif isinstance(w, str):
+            value = float(K_WEIGHTS[w](num_classes))
+            out.append(Variant(f"CCQL w = {w}", "ccql", {"w": value}, w=value))
         else:
             out.append(Variant(f"CCQL w = {w:g}", "ccql", {"w": float(w)}, w=float(w)))
     for k, M in spec.rescaled:

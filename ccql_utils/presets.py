@@ -158,6 +158,7 @@ K_SWEEP = {
 @dataclass(frozen=True)
 class WeightSweep:
     """The loss-weight sweep (notebook 05) at one preset: its K values, CCQL weights w (0 is QL;
+    a K_WEIGHTS name is a weight that depends on K;
     None is the default sqrt(K-1) - 1) and rescaled-square settings (k, M) (k None is 1 + the
     default w, CCQL's equivalent). Images, epochs, probe and base LR grids are the preset's
     K_SWEEP entry, so CE, QL and default-w CCQL are the K sweep's own runs."""
@@ -168,7 +169,10 @@ class WeightSweep:
 
 
 # Hui & Belkin's many-class setting is k = 1, M = 15; (1, 1) is the plain square loss / K.
-WEIGHTS, RESCALED = (0, 1, None, 10, 30), ((1, 1), (1, 15), (None, 1))
+# Weights given as text depend on K: "K-2" is the linear weighting the paper says the square root
+# beats "consistently"; "10K" a very large w, where the paper reports chance accuracy.
+WEIGHTS, RESCALED = (0, 1, None, 10, 30, "K-2", "10K"), ((1, 1), (1, 15), (None, 1))
+K_WEIGHTS = {"K-2": lambda k: k - 2, "10K": lambda k: 10 * k}
 LOSS_WEIGHTS = {
     "paper": WeightSweep((25, 100), WEIGHTS, RESCALED),
     "gpu-short": WeightSweep((25, 100), WEIGHTS, RESCALED),

@@ -22,7 +22,10 @@ def test_every_k_has_the_same_images_per_class_and_each_loss_its_grid():
         assert set(configs) == {(loss, k) for loss in ("ce", "ql", "ccql") for k in sweep.k_values}
         assert {c.train_per_class for c in configs.values()} == {sweep.train_per_class}
         assert {c.epochs for c in configs.values()} == {sweep.epochs}
-        assert all(c.lr == sweep.lr_grid[loss][0] for (loss, _), c in configs.items())
+        assert all(c.lr == sweep.lr_grid[c.loss][0] for c in configs.values())
+        assert all(c.loss == loss for (loss, k), c in configs.items() if k > 2)
+        if 2 in sweep.k_values:  # CCQL's default weight is 0 at K = 2: it is QL's run, one run id
+            assert configs["ccql", 2].run_id() == configs["ql", 2].run_id()
 
 
 def test_the_theory_stand_in_rises_with_k_and_ccql_stays_below_ql():

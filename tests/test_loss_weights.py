@@ -24,7 +24,8 @@ def test_ce_ql_and_default_ccql_are_the_k_sweeps_own_runs_and_every_other_varian
 def test_the_variants_are_the_issues_weights_and_hui_belkin_settings(K):
     by_name = {v.name: v for v in variants("quick", K)}
     w_star = default_ccql_weight(K)
-    assert sorted(v.w for v in by_name.values() if v.family == "CCQL") == sorted([0, 1, w_star, 10, 30])
+    assert sorted(v.w for v in by_name.values() if v.family == "CCQL") == sorted(
+        [0, 1, w_star, 10, 30, K - 2, 10 * K])  # linear weighting and a very large w, per K
     assert {(v.k, v.M) for v in by_name.values() if v.loss == "rescaled_square"} == {
         (1, 1), (1, 15), (1 + w_star, 1)}
     configs, _ = weight_sweep_configs("quick", k_values=[K])
