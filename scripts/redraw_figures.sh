@@ -17,7 +17,8 @@ for records in results/quick_3_seeds_records.tar.gz results/k_sweep_quick_record
                results/loss_weights_quick_records.tar.gz results/gpu-short-h200-2026-11-27 \
                results/gpu-lease-*.tar.gz; do
     [ -e "$records" ] || continue
-    "$PY" -m ccql_utils import "$records" --runs-dir "$runs" 2>&1 | head -1
+    added="$("$PY" -m ccql_utils import "$records" --runs-dir "$runs" 2>&1)" || { echo "$added" >&2; exit 1; }
+    echo "$records: ${added%%$'\n'*}"
 done
 # quick: every training figure with the seeds it was committed with; gpu-short: the figures it has
 for nb in 01 02 03 04 05; do
