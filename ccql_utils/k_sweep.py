@@ -147,6 +147,7 @@ def run_k_sweep(preset: str = "auto", seeds=None, seed: int = 0, data_root=None,
         store, base, {(loss, k): sweep.lr_grid[trained_as(loss, k)] for loss, k in base}, sweep.probe_epochs, seeds,
         lambda key: f"{LOSS_LABELS[key[0]]} K={key[1]}", "k-sweep", **ex)
     table.insert(1, "K", table.point.map(lambda key: key[1]))
+    table["loss"] = table.point.map(lambda key: key[0])  # CCQL at K = 2 probes as QL (trained_as)
     return KSweepResult(preset, table.drop(columns="point"), configs, runs)
 
 
