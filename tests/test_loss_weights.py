@@ -63,6 +63,6 @@ def test_bad_notebook_values_are_refused_before_anything_runs(bad, message):
 def test_the_committed_quick_records_redraw_the_committed_figure_data_without_data(
         committed_records, assert_sweep_redraws):
     from ccql_utils.loss_weights import run_weight_sweep
-    runs_dir = committed_records("loss_weights_quick_records.tar.gz", 114)
+    runs_dir = committed_records("loss_weights_quick_records.tar.gz", 138)
     result = run_weight_sweep("quick", seeds=[0, 1, 2], runs_dir=runs_dir, progress=False, device="cpu")
     assert_sweep_redraws(result, "fig5_loss_weights_quick")
