@@ -157,6 +157,24 @@ class ExperimentResult:
                 + (f"\nNOT YET TRAINED: {', '.join(missing)}" if missing else ""))
 
 
+def subset_gaps(result: ExperimentResult, first: str = "random", second: str = "mammals") -> pd.DataFrame:
+    """Per loss of an experiment labelled '<loss>, <subset>' (Fig 3): the final test accuracy on
+    `first` minus on `second`, in points, paired by seed; mean, sd and n over the seeds where both
+    finished, beside each subset's mean accuracy (%)."""
+    rows = []
+    losses = dict.fromkeys(label.split(", ")[0] for label in result.labels)
+    for loss in losses:
+        acc = {subset: {seed: 100 * run.final()["test_acc"] for (label, seed), run in result.runs.items()
+                        if label == f"{loss}, {subset}" and run.finished} for subset in (first, second)}
+        paired = sorted(set(acc[first]) & set(acc[second]))
+        gaps = pd.Series([acc[first][s] - acc[second][s] for s in paired], dtype=float)
+        rows.append({"loss": loss, f"{first} test acc": pd.Series(acc[first], dtype=float).mean(),
+                     f"{second} test acc": pd.Series(acc[second], dtype=float).mean(),
+                     "gap (points)": gaps.mean(), "gap sd": gaps.std(ddof=1) if len(gaps) > 1 else None,
+                     "n": len(gaps)})
+    return pd.DataFrame(rows)
+
+
 def run_experiment(experiment: str, preset: str = "auto", seed: int = 0, seeds=None,
                    data_root: str | Path | None = None, runs_dir: str | Path = "runs",
                    verify_data: bool = True, progress: bool | None = None,

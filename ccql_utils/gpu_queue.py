@@ -42,18 +42,18 @@ class Wanted:
 def _queue() -> list[Wanted]:
     k100 = experiment_configs("k100", "gpu-short")
     paper = experiment_configs("k25_random", "paper")
-    short = experiment_configs("k25_random", "gpu-short")
     seeds = {**experiment_seed_configs("k25_random", "gpu-short", seeds=[0, 1, 2]),
              **experiment_seed_configs("mammals_vs_random", "gpu-short", seeds=[0, 1, 2])}
     second_draw = experiment_configs("k25_random", "gpu-short", class_seed=1)
     wanted = [Wanted(1, "Fig 2 at gpu-short", label, k100[label]) for label in ("QL", "CE", "CCQL")]
     wanted += [Wanted(2, "Fig 1 at paper (200 epochs)", label,
                       paper[label]) for label in ("QL", "CCQL", "CE")]
-    wanted += [Wanted(3, "control: mammals with CE, CCQL (gpu-short)", f"{label} on mammals",
-                      replace(short[label], classes="mammals").resolved()) for label in ("CE", "CCQL")]
+    fig3 = experiment_configs("mammals_vs_random", "gpu-short")
+    wanted += [Wanted(3, "control: mammals with CE, CCQL (gpu-short)", label, fig3[label])
+               for label in ("CE, mammals", "CCQL, mammals")]
     wanted += [Wanted(4, "Fig 1, Fig 3 at gpu-short: seeds 1, 2", f"{label} (seed {seed})", config)
                for seed in (1, 2) for (label, s), config in seeds.items() if s == seed
-               and label != "25 random classes"]  # Fig 3's random-class QL run is Fig 1's QL
+               and not label.endswith(", random")]  # Fig 3's random-class runs are Fig 1's
     wanted += [Wanted(4, "Fig 1 at gpu-short: a second class draw", f"{label} (class seed 1)",
                       second_draw[label]) for label in ("CE", "QL", "CCQL")]
     wanted += [Wanted(5, "Fig 2 at gpu-short: QL at 0.5x, 2x its LR", f"QL lr {lr}",

@@ -11,8 +11,11 @@ from .experiments import ExperimentResult
 from .presets import get_experiment
 from .provenance import save_figure
 
-COLOURS = {"CE": "tab:blue", "QL": "tab:red", "CCQL": "tab:green",
-           "25 random classes": "tab:red", "25 mammal classes": "tab:purple"}
+COLOURS = {"CE": "tab:blue", "QL": "tab:red", "CCQL": "tab:green"}
+# Fig 3: each loss in its colour on the random classes, a lighter shade on the mammals
+COLOURS.update({f"{loss}, {subset}": colour for loss, shades in {
+    "CE": ("tab:blue", "lightskyblue"), "QL": ("tab:red", "lightsalmon"),
+    "CCQL": ("tab:green", "yellowgreen")}.items() for subset, colour in zip(("random", "mammals"), shades)})
 # panel -> (y label, metric name in the tidy frame, splits drawn)
 PANELS = {
     "acc": ("accuracy", "acc", ("train", "test")),

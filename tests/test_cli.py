@@ -139,8 +139,8 @@ def test_run_all_on_a_cluster_hands_every_figures_runs_to_the_executor_at_once(t
     assert code == 0
     kind, configs, kw = calls[0]
     assert kind == "train" and kw["executor"] == "ray" and kw["runs_per_gpu"] == 4
-    # Fig 1: 3 runs, Fig 2: 3, Fig 3: its random-class QL run is Fig 1's, so 1 more
-    assert len(configs) == 7 and all(run_id == c.run_id() for run_id, c in configs.items())
+    # Fig 1: 3 runs, Fig 2: 3, Fig 3: its random-class runs are Fig 1's, so 3 more (the mammals)
+    assert len(configs) == 9 and all(run_id == c.run_id() for run_id, c in configs.items())
     assert [c[1] for c in calls[1:]] == ["00_theory.ipynb", "01_k25_random.ipynb", "02_k100.ipynb",
                                          "03_mammals_vs_random.ipynb", "04_k_sweep.ipynb",
                                          "05_loss_weights.ipynb"]

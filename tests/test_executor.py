@@ -117,7 +117,7 @@ def test_a_killed_worker_is_retried_and_its_run_resumes_to_the_uninterrupted_res
 @pytest.mark.slow
 def test_two_drivers_submitting_one_experiment_train_each_run_once(local_ray, tmp_path, synthetic_root):
     """Two processes join the cluster by its address, as two users' drivers would."""
-    command = [sys.executable, "-m", "ccql_utils", "run", "mammals_vs_random", "--preset", "tiny",
+    command = [sys.executable, "-m", "ccql_utils", "run", "k25_random", "--preset", "tiny",
                "--device", "cpu", "--epochs", "1", "--executor", "ray", "--runs-dir", str(tmp_path),
                "--data-root", str(synthetic_root), "--unverified-data", "--quiet",
                "--address", local_ray.address]
@@ -126,7 +126,7 @@ def test_two_drivers_submitting_one_experiment_train_each_run_once(local_ray, tm
     outputs = [d.communicate(timeout=900) for d in drivers]
     assert [d.returncode for d in drivers] == [0, 0], [e[-2000:] for _, e in outputs]
     run_dirs = [p for p in tmp_path.iterdir() if p.is_dir()]
-    assert len(run_dirs) == 2
+    assert len(run_dirs) == 3
     for run_dir in run_dirs:
         run = load_run(run_dir)
         assert run.finished and run.status["resumed_from_epoch"] == 0 and len(run.history) == 1

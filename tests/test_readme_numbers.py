@@ -12,7 +12,7 @@ README = (PROJECT_ROOT / "README.md").read_text()
 # (a continuation row leaves the first cell empty: it is the figure above's)
 ROW = re.compile(r"^\| (?:\[Fig \d\]\((figures/[\w.-]+)\.png\)[^|]*)? ?\| ([^|]+) \| ([^|]+) \| ([^|]+) \| ([^|]+) \|", re.M)
 # README labels -> the figures' legend labels
-LABELS = {"25 random": "25 random classes", "25 mammals": "25 mammal classes"}
+LABELS = {"25 random": "QL, random", "25 mammals": "QL, mammals"}  # Fig 3's rows are QL's unless named
 
 
 def quoted_rows():
@@ -23,6 +23,9 @@ def quoted_rows():
         if figure is None or "/" not in losses:
             continue
         run = re.sub(r" \(LR [\d.]+\)", "", run.strip())
+        if "fig3" in figure and ", " in run:  # a control row names its loss: "CE, 25 mammals"
+            loss, subset = run.split(", ")
+            run = f"{loss}, {subset.split()[-1]}"
         rows.append((figure, LABELS.get(run, run), train_acc, test_acc, losses))
     return rows
 
