@@ -1,18 +1,19 @@
 """The training loop of one run (SGD, step schedule, checkpoint/resume); config.py defines the run.
 
-One epoch = one pass over this rank's share of the shuffled, augmented training subset, then
+One epoch = one pass over the shuffled, augmented training subset, then
 one pass over the test subset. Per epoch the history records (accuracies are fractions):
 
     epoch, lr, train_loss, train_acc, test_loss, test_acc, train_loss_norm, test_loss_norm, seconds
 
 `train_loss`/`train_acc` are running averages over the augmented epoch, in train mode (the
-weights change during the epoch), as most papers plot them. With `clean_train_eval=True` the
-history also has `train_clean_loss`, `train_clean_acc`(, `_norm`): one extra pass over the
-training images without augmentation, in eval mode, after the epoch. `*_norm` = loss divided by
+weights change during the epoch), as most papers plot them. With `clean_train_eval` (True: every
+epoch; N: every N epochs and the last) the history also has `train_clean_loss`, `train_clean_acc`
+(, `_norm`): one extra pass over the training images without augmentation, in eval mode, after the
+epoch; empty on the other epochs. `*_norm` = loss divided by
 the loss's `reference_value` (its value at zero outputs).
 
 Metrics are accumulated on the device as sums and counts and read once per epoch (no host sync
-per step; sums and counts are what a multi-GPU mode would all-reduce).
+per step).
 """
 from __future__ import annotations
 
@@ -96,7 +97,7 @@ class RunDiverged(RuntimeError):
 
 @dataclass
 class EpochSums:
-    """Sums and counts of one pass, kept on the device (all-reducible for multi-GPU). One run:
+    """Sums and counts of one pass, kept on the device (read once per pass). One run:
     scalars; N stacked runs (stacked.py): vectors [N]."""
 
     loss_sum: torch.Tensor
