@@ -103,7 +103,7 @@ class Plan:
 
     def describe(self) -> str:
         lines = [f"plan for a budget of {self.budget_s:.0f} s (estimates for one NVIDIA H200, "
-                 f"gpu_queue.H200_WRN28_10): {len(self.runs)} run(s), about {self.total_s:.0f} s"]
+                 f"estimates.H200_WRN28_10): {len(self.runs)} run(s), about {self.total_s:.0f} s"]
         total = 0.0
         for w in self.runs:
             total += self.seconds[w.run_id]
