@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .config import TrainConfig
-from .estimates import H200_WRN28_10, estimate_seconds
+from .estimates import estimate_seconds
 from .data import is_pack, pack_contents, published_class_indices, FINE_NAMES
 from .presets import experiment_configs, experiment_seed_configs
 from .provenance import PROJECT_ROOT
@@ -114,7 +114,7 @@ class Plan:
                      + "".join(f"\n  {w.priority}. {w.why:<42} {w.label:<26} ~{self.seconds[w.run_id]:.0f} s"
                                for w in self.waiting))
         if self.unserved:
-            lines.append(f"not served by this data (pack their classes): "
+            lines.append("not served by this data (pack their classes): "
                          + ", ".join(f"{w.label} [{w.why}]" for w in self.unserved))
         return "\n".join(lines)
 
