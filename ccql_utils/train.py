@@ -258,6 +258,22 @@ class Trainer:
             sums.add(self.loss_fn(at_least_float32(outputs), labels), outputs, labels)
         return sums.read()
 
+    @torch.no_grad()
+    def output_means(self) -> dict[str, float]:
+        """Mean test-set output of the model on the correct class and on the other classes (eval
+        mode): near 1 on both is the all-ones output the paper reports for a very large CCQL w."""
+        self.model.eval()
+        correct = total = 0.0
+        count, k = 0, self.config.num_classes
+        for images, labels in self.test_loader.eval_batches(self.config.eval_batch_size):
+            with self._autocast():
+                outputs = self.forward(images).float()
+            correct += outputs.gather(1, labels[:, None]).sum().item()
+            total += outputs.sum().item()
+            count += len(labels)
+        return {"correct_class_output": correct / count,
+                "wrong_class_output": (total - correct) / (count * (k - 1))}
+
     # ------------------------------------------------------------------ the run
     def run(self) -> list[dict]:
         """Train the remaining epochs. Returns the history; raises RunDiverged on a non-finite loss."""

@@ -225,3 +225,22 @@ def test_two_processes_asking_for_one_run_train_it_once(data_args, tmp_path):
     run = load_run(dirs.pop())
     assert run.finished and len(run.history) == 3
     assert run.status["resumed_from_epoch"] == 0  # the waiting process did not train again
+
+
+def test_output_means_tell_an_all_ones_network_from_a_one_hot_one(synthetic_data, tmp_path):
+    """What scripts/output_means.py reports for Fig 5's very large w: the mean test output on the
+    correct class and on the others. A network whose last layer outputs 1 everywhere gives 1 and 1;
+    one whose outputs are the one-hot labels would give 1 and 0."""
+    import torch
+    from ccql_utils.train import Trainer
+    from tests.conftest import tiny_config
+    trainer = Trainer(tiny_config(epochs=1, train_per_class=10), synthetic_data, tmp_path, progress=False)
+    with torch.no_grad():
+        trainer.model.fc.weight.zero_()
+        trainer.model.fc.bias.fill_(1.0)
+    means = trainer.output_means()
+    assert means == pytest.approx({"correct_class_output": 1.0, "wrong_class_output": 1.0})
+    # a network that outputs the one-hot label of each test image (the batches come in order)
+    batches = iter([labels for _, labels in trainer.test_loader.eval_batches(trainer.config.eval_batch_size)])
+    trainer.forward = lambda images: torch.nn.functional.one_hot(next(batches), 5).float()
+    assert trainer.output_means() == pytest.approx({"correct_class_output": 1.0, "wrong_class_output": 0.0})
