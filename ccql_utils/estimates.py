@@ -51,7 +51,7 @@ def cpu_hours(config: TrainConfig) -> float:
     return (trained + evaluated / 3) / rate / 3600
 
 
-def check_cpu_time(configs, verb: str = "training") -> None:
+def check_cpu_time(configs) -> None:
     """Refuse (ValueError, one line) runs whose device 'auto' means the CPU here and which would take
     over CPU_REFUSE_HOURS there; with device='cpu' asked for, warn with the estimate and go on."""
     slow = {}
@@ -65,6 +65,6 @@ def check_cpu_time(configs, verb: str = "training") -> None:
     what = (f"{len(slow)} run(s) of WRN-{c.depth}-{c.width} (the longest {c.run_id()}) would take about "
             f"{'up to ' if len(slow) > 1 else ''}{hours:.0f} h{' each' if len(slow) > 1 else ''} on a 2-core CPU")
     if any(c.device == "auto" for c, _ in slow.values()):
-        raise ValueError(f"{what}: not {verb} them on this CPU. Train on a GPU (docs/gpu.md: "
+        raise ValueError(f"{what}: not training them on this CPU. Train on a GPU (docs/gpu.md: "
                          f"`python -m ccql_utils plan`), or force the CPU with --device cpu")
     print(f"warning: {what}; --device cpu asked for it", file=sys.stderr)

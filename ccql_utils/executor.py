@@ -54,14 +54,14 @@ def run_configs(store: RunStore, configs: dict[str, TrainConfig], executor: str 
     one task on a GPU of its own, and a run that stacks with no other shares its GPU with up to
     runs_per_gpu - 1 other such tasks."""
     check_executor(executor)
-    check_cpu_time([c for c in configs.values() if store.load(c).state not in FINAL_STATES])
+    stored = {label: store.load(c) for label, c in configs.items()}
+    todo = {label: store.resolve(c) for label, c in configs.items() if stored[label].state not in FINAL_STATES}
+    check_cpu_time(todo.values())
     if executor == "local":
         return store.get_all(configs, name, stack=runs_per_gpu)
     if runs_per_gpu is not None and (int(runs_per_gpu) != runs_per_gpu or runs_per_gpu < 1):
         raise ValueError(f"runs_per_gpu must be an integer >= 1, got {runs_per_gpu}")
     resolved = {label: store.resolve(c) for label, c in configs.items()}
-    stored = {label: load_run(store.runs_dir / c.run_id()) for label, c in resolved.items()}
-    todo = {label: c for label, c in resolved.items() if stored[label].state not in FINAL_STATES}
     placements = _train_on_ray(store, todo, address, runs_per_gpu, name) if todo else {}
     runs = {label: load_run(store.runs_dir / c.run_id()) for label, c in resolved.items()}
     for label, where in placements.items():  # which Ray node and process ran it (not stored)

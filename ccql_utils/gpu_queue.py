@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .config import TrainConfig
+from .data import FINE_NAMES, is_pack, pack_contents, published_class_indices
 from .estimates import estimate_seconds
-from .data import is_pack, pack_contents, published_class_indices, FINE_NAMES
 from .presets import experiment_configs, experiment_seed_configs
 from .provenance import PROJECT_ROOT
 

@@ -46,6 +46,7 @@ from .train import RunDiverged, RunError, Trainer, load_checkpoint
 
 FINAL_STATES = ("finished", "diverged")
 RECORD_FILES = ("config.json", "metrics.csv", "status.json")  # all a finished run needs
+HISTORY_COLUMNS = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc"}  # in every metrics.csv
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -115,8 +116,7 @@ def _read_history(path: Path) -> pd.DataFrame | None:
         history = pd.read_csv(path)
     except (OSError, ValueError, pd.errors.ParserError):
         return None
-    needed = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc"}
-    if not needed <= set(history.columns) or list(history.epoch) != list(range(1, len(history) + 1)):
+    if not HISTORY_COLUMNS <= set(history.columns) or list(history.epoch) != list(range(1, len(history) + 1)):
         return None
     return history
 
@@ -737,7 +737,7 @@ def _check_record(run_id: str, files: dict[str, bytes]) -> tuple[dict, dict, pd.
         history = pd.read_csv(io.BytesIO(files["metrics.csv"]))
     except Exception as exc:  # anything a foreign file may hold
         raise _BadRecord("metrics.csv", f"not a metrics table ({_one_line(exc)})") from None
-    missing = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc"} - set(history.columns)
+    missing = HISTORY_COLUMNS - set(history.columns)
     if missing:
         raise _BadRecord("metrics.csv", f"lacks the columns {', '.join(sorted(missing))}")
     if len(history) != expected:
