@@ -371,7 +371,8 @@ def cmd_import(args) -> int:
 
 
 def cmd_pack(args) -> int:
-    from .data import load_cifar100, pack_subset, select_classes
+    from .data import load_cifar100, select_classes
+    from .packs import pack_subset
     data = load_cifar100(args.data_root, verify=not args.unverified_data, download=False)
     config = TrainConfig(classes=args.classes, num_classes=args.k, seed=args.class_seed,
                          train_per_class=args.train_per_class, test_per_class=args.test_per_class).resolved()
@@ -387,7 +388,7 @@ def cmd_pack(args) -> int:
 
 
 def cmd_verify_pack(args) -> int:
-    from .data import load_packed
+    from .packs import load_packed
     data = load_packed(args.path)  # DataError names a missing or damaged part
     print(f"{args.path}: complete, {len(data.train_images)} training and {len(data.test_images)} test "
           f"images, " + ("the real CIFAR-100 (checked image by image)" if data.verified else

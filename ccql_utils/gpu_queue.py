@@ -18,8 +18,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .config import TrainConfig
-from .data import FINE_NAMES, is_pack, pack_contents, published_class_indices
+from .data import FINE_NAMES, published_class_indices
 from .estimates import estimate_seconds
+from .packs import is_pack, pack_contents
 from .presets import experiment_configs, experiment_seed_configs
 from .provenance import PROJECT_ROOT
 

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from ccql_utils.data import load_cifar100, make_subset, pack_subset, random_classes, write_synthetic_cifar100
+from ccql_utils.data import load_cifar100, make_subset, random_classes, write_synthetic_cifar100
+from ccql_utils.packs import pack_subset
 from ccql_utils.presets import experiment_configs
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ccql_utils.data import load_cifar100, pack_subset, random_classes, write_synthetic_cifar100
+from ccql_utils.data import load_cifar100, random_classes, write_synthetic_cifar100
+from ccql_utils.packs import pack_subset
 from ccql_utils.runs import import_records
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ccql_utils import data as D
+from ccql_utils import data as D, packs as P
 from ccql_utils.cli import DRY_RUN
 from ccql_utils.estimates import check_cpu_time, estimate_seconds
 from ccql_utils.gpu_queue import QUEUE, plan
@@ -36,12 +36,12 @@ def lease_script(*args, **env):
 # ----------------------------------------------------------------------------- packs
 @pytest.mark.realdata
 def test_the_full_data_in_parts_reassembles_to_the_same_images_order_and_run_ids(real_data, tmp_path):
-    folder = D.pack_subset(real_data, tmp_path / "all", range(100))  # PART_MIB
+    folder = P.pack_subset(real_data, tmp_path / "all", range(100))  # PART_MIB
     sizes = {p.name: p.stat().st_size for p in folder.iterdir()}
-    assert len(sizes) == 5 and max(sizes.values()) <= D.PART_MIB * 2**20  # 4 parts + manifest
+    assert len(sizes) == 5 and max(sizes.values()) <= P.PART_MIB * 2**20  # 4 parts + manifest
     packed = D.load_cifar100(folder)
     assert packed.verified  # decided from the images, against the committed index
-    for name in D.PACKED_ARRAYS:
+    for name in P.PACKED_ARRAYS:
         assert np.array_equal(getattr(packed, name), getattr(real_data, name)), name
     config = experiment_configs("k100", "gpu-short")["QL"]
     assert (RunStore(tmp_path / "a", data_root=folder).path(config)
@@ -50,18 +50,18 @@ def test_the_full_data_in_parts_reassembles_to_the_same_images_order_and_run_ids
 
 @pytest.mark.realdata
 def test_a_forged_pack_is_refused_as_cifar100_and_gets_run_ids_of_its_own(real_data, tmp_path):
-    path = D.pack_subset(real_data, tmp_path / "k25.npz", D.random_classes(25, 0), 20, 10)
-    assert D.load_packed(path).verified
+    path = P.pack_subset(real_data, tmp_path / "k25.npz", D.random_classes(25, 0), 20, 10)
+    assert P.load_packed(path).verified
     with np.load(path) as z:
         arrays = {k: z[k] for k in z.files}
     arrays["train_images"][7] = 255 - arrays["train_images"][7]  # forged pixels ...
     meta = json.loads(str(arrays["meta"]))
-    meta["sha256"]["train_images"] = D._sha256(arrays["train_images"])  # ... with their checksum
+    meta["sha256"]["train_images"] = P.array_sha256(arrays["train_images"])  # ... with their checksum
     meta["verified"] = True  # and the flag an older pack format trusted
     arrays["meta"] = np.array(json.dumps(meta))
     forged = tmp_path / "forged.npz"
     np.savez(forged, **arrays)
-    assert not D.load_packed(forged).verified
+    assert not P.load_packed(forged).verified
     config = replace(experiment_configs("k25_random", "quick")["QL"], train_per_class=20, device="cpu")
     with pytest.raises(D.DataError, match="image by image"):
         RunStore(tmp_path / "runs", data_root=forged).get(config)
@@ -72,7 +72,7 @@ def test_a_forged_pack_is_refused_as_cifar100_and_gets_run_ids_of_its_own(real_d
 
 
 def test_missing_and_damaged_parts_are_named_in_one_line(synthetic_data, tmp_path):
-    folder = D.pack_subset(synthetic_data, tmp_path / "pack", range(100), part_mib=1)
+    folder = P.pack_subset(synthetic_data, tmp_path / "pack", range(100), part_mib=1)
     parts = sorted(p.name for p in folder.glob("part-*"))
     assert len(parts) >= 4
     (folder / parts[1]).unlink()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ccql_utils import data as D
+from ccql_utils import packs as P
 from ccql_utils.cli import main
 from ccql_utils.train import EpochSums
 
@@ -50,7 +50,7 @@ def _rewrite(pack, path, change, checksums: bool):
     change(arrays)
     if checksums:
         meta = json.loads(str(arrays["meta"]))
-        meta["sha256"] = {n: D._sha256(arrays[n]) for n in D.PACKED_ARRAYS if n in arrays}
+        meta["sha256"] = {n: P.array_sha256(arrays[n]) for n in P.PACKED_ARRAYS if n in arrays}
         arrays["meta"] = np.array(json.dumps(meta))
     np.savez(path, **arrays)
 
@@ -64,7 +64,7 @@ def _rewrite(pack, path, change, checksums: bool):
     (None, False, "not a readable pack"),  # truncated
 ])
 def test_malformed_packs_are_one_line_errors(capsys, synthetic_data, tmp_path, change, checksums, named):
-    pack = D.pack_subset(synthetic_data, tmp_path / "good.npz", range(5))
+    pack = P.pack_subset(synthetic_data, tmp_path / "good.npz", range(5))
     bad = tmp_path / "bad.npz"
     if change is None:
         bad.write_bytes(pack.read_bytes()[:5000])
