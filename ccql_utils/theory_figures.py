@@ -1,46 +1,31 @@
-"""The data and figures of notebooks/00_theory.ipynb, built from the mathematics in `theory`.
-
-* `verification_table`: every closed form of Section III against an independent computation.
-* Three figures, each a tidy frame (the CSV saved beside the figure) and a plot of it:
-  `min_loss_vs_k_frame` / `plot_min_loss_vs_k` (normalized minimal loss vs K at fixed d),
-  `ccql_vs_w_frame` / `plot_ccql_vs_w` (the exact CCQL optimum as w grows),
-  `gd_dynamics_frame` / `plot_gd_dynamics` (full-batch GD of the three losses), with
-  `least_squares_accuracy_vs_n` beside the last.
+"""The three figures of notebooks/00_theory.ipynb, each a tidy frame (the CSV saved beside the
+figure) and a plot of it: `min_loss_vs_k_frame` / `plot_min_loss_vs_k` (normalized minimal loss
+vs K at fixed d), `ccql_vs_w_frame` / `plot_ccql_vs_w` (the exact CCQL optimum as w grows),
+`gd_dynamics_frame` / `plot_gd_dynamics` (full-batch GD of the three losses), with
+`least_squares_accuracy_vs_n` beside the last. The notebook's tables are in `theory_lemmas`.
 
 Randomness: every draw uses its own named stream, `np.random.default_rng([seed, STREAMS[name],
 *key])`, so adding a K or a sample size to one sweep leaves every other draw unchanged, and the
-figures that share centers or test sets name the same stream. The table draws row j from
-`default_rng([seed, j])`; those keys coincide with some stream keys (row 1 and
-'loss_vs_k_centers' are both [seed, 1]), which is harmless because the draws are used for
-different things. These keys are what the committed figures and the notebook's printed numbers
-were drawn with; changing one changes them.
-
-The frame functions cap BLAS at one thread (threadpoolctl): the matrices are small (K, d <= a
-few hundred, n <= 20,000), where BLAS threads only add overhead, and on a CPU shared with other
-jobs a spinning thread pool can make them ten times slower.
+figures that share centers or test sets name the same stream. These keys are what the committed
+figures were drawn with; changing one changes them. (Row 1 of `theory_lemmas.verification_table`
+also draws from [seed, 1], for something else, which is harmless.)
 """
 from __future__ import annotations
 
-import functools
-import math
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
 
 from .losses import default_ccql_weight, zero_output_loss
-from .theory import (LOSSES, accuracy, adversarial_noise, ccql_at_centers, ccql_large_w_limit,
-                     ccql_least_squares, ccql_normalized_min, ccql_population_min,
-                     ccql_population_min_generic, ccql_population_optimum, ce_fit_norm_budget,
-                     ce_lemma32_bound, ce_lemma32_construction, ce_lemma32_radius, center_margin,
-                     class_means, empirical_loss, gradient_descent, numerical_rank,
-                     output_statistics, per_sample_loss, population_quadratic_loss,
-                     ql_least_squares, ql_normalized_min, ql_population_min,
-                     ql_population_minimizer, ql_rank_bound, sample_centers, sample_mixture,
-                     lemma33_monte_carlo, lemma33_success_bound, lemma35_printed_bound,
-                     lemma35_printed_holds_below)
+from .theory import (LOSSES, ccql_large_w_limit, ccql_normalized_min, ccql_population_optimum,
+                     one_blas_thread, population_quadratic_loss, ql_normalized_min,
+                     ql_population_minimizer, ql_rank_bound, sample_centers, sample_mixture)
+from .theory_empirical import (accuracy, ccql_least_squares, ce_fit_norm_budget, class_means,
+                               empirical_loss, gradient_descent, output_statistics,
+                               ql_least_squares)
+from .theory_lemmas import ccql_at_centers, ce_lemma32_construction
 
 STREAMS = {
     "loss_vs_k_centers": 1,   # min_loss_vs_k_frame: centers (one draw per rho, nested in K)
@@ -57,143 +42,6 @@ STREAMS = {
 def stream(seed: int, name: str, *key: int) -> np.random.Generator:
     """The Generator of the named stream (see `STREAMS`) for one seed and key (e.g. K)."""
     return np.random.default_rng([seed, STREAMS[name], *key])
-
-
-def one_blas_thread(function):
-    """Run `function` with BLAS capped at one thread (see the module docstring)."""
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        with threadpool_limits(limits=1, user_api="blas"):
-            return function(*args, **kwargs)
-    return wrapper
-
-
-# --- The verification table ------------------------------------------------------------------
-TABLE_CONFIGS = (
-    # (K, d, sigma, rho, center kind): K < d, K = d and K > d (rank-deficient)
-    (10, 20, 0.1, 0.0, "equicorrelated"),
-    (10, 20, 0.3, 0.5, "equicorrelated"),
-    (20, 20, 0.1, 0.0, "random"),
-    (50, 20, 0.1, 0.0, "random"),      # the check of docs/protocol.md, section 3.3
-    (50, 20, 0.3, 0.3, "random"),
-    (100, 10, 0.05, 0.0, "random"),
-    (100, 10, 0.0, 0.0, "random"),
-)
-
-
-@one_blas_thread
-def verification_table(configs: Iterable[Sequence] = TABLE_CONFIGS, n: int = 20000,
-                       seed: int = 0, ce_eps: float = 0.01, n_ce: int = 2000) -> pd.DataFrame:
-    """One row per (K, d, sigma, rho, kind): closed forms vs independent computations.
-
-    Columns: ql_closed (eigenvalue formula), ql_normal_eq (population loss at the normal-equation
-    solution), ql_mc (in-sample min QL of an n-sample LS fit), their relative errors,
-    ql_bound (1/2 (1 - rank/K)); gamma, R = log(K/eps)/gamma, ce_bound and ce_max (largest
-    per-sample CE at Theta = R M on n_ce samples whose noise of norm gamma points at the nearest
-    center, the worst case of Lemma 3.2); ccql_exact,
-    ccql_generic (L-BFGS) at w = sqrt(K-1) - 1 and their relative error; ccql_at_M (Lemma 3.5)
-    and ccql_reference ((w + 1)/2, the loss at Theta = 0). Losses are not normalized.
-    """
-    rows = []
-    for j, (K, d, sigma, rho, kind) in enumerate(configs):
-        rng = np.random.default_rng([seed, j])
-        M = sample_centers(K, d, rho, kind, seed=rng)
-        closed = ql_population_min(M, sigma)
-        normal = population_quadratic_loss(ql_population_minimizer(M, sigma), M, sigma)
-        X, y = sample_mixture(M, n, sigma, "gaussian", seed=rng)
-        mc = empirical_loss(ql_least_squares(X, y, K), X, y, "ql")
-        gamma = center_margin(M)
-        R = ce_lemma32_radius(K, gamma, ce_eps)
-        yb = rng.integers(0, K, size=n_ce)
-        Xb = M[yb] + adversarial_noise(M, yb, gamma)
-        ce_max = float(per_sample_loss(ce_lemma32_construction(M, R), Xb, yb, "ce").max())
-        w = default_ccql_weight(K)
-        ccql_exact = ccql_population_min(M, sigma, w)
-        ccql_generic = ccql_population_min_generic(M, sigma, w)[1]
-        rows.append({
-            "K": K, "d": d, "sigma": sigma, "rho": rho, "centers": kind, "rank": numerical_rank(M),
-            "ql_closed": closed, "ql_normal_eq": normal, "ql_mc": mc,
-            "relerr_normal_eq": abs(normal - closed) / closed,
-            "relerr_mc": abs(mc - closed) / closed,
-            "ql_bound": 0.5 * ql_rank_bound(M),
-            "gamma": gamma, "R": R, "ce_bound": ce_lemma32_bound(K, R, gamma), "ce_max": ce_max,
-            "w": w, "ccql_exact": ccql_exact, "ccql_generic": ccql_generic,
-            "relerr_ccql": abs(ccql_generic - ccql_exact) / ccql_exact,
-            "ccql_at_M": ccql_at_centers(M, sigma, w),
-            "ccql_reference": zero_output_loss("ccql", K, w),
-        })
-    return pd.DataFrame(rows)
-
-
-def format_verification_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Strings stable across BLAS/thread counts: 4 significant digits; relative errors below
-    1e-10 (normal equations) / 1e-6 (L-BFGS) shown as '< 1e-10' / '< 1e-6', Monte Carlo rounded
-    to 1 significant digit; bound checks as 'yes'/'NO'."""
-    def sig(x, digits=4):
-        return f"{x:.{digits}g}"
-
-    def small(x, threshold, label):
-        return label if x < threshold else f"{x:.1g}"
-
-    return pd.DataFrame({
-        "K": table["K"], "d": table["d"], "sigma": table["sigma"], "rho": table["rho"],
-        "centers": table["centers"], "rank": table["rank"],
-        "QL closed": table["ql_closed"].map(sig),
-        "QL normal eq": table["ql_normal_eq"].map(sig),
-        "QL Monte Carlo": table["ql_mc"].map(sig),
-        "rel err NE": table["relerr_normal_eq"].map(lambda x: small(x, 1e-10, "< 1e-10")),
-        "rel err MC": table["relerr_mc"].map(lambda x: f"{x:.0e}" if x >= 1e-3 else "< 1e-3"),
-        "QL >= bound": np.where(table["ql_closed"] >= table["ql_bound"] - 1e-12, "yes", "NO"),
-        "bound": table["ql_bound"].map(sig),
-        "CE bound": table["ce_bound"].map(lambda x: sig(x, 3)),
-        "CE max <= bound": np.where(table["ce_max"] <= table["ce_bound"], "yes", "NO"),
-        "CCQL exact": table["ccql_exact"].map(sig),
-        "CCQL L-BFGS": table["ccql_generic"].map(sig),
-        "rel err CCQL": table["relerr_ccql"].map(lambda x: small(x, 1e-6, "< 1e-6")),
-        "CCQL at M": table["ccql_at_M"].map(sig),
-        "CCQL at 0": table["ccql_reference"].map(sig),
-    })
-
-
-# --- The lemmas as printed beside their corrected forms ----------------------------------------
-@one_blas_thread
-def printed_vs_corrected(K: int = 10, d: int = 20, sigma: float = 0.3, n: int = 100,
-                         trials: int = 400, seed: int = 0) -> pd.DataFrame:
-    """One row per statement of Section III: the paper's formula, the form used here, and the
-    numbers of a check on random unit centers (K x d) that could show it false."""
-    rng = np.random.default_rng([seed, 99])
-    M = sample_centers(K, d, 0.0, "random", seed=rng)
-    gamma, w = center_margin(M), default_ccql_weight(K)
-    R = ce_lemma32_radius(K, gamma, 0.01)
-    y = np.arange(K).repeat(20)
-    ce_worst = float(per_sample_loss(ce_lemma32_construction(M, R), M[y] + adversarial_noise(M, y, gamma),
-                                     y, "ce").max())
-    sigma33 = gamma / math.sqrt(2 * math.log(4 * K * n))  # where Lemma 3.3's bound is 0.5
-    mc = lemma33_monte_carlo(M, n, sigma33, R, trials, seed=rng)
-    closed, normal = ql_population_min(M, sigma), population_quadratic_loss(ql_population_minimizer(M, sigma), M, sigma)
-    printed, w_star = lemma35_printed_bound(M, sigma), lemma35_printed_holds_below(M, sigma)
-    rows = [
-        ("3.2 CE", "row k of Theta = R mu_k (printed: column); CE <= log(1 + (K-1) e^(-R gamma))",
-         "unchanged (rows: Theta is K x d)",
-         f"worst noise (toward the nearest center), R = {R:.3g}: max CE {ce_worst:.3g} <= bound "
-         f"{ce_lemma32_bound(K, R, gamma):.3g}", ce_worst <= ce_lemma32_bound(K, R, gamma)),
-        ("3.3 CE, sub-Gaussian", "P >= 1 - K n exp(-c gamma^2 / sigma^2), c unstated",
-         "Gaussian noise: P >= 1 - 2 K n exp(-gamma^2 / (2 sigma^2))",
-         f"n = {n}, sigma = {sigma33:.3g}: margin event in {mc['event']:.2f} of {trials} draws >= "
-         f"bound {lemma33_success_bound(K, n, gamma, sigma33):.2f}",
-         mc["event"] >= lemma33_success_bound(K, n, gamma, sigma33) - 3 * math.sqrt(0.25 / trials)),
-        ("3.4 QL", "Theta* = M (M^T M + sigma^2 I_K)^-1 (sizes do not match); min without the 1/2",
-         "Theta* = M (M^T M + K sigma^2 I_d)^-1; min = 1/2 sum_k sigma^2 / (lambda_k + K sigma^2)",
-         f"sigma = {sigma}: closed form {closed:.4g}, loss at the normal equations' solution "
-         f"{normal:.4g}", abs(closed - normal) <= 1e-10 * closed),
-        ("3.5 CCQL", "min CCQL <= ||M M^T - I||_F^2 / K + K sigma^2 (no w)",
-         "CCQL(M) = 1/2 (||M M^T - I||_F^2 / K + K sigma^2) + (w/2) sigma^2",
-         f"sigma = {sigma}: printed bound {printed:.3g} holds for w <= {w_star:.3g} (at the paper's "
-         f"w = {w:.3g}: min {ccql_population_min(M, sigma, w):.3g}), fails above (at w = 10 K: "
-         f"{ccql_population_min(M, sigma, 10 * K):.3g}); the corrected form bounds every w",
-         ccql_population_min(M, sigma, w) <= printed < ccql_population_min(M, sigma, 1.1 * w_star)),
-    ]
-    return pd.DataFrame(rows, columns=["lemma", "as printed", "as used here", "check", "passes"])
 
 
 # --- Figure 1: normalized minimal loss vs K ----------------------------------------------------
