@@ -37,10 +37,11 @@ import gpu_round3  # noqa: E402
 import stacked_data  # noqa: E402
 from record import job_arguments, job_record, markdown  # noqa: E402
 from ccql_utils import train  # noqa: E402
+from ccql_utils.context import RunContext  # noqa: E402
 from ccql_utils.data import load_cifar100, make_subset, select_classes  # noqa: E402
-from ccql_utils.executor import run_configs  # noqa: E402
 from ccql_utils.presets import experiment_seed_configs  # noqa: E402
-from ccql_utils.runs import RunStore, export_records  # noqa: E402
+from ccql_utils.records import export_records  # noqa: E402
+from ccql_utils.scheduler import obtain  # noqa: E402
 
 # (row name, TrainConfig.compile, train.COMPILE_DYNAMIC)
 EPOCH_VARIANTS = (("compile default", True, None), ("compile default, dynamic=False", True, False),
@@ -48,10 +49,10 @@ EPOCH_VARIANTS = (("compile default", True, None), ("compile default, dynamic=Fa
                   ("eager", False, None))
 
 
-def sweep_part(store: RunStore, configs: dict, runs_per_gpu, name: str, kept: dict) -> dict:
-    """One sweep through `store`; kept[name]: the run folders."""
+def sweep_part(ctx: RunContext, configs: dict, name: str, kept: dict) -> dict:
+    """One sweep through `ctx`'s store; kept[name]: the run folders."""
     start = time.perf_counter()
-    runs = run_configs(store, configs, runs_per_gpu=runs_per_gpu, name=f"round4 {name}")
+    runs = obtain(ctx, configs, f"round4 {name}")
     wall = time.perf_counter() - start
     first, c = next(iter(runs.values())), next(iter(configs.values()))
     epoch = float(first.history.seconds.iloc[1:].median())  # every run of a stack has the same
@@ -89,13 +90,13 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as runs_dir:
         kept = {}
 
-        def store(name):
-            return RunStore(Path(runs_dir) / name, data_root=args.data_root, progress="lines",
-                            verify_data=not args.unverified_data)
-        rec.part("sweep alone", lambda: sweep_part(store("alone"), {"CE seed 0": configs["CE seed 0"]}, 1,
+        def context(name, runs_per_gpu):
+            return RunContext.of(runs_dir=Path(runs_dir) / name, data_root=args.data_root, progress="lines",
+                                 verify_data=not args.unverified_data, runs_per_gpu=runs_per_gpu)
+        rec.part("sweep alone", lambda: sweep_part(context("alone", 1), {"CE seed 0": configs["CE seed 0"]},
                                                    "alone", kept), need_s=40)
         # the default (None) stacks only on a GPU; the dry run asks for the stack explicitly
-        rec.part("sweep stacked", lambda: sweep_part(store("stacked"), configs, len(configs) if dry else None,
+        rec.part("sweep stacked", lambda: sweep_part(context("stacked", len(configs) if dry else None), configs,
                                                      "stacked", kept), need_s=90)
         rows = {r["part"]: r for r in tables.get("sweep", [])}
         if {"alone", "stacked"} <= set(rows):

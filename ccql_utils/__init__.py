@@ -5,7 +5,7 @@ The public API the notebooks and tests use:
 - model:   `WideResNet(depth, widen_factor, num_classes, dropout)`
 - data:    `load_cifar100`, `select_classes`, `make_subset`, `DeviceLoader`
 - a run:   `TrainConfig` (config.py), `Trainer` (train.py)
-- runs:    `RunStore(runs_dir).get(config)` trains, resumes or returns a stored run; `load_run`
+- runs:    `scheduler.obtain(ctx, {label: config})` trains, resumes or reads back runs; `RunStore`, `load_run`
 - figures: `presets.experiment_configs`, `experiments.run_experiment`, `plots.plot_experiment`
 """
 from .config import TrainConfig

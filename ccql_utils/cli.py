@@ -22,10 +22,10 @@ from pathlib import Path
 
 from .config import COMPILE_MODES, PRECISIONS, TrainConfig, resolve_device
 from .data import SUBSET_KINDS, DataError
-from .executor import ExecutorError
 from .losses import LOSS_NAMES
 from .presets import EXPERIMENTS, OVERRIDES, PRESETS, get_preset, resolve_preset
 from .provenance import PROJECT_ROOT, atomic_write_text
+from .scheduler import ExecutorError
 from .train import RunError
 
 EXIT_DIVERGED = 3
@@ -147,7 +147,7 @@ def add_store_arguments(parser: argparse.ArgumentParser, data: bool = True) -> N
 
 
 def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
-    from .executor import EXECUTORS
+    from .context import EXECUTORS
     group = parser.add_argument_group("executing many runs")
     group.add_argument("--executor", default="local", choices=EXECUTORS,
                        help="local: one run after another; ray: concurrently on a Ray cluster")
@@ -163,10 +163,12 @@ def _executor(args) -> dict:
     return {"executor": args.executor, "address": args.address, "runs_per_gpu": args.runs_per_gpu}
 
 
-def _store(args):
-    from .runs import RunStore
-    return RunStore(args.runs_dir, data_root=args.data_root, verify_data=not args.unverified_data,
-                    progress=False if args.quiet else None)
+def _context(args):
+    """The RunContext of the command's store, data and executor options."""
+    from .context import RunContext
+    return RunContext.of(runs_dir=args.runs_dir, data_root=args.data_root,
+                         verify_data=not args.unverified_data, progress=False if args.quiet else None,
+                         **{k: getattr(args, k, None) for k in ("executor", "address", "runs_per_gpu")})
 
 
 def _report_diverged(diverged: dict[str, str], how_to_fix: str) -> int:
@@ -177,18 +179,17 @@ def _report_diverged(diverged: dict[str, str], how_to_fix: str) -> int:
 
 # --------------------------------------------------------------------- commands
 def cmd_train(args) -> int:
-    from .estimates import check_cpu_time
+    from .scheduler import obtain
     config = config_from_args(args)
-    store = _store(args)
-    if store.load(config).state not in ("finished", "diverged"):
-        check_cpu_time([config])
-    run = store.get(config)
+    ctx = _context(args)
+    run_id = ctx.store.path(config).name
+    run = obtain(ctx, {run_id: config}, "train")[run_id]
     final = run.final()
     if final:
         print(f"{run.describe()}: {len(run.history)} epochs; final train acc {final['train_acc']:.4f}, "
               f"test acc {final['test_acc']:.4f}, test loss (normalized) "
               f"{final['test_loss_norm']:.4f}", file=sys.stderr)
-    print(run.run_dir)
+    print(Path(args.runs_dir) / run_id)  # as given: relative if --runs-dir is
     return _report_diverged({run.run_dir.name: run.describe()} if run.diverged else {}, "--lr")
 
 
@@ -226,9 +227,8 @@ def cmd_sweep_lr(args) -> int:
             configs = [c for c in configs if c.loss in args.losses]
     else:
         configs = [config_from_args(args)]
-    store = _store(args)
-    tables = [sweep_lr(c, args.lrs, store, tolerance=args.tolerance, **_executor(args))
-              for c in configs]
+    ctx = _context(args)
+    tables = [sweep_lr(c, args.lrs, ctx, tolerance=args.tolerance) for c in configs]
     table = pd.concat(tables, ignore_index=True)
     print(table.drop(columns="run_dir").to_string(index=False))
     if args.output:
@@ -307,8 +307,8 @@ def _train_all_at_once(args, preset: str, experiments: list[str]) -> None:
     """Hand every run of every figure to the executor in one call, so that a cluster trains them
     side by side (the notebooks then draw from the finished runs); a run that two figures share
     (Fig 3's random-class QL run is Fig 1's) is trained once."""
-    from .executor import run_configs
     from .presets import experiment_seed_configs
+    from .scheduler import obtain
     configs = {}
     for experiment in experiments:
         for c in experiment_seed_configs(experiment, preset, args.seeds, device=args.device,
@@ -316,7 +316,7 @@ def _train_all_at_once(args, preset: str, experiments: list[str]) -> None:
             configs.setdefault(c.run_id(), c)
     print(f"[all] training the {len(configs)} run(s) of {len(experiments)} figure(s) at once "
           f"(executor {args.executor})", flush=True)
-    run_configs(_store(args), configs, **_executor(args), name="all")
+    obtain(_context(args), configs, "all")
 
 
 def summarise(figures_dir: Path, runs_dir: Path, preset: str | None = None) -> int:
@@ -347,7 +347,8 @@ def cmd_summary(args) -> int:
 
 def cmd_export(args) -> int:
     from .presets import experiment_configs
-    from .runs import RunStore, export_records
+    from .records import export_records
+    from .runs import RunStore
     runs_dir = Path(args.runs_dir)
     if args.experiment:
         store = RunStore(runs_dir)
@@ -363,7 +364,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from .runs import import_records
+    from .records import import_records
     added = import_records(args.source, args.runs_dir, replace=args.replace)
     print(f"added {len(added)} run(s) to {args.runs_dir}" + "".join(f"\n    {a}" for a in added),
           file=sys.stderr)
@@ -401,14 +402,14 @@ DRY_RUN = dict(depth=10, width=1, epochs=2, train_per_class=10, batch_size=64)  
 
 def cmd_plan(args) -> int:
     from .gpu_queue import plan
-    print(plan(args.budget_s, _store(args), args.data_root, overrides=DRY_RUN if args.dry_run else None).describe())
+    print(plan(args.budget_s, _context(args).store, args.data_root, overrides=DRY_RUN if args.dry_run else None).describe())
     return 0
 
 
 def cmd_lease(args) -> int:
     from .gpu_queue import lease
     resolve_device(args.device)
-    return lease(_store(args), args.budget_s, args.output, args.device,
+    return lease(_context(args), args.budget_s, args.output, args.device,
                  overrides=DRY_RUN if args.dry_run else None)
 
 

@@ -14,12 +14,13 @@ from typing import Any
 import pandas as pd
 
 from .config import TrainConfig
+from .context import RunContext
 from .estimates import check_cpu_time
-from .executor import run_keyed
 from .progress import progress_mode
 from .presets import experiment_seed_configs, get_experiment, get_preset, resolve_preset
 from .provenance import PROJECT_ROOT
-from .runs import FINAL_STATES, Run, RunStore
+from .runs import FINAL_STATES, Run
+from .scheduler import obtain
 
 # The experiment notebooks' parameters and what None (their value in every notebook) means.
 # Paths are absolute so a notebook works wherever JupyterLab or papermill starts it.
@@ -35,7 +36,7 @@ NOTEBOOK_DEFAULTS = {
     "progress": True,
     "executor": "local",     # local: one run after another here; ray: concurrently on a Ray cluster
     "address": None,         # a Ray cluster to join (default: $RAY_ADDRESS, else a local one)
-    "runs_per_gpu": None,    # runs stacked on one GPU (executor.py); None: 32 small ones on a GPU, else 1
+    "runs_per_gpu": None,    # runs stacked on one GPU (scheduler.py); None: 32 small ones on a GPU, else 1
     # overrides of the preset; None keeps the preset's value
     "epochs": None, "depth": None, "width": None, "train_per_class": None, "lr": None, "w": None,
 }
@@ -184,7 +185,7 @@ def run_experiment(experiment: str, preset: str = "auto", seed: int = 0, seeds=N
     presets.experiment_seed_configs for the seeds and presets.experiment_configs for the overrides.
 
     Finished runs are read from `runs_dir` without loading data; others resume or train, one
-    after another (executor 'local') or concurrently on a Ray cluster ('ray', see executor.py).
+    after another (executor 'local') or concurrently on a Ray cluster ('ray', see scheduler.py).
     train: None trains what is missing unless that would take hours on a CPU that device 'auto'
     chose (a paper-scale preset on a laptop): then it draws from the stored runs alone and says
     which are missing (`ExperimentResult.missing`); False never trains; True always does.
@@ -192,7 +193,9 @@ def run_experiment(experiment: str, preset: str = "auto", seed: int = 0, seeds=N
     preset = resolve_preset(preset, overrides.get("device") or "auto")
     configs = experiment_seed_configs(experiment, preset, seeds, seed, **overrides)
     several = len({s for _, s in configs}) > 1
-    store = RunStore(runs_dir, data_root=data_root, verify_data=verify_data, progress=progress)
+    ctx = RunContext.of(runs_dir=runs_dir, data_root=data_root, verify_data=verify_data, progress=progress,
+                        executor=executor, address=address, runs_per_gpu=runs_per_gpu)
+    store = ctx.store
     if train is not True:
         stored = {key: store.load(c) for key, c in configs.items()}
         todo = [c for key, c in configs.items() if stored[key].state not in FINAL_STATES]
@@ -208,8 +211,7 @@ def run_experiment(experiment: str, preset: str = "auto", seed: int = 0, seeds=N
                 print(f"[{experiment}] drawing the {len(configs) - len(todo)} stored run(s); missing: "
                       f"{', '.join(result.missing())}", file=sys.stderr)
             return result
-    runs = run_keyed(store, configs, lambda key: run_name(*key, several_seeds=several), executor,
-                     address, runs_per_gpu, experiment)
+    runs = obtain(ctx, configs, experiment, lambda key: run_name(*key, several_seeds=several))
     return ExperimentResult(experiment, preset, configs, runs)
 
 

@@ -153,13 +153,15 @@ def plan(budget_s: float, store=None, data_root=None, results_dir: str | Path = 
     return Plan(budget_s, chosen, [w for w in todo if w not in chosen], unserved, seconds)
 
 
-def lease(store, budget_s: float, output: str | Path, device: str = "cuda",
+def lease(ctx, budget_s: float, output: str | Path, device: str = "cuda",
           overrides: dict | None = None) -> int:
-    """Train `plan(budget_s)` one run after another on `device`, exporting the records of every
-    finished or diverged run of this lease to `output`/records.tar.gz after each (atomically), and
-    passing over a run that no longer fits the time left. Returns the CLI's exit code: 0, or 3 if
-    a run diverged."""
-    from .runs import export_records
+    """Train `plan(budget_s)` of `ctx.store` (ctx: a context.RunContext) one run after another on
+    `device`, exporting the records of every finished or diverged run of this lease to
+    `output`/records.tar.gz after each (atomically), and passing over a run that no longer fits
+    the time left. Returns the CLI's exit code: 0, or 3 if a run diverged."""
+    from .records import export_records
+    from .scheduler import obtain
+    store = ctx.store
     start = time.monotonic()
     the_plan = plan(budget_s, store, store.data_root, overrides=overrides)
     print(the_plan.describe(), flush=True)
@@ -174,7 +176,7 @@ def lease(store, budget_s: float, output: str | Path, device: str = "cuda",
             continue
         print(f"[lease] {time.strftime('%H:%M:%S')} run {n}/{len(the_plan.runs)}: {w.label} ({w.why})",
               flush=True)
-        run = store.get(replace(w.config, device=device), label=w.label)
+        run = obtain(ctx, {w.label: replace(w.config, device=device)}, "lease")[w.label]
         (diverged if run.diverged else finished).append(run.run_dir)
         export_records(finished + diverged, output / "records.tar.gz")
         print(f"[lease] {w.label}: {run.describe()} after {len(run.history)} epochs; "

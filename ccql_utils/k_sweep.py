@@ -24,7 +24,8 @@ from .config import TrainConfig
 from .losses import default_ccql_weight
 from .presets import K_SWEEP, LOSS_LABELS, get_preset, resolve_preset, seed_list
 from .provenance import PROJECT_ROOT
-from .runs import Run, RunStore
+from .context import RunContext
+from .runs import Run
 from .sweep import final_numbers, probe_then_train, save_sweep_figure, sweep_notebook_values
 
 LOSSES = ("ce", "ql", "ccql")
@@ -139,13 +140,13 @@ def run_k_sweep(preset: str = "auto", seeds=None, seed: int = 0, data_root=None,
     training. Classes: the first seed's draw for all seeds."""
     preset = resolve_preset(preset, device)
     seeds = seed_list(seeds, seed)
-    ex = dict(executor=executor, address=address, runs_per_gpu=runs_per_gpu)
-    store = RunStore(runs_dir, data_root=data_root, verify_data=verify_data, progress=progress)
+    ctx = RunContext.of(runs_dir=runs_dir, data_root=data_root, verify_data=verify_data, progress=progress,
+                        executor=executor, address=address, runs_per_gpu=runs_per_gpu)
     sweep = K_SWEEP[preset]
     base = k_sweep_configs(preset, seeds[0], seeds[0], device, k_values)
     table, configs, runs = probe_then_train(
-        store, base, {(loss, k): sweep.lr_grid[trained_as(loss, k)] for loss, k in base}, sweep.probe_epochs, seeds,
-        lambda key: f"{LOSS_LABELS[key[0]]} K={key[1]}", "k-sweep", **ex)
+        ctx, base, {(loss, k): sweep.lr_grid[trained_as(loss, k)] for loss, k in base}, sweep.probe_epochs, seeds,
+        lambda key: f"{LOSS_LABELS[key[0]]} K={key[1]}", "k-sweep")
     table.insert(1, "K", table.point.map(lambda key: key[1]))
     table["loss"] = table.point.map(lambda key: key[0])  # CCQL at K = 2 probes as QL (trained_as)
     return KSweepResult(preset, table.drop(columns="point"), configs, runs)

@@ -31,7 +31,8 @@ from .k_sweep import k_sweep_configs
 from .losses import default_ccql_weight
 from .presets import K_SWEEP, K_WEIGHTS, LOSS_WEIGHTS, get_preset, resolve_preset, seed_list
 from .provenance import PROJECT_ROOT
-from .runs import Run, RunStore
+from .context import RunContext
+from .runs import Run
 from .sweep import final_numbers, probe_then_train, save_sweep_figure, sweep_notebook_values
 
 FIGURE = "fig5_loss_weights"
@@ -198,12 +199,12 @@ def run_weight_sweep(preset: str = "auto", seeds=None, seed: int = 0, data_root=
     stored runs are read back. Classes: the first seed's draw (the K sweep's) for all seeds."""
     preset = resolve_preset(preset, device)
     seeds = seed_list(seeds, seed)
-    ex = dict(executor=executor, address=address, runs_per_gpu=runs_per_gpu)
-    store = RunStore(runs_dir, data_root=data_root, verify_data=verify_data, progress=progress)
+    ctx = RunContext.of(runs_dir=runs_dir, data_root=data_root, verify_data=verify_data, progress=progress,
+                        executor=executor, address=address, runs_per_gpu=runs_per_gpu)
     base, info = weight_sweep_configs(preset, seeds[0], seeds[0], device, k_values)
     grids = {(name, k): lr_grid(preset, info[name, k], k) for name, k in base}
-    table, configs, runs = probe_then_train(store, base, grids, K_SWEEP[preset].probe_epochs, seeds,
-                                            lambda key: f"{key[0]} K={key[1]}", "loss-weights", **ex)
+    table, configs, runs = probe_then_train(ctx, base, grids, K_SWEEP[preset].probe_epochs, seeds,
+                                            lambda key: f"{key[0]} K={key[1]}", "loss-weights")
     table.insert(0, "variant", table.point.map(lambda key: key[0]))
     table.insert(1, "K", table.point.map(lambda key: key[1]))
     return WeightSweepResult(preset, table.drop(columns="point"), info, configs, runs)

@@ -82,7 +82,7 @@ def check_execution_parameters(parameters: dict[str, Any]) -> None:
     """ValueError naming the first execution parameter (executor, device, progress, ...) whose
     value cannot work, so that it fails before any cell runs rather than inside one."""
     from .config import resolve_device
-    from .executor import check_executor
+    from .context import RunContext
     from .progress import progress_mode
     for name, value in parameters.items():
         if value is None:
@@ -90,7 +90,7 @@ def check_execution_parameters(parameters: dict[str, Any]) -> None:
         if name in EXECUTION_CHECKS and not EXECUTION_CHECKS[name][0](value):
             raise ValueError(f"notebook parameter {name} must be {EXECUTION_CHECKS[name][1]}, got {value!r}")
         try:
-            {"executor": check_executor, "device": resolve_device, "progress": progress_mode}.get(
+            {"executor": lambda v: RunContext(executor=v), "device": resolve_device, "progress": progress_mode}.get(
                 name, lambda v: v)(value)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"notebook parameter {name}: {exc}") from None

@@ -13,26 +13,21 @@ from typing import Sequence
 import pandas as pd
 
 from .config import TrainConfig
-from .executor import run_keyed
-from .runs import RunStore
+from .context import RunContext
+from .scheduler import obtain
 
 
-def sweep_lr(config: TrainConfig, lrs: Sequence[float], store: RunStore,
-             tolerance: float = 0.005, executor: str = "local", address: str | None = None,
-             runs_per_gpu: int | None = None) -> pd.DataFrame:
-    """Train `config` once per LR in `lrs`; one row per LR, the best marked (`mark_best`).
-
-    Columns: loss, lr, state, epochs, train_acc, test_acc, test_loss_norm, best, run_dir.
-    The runs execute one after another or concurrently (executor, see executor.py).
+def sweep_lr(config: TrainConfig, lrs: Sequence[float], ctx: RunContext,
+             tolerance: float = 0.005) -> pd.DataFrame:
+    """Train `config` once per LR in `lrs` (where and how: `ctx`, see scheduler.py); one row per
+    LR, the best marked (`mark_best`). Columns: loss, lr, state, epochs, train_acc, test_acc,
+    test_loss_norm, best, run_dir.
     """
-    table = sweep_lr_grid({config.loss: (config, lrs)}, store, tolerance, executor, address,
-                          runs_per_gpu)
-    return table.drop(columns="point")
+    return sweep_lr_grid({config.loss: (config, lrs)}, ctx, tolerance).drop(columns="point")
 
 
-def sweep_lr_grid(points: dict, store: RunStore, tolerance: float = 0.005, executor: str = "local",
-                  address: str | None = None, runs_per_gpu: int | None = None, name_of=str) -> pd.DataFrame:
-    """Several sweeps handed to the executor at once: `points` maps a key to (config, LRs).
+def sweep_lr_grid(points: dict, ctx: RunContext, tolerance: float = 0.005, name_of=str) -> pd.DataFrame:
+    """Several sweeps obtained at once: `points` maps a key to (config, LRs).
 
     One row per (point, LR), columns as `sweep_lr`'s plus `point` (the key); the best marked per
     point. name_of(key) names a point in progress lines.
@@ -47,8 +42,7 @@ def sweep_lr_grid(points: dict, store: RunStore, tolerance: float = 0.005, execu
             raise ValueError(f"{point}: learning rates must be positive numbers, got {bad}")
         for lr in lrs:
             configs[point, lr] = dataclasses.replace(config, lr=lr).resolved()
-    runs = run_keyed(store, configs, lambda key: f"{name_of(key[0])} lr {key[1]}", executor, address,
-                     runs_per_gpu, "sweep-lr")
+    runs = obtain(ctx, configs, "sweep-lr", lambda key: f"{name_of(key[0])} lr {key[1]}")
     rows = []
     for key, c in configs.items():
         run = runs[key]
@@ -62,23 +56,22 @@ def sweep_lr_grid(points: dict, store: RunStore, tolerance: float = 0.005, execu
                      ignore_index=True)
 
 
-def probe_then_train(store: RunStore, base: dict, grids: dict, probe_epochs: int, seeds,
-                     name_of=str, name: str = "", **executor):
+def probe_then_train(ctx: RunContext, base: dict, grids: dict, probe_epochs: int, seeds,
+                     name_of=str, name: str = ""):
     """What the sweep notebooks (04, 05) do at every point of their grid: probe, then train.
 
     base: key -> config (any LR); grids: key -> LRs. Every key is first trained for
-    `probe_epochs` at each of its LRs (all probes handed to the executor at once), `mark_best`
+    `probe_epochs` at each of its LRs (all probes obtained at once), `mark_best`
     picks the LR, then the full config trains at that LR once per seed (all at once). A key whose
     probes all diverged trains nothing. Returns (the probe table, one row per (key, LR) with the
     key in `point`; configs and runs, both keyed by (*key, seed)).
     """
     points = {key: (dataclasses.replace(c, epochs=probe_epochs), grids[key]) for key, c in base.items()}
-    table = sweep_lr_grid(points, store, name_of=name_of, **executor)
+    table = sweep_lr_grid(points, ctx, name_of=name_of)
     best = {row.point: row.lr for row in table[table.best].itertuples()}
     configs = {(*key, s): dataclasses.replace(c, seed=s, lr=float(best[key])).resolved()
                for key, c in base.items() if key in best for s in seeds}
-    runs = run_keyed(store, configs, lambda key: f"{name_of(key[:-1])} seed {key[-1]}", name=name,
-                     **executor)
+    runs = obtain(ctx, configs, name, lambda key: f"{name_of(key[:-1])} seed {key[-1]}")
     return table, configs, runs
 
 

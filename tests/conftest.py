@@ -17,6 +17,21 @@ def tiny_config(**overrides) -> TrainConfig:
     return TrainConfig(**{**dict(loss="ce", classes="random", num_classes=5, seed=0, train_per_class=40,
                                  depth=10, width=1, epochs=2, lr=0.05, device="cpu"), **overrides})
 
+
+def run_context(runs_dir, data, **settings):
+    """A RunContext whose runs train on `data` (loaded again from its folder, in milliseconds for
+    the stand-in; its run ids are those of a store given `data` itself), silent unless told."""
+    from ccql_utils.context import RunContext
+    return RunContext.of(runs_dir=runs_dir, data_root=data.folder, verify_data=data.verified,
+                         **{"progress": False, **settings})
+
+
+def obtain_one(ctx, config, label: str = "run"):
+    """The one run of `config` through the scheduler (stored, resumed or trained)."""
+    from ccql_utils.scheduler import obtain
+    return obtain(ctx, {label: config})[label]
+
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -94,13 +109,13 @@ def synthetic_data(synthetic_root):
 def committed_records(tmp_path, monkeypatch):
     """load(archive, count) -> a run store holding results/<archive> (count records expected), in
     which loading CIFAR-100 fails: whatever is drawn from it must come from the records alone."""
-    from ccql_utils import runs
+    from ccql_utils import records, runs
 
     def no_data(*args, **kwargs):
         raise AssertionError("data loaded to redraw finished runs")
 
     def load(archive: str, count: int | None = None) -> Path:
-        imported = runs.import_records(PROJECT_ROOT / "results" / archive, tmp_path)
+        imported = records.import_records(PROJECT_ROOT / "results" / archive, tmp_path)
         assert count is None or len(imported) == count, (archive, len(imported))
         monkeypatch.setattr(runs, "load_cifar100", no_data)
         return tmp_path

@@ -119,10 +119,10 @@ def test_run_all_exits_3_when_a_run_diverged_and_draws_it_as_diverged(tmp_path):
 def test_run_all_on_a_cluster_hands_every_figures_runs_to_the_executor_at_once(tmp_path, monkeypatch):
     """With --executor ray, all runs of all figures are submitted in one call before any notebook
     runs (so a cluster trains them side by side), each shared run once."""
-    from ccql_utils import executor, notebooks
+    from ccql_utils import notebooks, scheduler
     calls = []
-    monkeypatch.setattr(executor, "run_configs",
-                        lambda store, configs, **kw: calls.append(("train", dict(configs), kw)))
+    monkeypatch.setattr(scheduler, "obtain", lambda ctx, configs, *a, **kw: calls.append(
+        ("train", dict(configs), {"executor": ctx.executor, "runs_per_gpu": ctx.runs_per_gpu})))
 
     def execute_notebook(path, out, parameters, **kw):  # the notebook's record, as drawn from the runs
         calls.append(("notebook", Path(path).name))

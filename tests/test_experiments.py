@@ -94,16 +94,17 @@ def test_finished_experiment_is_read_back_without_loading_data(synthetic_root, t
 
 
 def test_sweep_marks_the_smallest_lr_within_tolerance_of_the_best(synthetic_data, tmp_path):
-    from ccql_utils import RunStore, TrainConfig
+    from ccql_utils import TrainConfig
     from ccql_utils.sweep import sweep_lr
+    from conftest import run_context
     config = TrainConfig(loss="ql", num_classes=5, depth=10, width=1, epochs=1, batch_size=16,
                          train_per_class=20, device="cpu")
-    store = RunStore(tmp_path, data=synthetic_data, progress=False)
-    table = sweep_lr(config, [1e4, 0.05, 0.01], store, tolerance=1.0)
+    ctx = run_context(tmp_path, synthetic_data)
+    table = sweep_lr(config, [1e4, 0.05, 0.01], ctx, tolerance=1.0)
     assert list(table.lr) == [0.01, 0.05, 1e4]
     assert list(table.state) == ["finished", "finished", "diverged"]
     assert table.best.tolist() == [True, False, False]   # tolerance 1.0: the smallest finished LR
-    strict = sweep_lr(config, [0.05, 0.01], store, tolerance=0.0)
+    strict = sweep_lr(config, [0.05, 0.01], ctx, tolerance=0.0)
     assert strict.loc[strict.best, "test_acc"].item() == strict.test_acc.max()
 
 

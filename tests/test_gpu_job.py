@@ -11,7 +11,7 @@ import pytest
 
 from ccql_utils.data import load_cifar100, random_classes, write_synthetic_cifar100
 from ccql_utils.packs import pack_subset
-from ccql_utils.runs import import_records
+from ccql_utils.records import import_records
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,10 +14,14 @@ import pytest
 
 from ccql_utils import data as D, packs as P
 from ccql_utils.cli import DRY_RUN
+from ccql_utils.context import RunContext
 from ccql_utils.estimates import check_cpu_time, estimate_seconds
 from ccql_utils.gpu_queue import QUEUE, plan
 from ccql_utils.presets import experiment_configs
-from ccql_utils.runs import RunStore, import_records
+from ccql_utils.records import import_records
+from ccql_utils.runs import RunStore
+
+from conftest import obtain_one, run_context
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,7 +68,7 @@ def test_a_forged_pack_is_refused_as_cifar100_and_gets_run_ids_of_its_own(real_d
     assert not P.load_packed(forged).verified
     config = replace(experiment_configs("k25_random", "quick")["QL"], train_per_class=20, device="cpu")
     with pytest.raises(D.DataError, match="image by image"):
-        RunStore(tmp_path / "runs", data_root=forged).get(config)
+        obtain_one(RunContext.of(runs_dir=tmp_path / "runs", data_root=forged), config)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     real_id = RunStore(tmp_path / "runs", data_root=path).path(config).name
     forged_id = RunStore(tmp_path / "runs", data_root=forged, verify_data=False).path(config).name
@@ -169,8 +173,7 @@ def test_paper_scale_runs_are_refused_on_a_cpu_in_seconds_unless_forced(tmp_path
 
 def test_clean_training_accuracy_every_n_epochs_and_at_the_end(synthetic_data, tmp_path):
     from tests.conftest import tiny_config
-    store = RunStore(tmp_path, data=synthetic_data, progress=False)
-    run = store.get(tiny_config(epochs=3, clean_train_eval=2, train_per_class=10))
+    run = obtain_one(run_context(tmp_path, synthetic_data), tiny_config(epochs=3, clean_train_eval=2, train_per_class=10))
     assert run.history.train_clean_acc.isna().tolist() == [True, False, False]
     assert tiny_config(clean_train_eval=1).resolved().clean_train_eval is True  # one identity
     assert tiny_config(clean_train_eval=1).run_id() == tiny_config(clean_train_eval=True).run_id()

@@ -2,8 +2,10 @@
 terminals and notebooks, and a stored run said to be read back rather than trained."""
 import pytest
 
-from ccql_utils import RunStore, TrainConfig
+from ccql_utils import TrainConfig
+from ccql_utils.scheduler import obtain
 from ccql_utils.progress import EpochProgress, progress_mode
+from conftest import run_context
 
 
 def config(**overrides):
@@ -12,14 +14,14 @@ def config(**overrides):
 
 
 def test_headless_output_is_one_line_per_epoch_and_names_the_stored_run(synthetic_data, tmp_path, capsys):
-    store = RunStore(tmp_path, data=synthetic_data, progress="lines")
-    store.get_all({"CE": config()}, "demo")
+    ctx = run_context(tmp_path, synthetic_data, progress="lines")
+    obtain(ctx, {"CE": config()}, "demo")
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("[demo] run 1/1 CE: training")
     assert [line.split()[:3] for line in err[1:]] == [["CE", "epoch", f"{e}/3"] for e in (1, 2, 3)]
-    store.get_all({"CE": config()}, "demo")
+    obtain(ctx, {"CE": config()}, "demo")
     assert capsys.readouterr().err.strip().endswith(
-        f"finished, read from the store ({store.path(config()).name})")
+        f"finished, read from the store ({ctx.store.path(config()).name})")
 
 
 def test_a_bar_is_updated_in_place_once_per_epoch(capsys):

@@ -21,9 +21,10 @@ import pandas as pd
 import pytest
 import torch
 
-from ccql_utils import RunError, RunStore, TrainConfig, load_run
-from ccql_utils import runs as runs_module
-from ccql_utils.runs import RECORD_FILES, export_records, import_records
+from ccql_utils import RunError, TrainConfig, load_run
+from ccql_utils import records as records_module
+from ccql_utils.records import export_records, import_records
+from ccql_utils.runs import RECORD_FILES
 from ccql_utils.train import Trainer
 import conftest
 
@@ -70,8 +71,8 @@ def snapshot(folder: Path) -> dict:
 def trained(synthetic_data, tmp_path_factory):
     """A runs folder with a finished 2-epoch run and a run that diverged in epoch 1 (test loss NaN)."""
     runs_dir = tmp_path_factory.mktemp("trained") / "runs"
-    store = RunStore(runs_dir, data=synthetic_data, progress=False)
-    finished, diverged = store.get(config()), store.get(config(lr=1000.0))
+    ctx = conftest.run_context(runs_dir, synthetic_data)
+    finished, diverged = conftest.obtain_one(ctx, config()), conftest.obtain_one(ctx, config(lr=1000.0))
     assert finished.finished and diverged.diverged and len(diverged.history) == 1
     return runs_dir, finished.run_dir.name, diverged.run_dir.name
 
@@ -118,13 +119,13 @@ def test_load_run_never_unpickles_a_planted_checkpoint_when_it_rebuilds_a_damage
 @pytest.mark.parametrize("how", ["torch.save", "pickle"])
 def test_resuming_from_a_planted_checkpoint_stops_in_one_line_without_running_it(
         synthetic_data, tmp_path, how):
-    store = RunStore(tmp_path / "runs", data=synthetic_data, progress=False)
-    run_dir = store.path(config())
+    ctx = conftest.run_context(tmp_path / "runs", synthetic_data)
+    run_dir = ctx.store.path(config())
     run_dir.mkdir(parents=True)
     marker = tmp_path / "marker"
     plant(run_dir / "checkpoint.pt", marker, how)
     with pytest.raises(RunError) as info:
-        store.get(config())
+        conftest.obtain_one(ctx, config())
     message = one_line(info)
     assert str(run_dir / "checkpoint.pt") in message and "delete it to restart" in message
     assert not marker.exists()
@@ -164,15 +165,15 @@ def test_an_old_checkpoint_that_needs_full_unpickling_stops_the_resume_in_one_li
         synthetic_data, tmp_path):
     """A checkpoint whose history holds numpy floats (weights_only cannot load it) is refused
     with the file and the fix, not unpickled."""
-    store = RunStore(tmp_path / "runs", data=synthetic_data, progress=False)
-    trainer = Trainer(config(), synthetic_data, store.path(config()), progress=False)
+    ctx = conftest.run_context(tmp_path / "runs", synthetic_data)
+    trainer = Trainer(config(), synthetic_data, ctx.store.path(config()), progress=False)
     trainer.run_dir.mkdir(parents=True)
     torch.save({"model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict(),
                 "history": [{"epoch": 1, "train_loss": np.float64(1.5)}],
                 "identity": trainer.config.identity(), "record": trainer.record,
                 "cpu_rng": torch.get_rng_state(), "cuda_rng": None}, trainer.checkpoint_path)
     with pytest.raises(RunError) as info:
-        store.get(config())
+        conftest.obtain_one(ctx, config())
     message = one_line(info)
     assert str(trainer.checkpoint_path) in message and "delete it to restart" in message
 
@@ -387,7 +388,7 @@ def test_import_refuses_an_unsafe_or_foreign_archive_member_in_one_line(runs, tm
     elif kind == "fifo":
         member.type, member.size = tarfile.FIFOTYPE, 0
     elif kind == "oversized":
-        monkeypatch.setattr(runs_module, "MAX_RECORD_FILE_BYTES", len(data) - 1)
+        monkeypatch.setattr(records_module, "MAX_RECORD_FILE_BYTES", len(data) - 1)
     archive = tmp_path / "records.tar.gz"
     tar_with(archive, member, data)
     laptop = tmp_path / "inner" / "laptop"
@@ -462,7 +463,7 @@ def test_an_export_killed_at_random_moments_never_leaves_a_partial_archive(runs,
     start = time.perf_counter()
     export_records(dirs, tmp_path / "timed.tar.gz")
     seconds = time.perf_counter() - start
-    script = ("import sys; from ccql_utils.runs import export_records; print('ready', flush=True); "
+    script = ("import sys; from ccql_utils.records import export_records; print('ready', flush=True); "
               "export_records(sys.argv[2:], sys.argv[1]); print('done', flush=True)")
     rng, outcomes = random.Random(28), []
     for _ in range(5):

@@ -119,10 +119,9 @@ def test_a_figure_whose_write_fails_leaves_the_previous_files_whole(tmp_path, mo
 
 def test_import_refuses_a_different_record_of_a_stored_run_unless_replace(capsys, synthetic_data, tmp_path):
     import pandas as pd
-    from ccql_utils.runs import RunStore, export_records
-    from tests.conftest import tiny_config
-    run = RunStore(tmp_path / "a", data=synthetic_data, progress=False).get(
-        tiny_config(epochs=1, train_per_class=10))
+    from ccql_utils.records import export_records
+    from tests.conftest import obtain_one, run_context, tiny_config
+    run = obtain_one(run_context(tmp_path / "a", synthetic_data), tiny_config(epochs=1, train_per_class=10))
     export_records([run.run_dir], tmp_path / "one.tar.gz")
     metrics = pd.read_csv(run.run_dir / "metrics.csv")
     metrics.loc[0, "test_acc"] = 0.5  # a plausible, different record of the same run

@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 import torch
 
-from ccql_utils import RunError, RunStore, TrainConfig, load_run
+from ccql_utils import RunError, TrainConfig, load_run
 from ccql_utils import provenance
-from ccql_utils.runs import export_records, import_records
+from ccql_utils.records import export_records, import_records
+from conftest import obtain_one, run_context
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +32,7 @@ def config(**overrides):
 def finished_once(synthetic_data, tmp_path_factory):
     """A runs folder holding one finished 3-epoch run, trained once for this module."""
     runs_dir = tmp_path_factory.mktemp("finished") / "runs"
-    run = RunStore(runs_dir, data=synthetic_data, progress=False).get(config())
+    run = obtain_one(run_context(runs_dir, synthetic_data), config())
     assert run.finished and len(run.history) == 3
     return runs_dir
 
@@ -40,7 +41,7 @@ def finished_once(synthetic_data, tmp_path_factory):
 def finished(synthetic_data, tmp_path, finished_once):
     """A finished 3-epoch run and its store: a copy of this test's own, to damage."""
     shutil.copytree(finished_once, tmp_path / "runs")
-    store = RunStore(tmp_path / "runs", data=synthetic_data, progress=False)
+    store = run_context(tmp_path / "runs", synthetic_data).store
     return store, store.load(config())
 
 
@@ -102,26 +103,27 @@ def test_a_damaged_config_json_is_rebuilt_from_the_checkpoint_or_refused(finishe
 
 
 def test_a_truncated_or_foreign_checkpoint_stops_the_resume_with_the_fix(synthetic_data, tmp_path):
-    store = RunStore(tmp_path, data=synthetic_data, progress=False)
+    ctx = run_context(tmp_path, synthetic_data)
     short = config(epochs=1)
-    store.get(short)
-    checkpoint = store.path(short) / "checkpoint.pt"
-    target = store.path(config())
+    obtain_one(ctx, short)
+    checkpoint = ctx.store.path(short) / "checkpoint.pt"
+    target = ctx.store.path(config())
     target.mkdir(parents=True)
     shutil.copy(checkpoint, target / "checkpoint.pt")       # a checkpoint of another configuration
     with pytest.raises(RunError, match="belongs to a different configuration"):
-        store.get(config())
+        obtain_one(ctx, config())
     data = (target / "checkpoint.pt").read_bytes()
     (target / "checkpoint.pt").write_bytes(data[: len(data) // 2])  # truncated
     with pytest.raises(RunError, match="unreadable .*delete it to restart"):
-        store.get(config())
+        obtain_one(ctx, config())
 
 
 # ----------------------------------------------------------------------------- failed writes
 def test_a_full_disk_keeps_the_previous_checkpoint_leaves_no_temporary_file_and_resumes(
         synthetic_data, tmp_path, monkeypatch):
-    reference = RunStore(tmp_path / "reference", data=synthetic_data, progress=False).get(config())
-    store = RunStore(tmp_path / "runs", data=synthetic_data, progress=False)
+    reference = obtain_one(run_context(tmp_path / "reference", synthetic_data), config())
+    ctx = run_context(tmp_path / "runs", synthetic_data)
+    store = ctx.store
     writes = []
 
     class FullDisk:
@@ -147,7 +149,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_leaves_no_temporary_file_and_
 
     monkeypatch.setattr(provenance, "open", FullDisk, raising=False)
     with pytest.raises(RunError, match="No space left on device.*checkpoint of epoch 2 is intact"):
-        store.get(config())
+        obtain_one(ctx, config())
     run_dir = store.path(config())
     assert sorted(p.name for p in run_dir.iterdir()) == [
         ".lock", "checkpoint.pt", "config.json", "metrics.csv", "status.json"]  # no *.tmp
@@ -157,7 +159,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_leaves_no_temporary_file_and_
     assert not store.load(config()).finished
 
     monkeypatch.undo()  # space freed: the same call resumes from epoch 2
-    resumed = store.get(config())
+    resumed = obtain_one(ctx, config())
     assert resumed.finished and resumed.status["resumed_from_epoch"] == 2
     pd.testing.assert_frame_equal(without_seconds(resumed.history), without_seconds(reference.history))
 
@@ -165,9 +167,9 @@ def test_a_full_disk_keeps_the_previous_checkpoint_leaves_no_temporary_file_and_
 def test_an_unwritable_runs_folder_is_one_clear_error(synthetic_data, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    store = RunStore(blocker / "runs", data=synthetic_data, progress=False)
+    ctx = run_context(blocker / "runs", synthetic_data)
     with pytest.raises(RunError, match="cannot write to .*choose a writable runs folder"):
-        store.get(config())
+        obtain_one(ctx, config())
 
 
 # ----------------------------------------------------------------------------- interruption in epoch 1

@@ -4,9 +4,10 @@ import pandas as pd
 import pytest
 import torch
 
-from ccql_utils import RunStore, load_run
+from ccql_utils import load_run, scheduler
 from ccql_utils import runs as runs_module
 from ccql_utils.loader import DeviceLoader
+from ccql_utils.scheduler import obtain
 from ccql_utils.stacked import (StackedSGD, StackedTrainer, plan_stacks, stack_models, stack_tensors,
                                 unstack_tensor)
 from ccql_utils.train import Trainer
@@ -135,12 +136,11 @@ def assert_same_up_to_fp32_noise(history, reference):
 @pytest.fixture(scope="module")
 def alone(synthetic_data, shared_tmp):
     """MIXED trained one by one: the reference (once for all test workers)."""
-    store = RunStore(shared_tmp / "test_stacked-alone", data=synthetic_data, progress=False)
-    return store.get_all(MIXED, stack=1)
+    return obtain(conftest.run_context(shared_tmp / "test_stacked-alone", synthetic_data, runs_per_gpu=1), MIXED)
 
 
 def test_stacked_runs_equal_the_same_runs_trained_one_by_one(synthetic_data, tmp_path, alone):
-    runs = RunStore(tmp_path, data=synthetic_data, progress=False).get_all(MIXED, stack=3)
+    runs = obtain(conftest.run_context(tmp_path, synthetic_data, runs_per_gpu=3), MIXED)
     for label, run in runs.items():
         assert run.finished and run.status["stacked_runs"] == 3
         assert run.run_dir.name == alone[label].run_dir.name  # the same run id: the same run
@@ -166,14 +166,14 @@ def test_an_interrupted_stack_resumes_run_by_run_from_its_checkpoints(synthetic_
         if len(history) == 1 and self.run_dir.name.startswith("ccql-"):  # the last run of the stack
             raise KeyboardInterrupt
     monkeypatch.setattr(runs_module._RunFiles, "on_epoch", stop_after_first_epoch)
-    store = RunStore(tmp_path, data=synthetic_data, progress=False)
+    ctx = conftest.run_context(tmp_path, synthetic_data, runs_per_gpu=3)
     with pytest.raises(runs_module.RunInterrupted, match="resume from epoch 2"):
-        store.get_all(MIXED, stack=3)
-    stopped = {label: store.load(c) for label, c in MIXED.items()}
+        obtain(ctx, MIXED)
+    stopped = {label: ctx.store.load(c) for label, c in MIXED.items()}
     assert {r.state for r in stopped.values()} == {"interrupted"}
     assert all(r.status["resume_from_epoch"] == 1 for r in stopped.values())
     monkeypatch.setattr(runs_module._RunFiles, "on_epoch", original)
-    resumed = store.get_all(MIXED, stack=1)  # each alone, from the stack's checkpoints
+    resumed = obtain(conftest.run_context(tmp_path, synthetic_data, runs_per_gpu=1), MIXED)  # each alone, from the stack's checkpoints
     for label, run in resumed.items():
         assert run.finished and run.status["resumed_from_epoch"] == 1
         assert_same_up_to_fp32_noise(_histories(resumed)[label], _histories(alone)[label])
@@ -188,9 +188,9 @@ def test_runs_at_different_epochs_stack_by_epoch_and_a_lone_one_is_built_once(sy
         if len(history) == 1:
             raise KeyboardInterrupt
     monkeypatch.setattr(runs_module._RunFiles, "on_epoch", stop_after_first_epoch)
-    store = RunStore(tmp_path, data=synthetic_data, progress=False)
+    ctx = conftest.run_context(tmp_path, synthetic_data, runs_per_gpu=3)
     with pytest.raises(runs_module.RunInterrupted):
-        store.get(MIXED["CE"])  # CE now resumes from epoch 2; QL and CCQL start at epoch 1
+        conftest.obtain_one(ctx, MIXED["CE"])  # CE now resumes from epoch 2; QL and CCQL start at epoch 1
     monkeypatch.setattr(runs_module._RunFiles, "on_epoch", original)
     built = []
 
@@ -198,8 +198,8 @@ def test_runs_at_different_epochs_stack_by_epoch_and_a_lone_one_is_built_once(sy
         def __init__(self, config, *args, **kwargs):
             built.append(config.loss)
             super().__init__(config, *args, **kwargs)
-    monkeypatch.setattr(runs_module, "Trainer", CountingTrainer)
-    runs = store.get_all(MIXED, stack=3)
+    monkeypatch.setattr(scheduler, "Trainer", CountingTrainer)
+    runs = obtain(ctx, MIXED)
     assert sorted(built) == ["ccql", "ce", "ql"], "a run's Trainer was built more than once"
     assert runs["CE"].status["resumed_from_epoch"] == 1 and "stacked_runs" not in runs["CE"].status
     assert [runs[label].status["stacked_runs"] for label in ("QL", "CCQL")] == [2, 2]
@@ -210,7 +210,7 @@ def test_runs_at_different_epochs_stack_by_epoch_and_a_lone_one_is_built_once(sy
 
 def test_a_diverging_run_stops_alone_and_its_stack_goes_on(synthetic_data, tmp_path, alone):
     configs = {"QL lr 1e4": tiny_config(loss="ql", lr=1e4), "CE": MIXED["CE"]}
-    runs = RunStore(tmp_path, data=synthetic_data, progress=False).get_all(configs, stack=2)
+    runs = obtain(conftest.run_context(tmp_path, synthetic_data, runs_per_gpu=2), configs)
     assert runs["QL lr 1e4"].diverged and runs["QL lr 1e4"].status["diverged_epoch"] == 1
     assert len(runs["QL lr 1e4"].history) == 1 and load_run(runs["QL lr 1e4"].run_dir).state == "diverged"
     assert runs["CE"].finished and runs["CE"].status["stacked_runs"] == 2
@@ -218,9 +218,7 @@ def test_a_diverging_run_stops_alone_and_its_stack_goes_on(synthetic_data, tmp_p
 
 
 def test_the_local_executor_stacks_as_runs_per_gpu_says(synthetic_data, tmp_path):
-    from ccql_utils.executor import run_configs
-    store = RunStore(tmp_path, data=synthetic_data, progress=False)
-    runs = run_configs(store, {"CE": MIXED["CE"], "QL": MIXED["QL"]}, runs_per_gpu=2)
+    runs = obtain(conftest.run_context(tmp_path, synthetic_data, runs_per_gpu=2), {"CE": MIXED["CE"], "QL": MIXED["QL"]})
     assert [r.status["stacked_runs"] for r in runs.values()] == [2, 2]
-    runs = run_configs(store, {"CCQL": MIXED["CCQL"]})  # default on a CPU: alone
+    runs = obtain(conftest.run_context(tmp_path, synthetic_data), {"CCQL": MIXED["CCQL"]})  # default on a CPU: alone
     assert runs["CCQL"].finished and "stacked_runs" not in runs["CCQL"].status

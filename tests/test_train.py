@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ccql_utils import RunStore, TrainConfig, load_run
-from ccql_utils import runs as runs_module
+from ccql_utils import TrainConfig, load_run
+from ccql_utils import scheduler
 from ccql_utils.config import lr_at_epoch
-from conftest import tiny_config
+from conftest import obtain_one, run_context, tiny_config
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,7 +89,7 @@ def test_trainer_compiles_in_the_configured_mode_and_marks_each_cuda_graph_step(
 def test_tiny_training_on_real_data_learns(real_data, tmp_path):
     # WRN-10-1, K = 5, 2 epochs on 300 images per class at batch 32, constant LR: ~2 s here
     config = tiny_config(train_per_class=300, batch_size=32, epochs=2, lr=0.05, lr_milestones=())
-    run = RunStore(tmp_path, data=real_data, progress=False).get(config)
+    run = obtain_one(run_context(tmp_path, real_data), config)
     h = run.history
     assert run.finished and len(h) == 2 and run.config["class_names"] == [
         "camel", "lizard", "man", "television", "worm"]
@@ -103,7 +103,7 @@ def test_tiny_training_on_real_data_learns(real_data, tmp_path):
 def test_tiny_training_on_synthetic_data_learns(synthetic_data, tmp_path, loss):
     config = tiny_config(loss=loss, epochs=4, lr=0.05, batch_size=16, lr_milestones=(),
                          train_per_class=None)
-    run = RunStore(tmp_path, data=synthetic_data, progress=False).get(config)
+    run = obtain_one(run_context(tmp_path, synthetic_data), config)
     h = run.history
     assert run.finished and len(h) == 4
     assert h.train_loss.iloc[-1] < h.train_loss.iloc[0]
@@ -113,20 +113,19 @@ def test_tiny_training_on_synthetic_data_learns(synthetic_data, tmp_path, loss):
 
 
 def test_clean_train_pass_adds_columns(synthetic_data, tmp_path):
-    store = RunStore(tmp_path, data=synthetic_data, progress=False)
-    run = store.get(tiny_config(epochs=1, clean_train_eval=True))
+    run = obtain_one(run_context(tmp_path, synthetic_data), tiny_config(epochs=1, clean_train_eval=True))
     assert {"train_clean_loss", "train_clean_acc", "train_clean_loss_norm"} <= set(run.history.columns)
 
 
 def test_finished_run_is_returned_without_training(synthetic_data, tmp_path, monkeypatch):
     config = tiny_config(epochs=1)
-    first = RunStore(tmp_path, data=synthetic_data, progress=False).get(config)
+    first = obtain_one(run_context(tmp_path, synthetic_data), config)
 
     class NoTraining:
         def __init__(self, *args, **kwargs):
             raise AssertionError("a finished run was trained again")
-    monkeypatch.setattr(runs_module, "Trainer", NoTraining)
-    again = RunStore(tmp_path, data=synthetic_data, progress=False).get(config)
+    monkeypatch.setattr(scheduler, "Trainer", NoTraining)
+    again = obtain_one(run_context(tmp_path, synthetic_data), config)
     pd.testing.assert_frame_equal(first.history, again.history)
     files = sorted(p.name for p in first.run_dir.iterdir() if not p.name.startswith("."))
     assert files == ["checkpoint.pt", "config.json", "metrics.csv", "status.json"]
@@ -134,7 +133,7 @@ def test_finished_run_is_returned_without_training(synthetic_data, tmp_path, mon
 
 def test_divergence_is_recorded_and_never_reported_finished(synthetic_data, tmp_path):
     config = tiny_config(loss="ql", lr=1e4, epochs=3, weight_decay=0.0, momentum=0.0)
-    run = RunStore(tmp_path, data=synthetic_data, progress=False).get(config)
+    run = obtain_one(run_context(tmp_path, synthetic_data), config)
     assert run.diverged and not run.finished
     assert run.status["diverged_epoch"] == 1 and len(run.history) == 1
     assert "non-finite" in run.status["reason"]

@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 import torch
 
-from ccql_utils import RunStore, TrainConfig, load_run
-from ccql_utils.executor import ExecutorError, connect, run_configs
+from ccql_utils import TrainConfig, load_run
+from ccql_utils.scheduler import ExecutorError, connect, obtain
+from conftest import run_context
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[cluster]'")
 pytestmark = pytest.mark.cluster
@@ -28,12 +29,12 @@ def configs(n=3, epochs=4, **overrides):
     return {f"seed {s}": TrainConfig(**{**base, "seed": s, **overrides}) for s in range(n)}
 
 
-def one_thread_reference(store, configs, stack=1):
+def one_thread_reference(ctx, configs):
     """The `local` result with one torch thread, as each Ray CPU task trains (1 CPU, 1 thread)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return store.get_all(configs, stack=stack)
+        return obtain(ctx, configs)
     finally:
         torch.set_num_threads(threads)
 
@@ -77,9 +78,8 @@ def interval(run):
 def test_ray_gives_the_metrics_of_local_runs_and_runs_them_concurrently_on_both_nodes(
         local_ray, synthetic_data, tmp_path):
     runs = configs(n=2, epochs=4)
-    expected = one_thread_reference(RunStore(tmp_path / "local", data=synthetic_data, progress=False), runs)
-    store = RunStore(tmp_path / "ray", data_root=synthetic_data.folder, verify_data=False, progress=False)
-    got = run_configs(store, runs, executor="ray")
+    expected = one_thread_reference(run_context(tmp_path / "local", synthetic_data, runs_per_gpu=1), runs)
+    got = obtain(run_context(tmp_path / "ray", synthetic_data, executor="ray"), runs)
     for label in runs:
         assert got[label].finished
         pd.testing.assert_frame_equal(without_seconds(got[label]), without_seconds(expected[label]))
@@ -92,13 +92,13 @@ def test_ray_gives_the_metrics_of_local_runs_and_runs_them_concurrently_on_both_
 def test_a_killed_worker_is_retried_and_its_run_resumes_to_the_uninterrupted_result(
         local_ray, synthetic_data, tmp_path):
     runs = configs(n=1, epochs=6)
-    expected = one_thread_reference(RunStore(tmp_path / "local", data=synthetic_data, progress=False), runs)
-    store = RunStore(tmp_path / "ray", data_root=synthetic_data.folder, verify_data=False, progress=False)
+    expected = one_thread_reference(run_context(tmp_path / "local", synthetic_data, runs_per_gpu=1), runs)
+    ctx = run_context(tmp_path / "ray", synthetic_data, executor="ray")
     result = {}
-    driver = threading.Thread(target=lambda: result.update(run_configs(store, runs, executor="ray")))
+    driver = threading.Thread(target=lambda: result.update(obtain(ctx, runs)))
     driver.start()
     status = next(iter(runs.values()))
-    run_dir = store.path(status)
+    run_dir = ctx.store.path(status)
     deadline, killed = time.time() + 300, None
     while time.time() < deadline and killed is None:
         run = load_run(run_dir) if run_dir.exists() else None
@@ -136,10 +136,8 @@ def test_two_drivers_submitting_one_experiment_train_each_run_once(local_ray, tm
 def test_ray_trains_runs_that_stack_as_one_task_with_the_local_stack_result(
         local_ray, synthetic_data, tmp_path):
     runs = {**configs(n=1, epochs=2), "CE": next(iter(configs(n=1, epochs=2, loss="ce").values()))}
-    expected = one_thread_reference(RunStore(tmp_path / "local", data=synthetic_data, progress=False),
-                                    runs, stack=2)
-    store = RunStore(tmp_path / "ray", data_root=synthetic_data.folder, verify_data=False, progress=False)
-    got = run_configs(store, runs, executor="ray", runs_per_gpu=2)
+    expected = one_thread_reference(run_context(tmp_path / "local", synthetic_data, runs_per_gpu=2), runs)
+    got = obtain(run_context(tmp_path / "ray", synthetic_data, executor="ray", runs_per_gpu=2), runs)
     assert [got[label].status.get("stacked_runs", 1) for label in runs] == [2, 2]
     assert len({got[label].status["ray_pid"] for label in runs}) == 1, "the stack was split over tasks"
     for label in runs:
@@ -149,9 +147,8 @@ def test_ray_trains_runs_that_stack_as_one_task_with_the_local_stack_result(
 
 def test_missing_ray_names_the_extra_and_writes_nothing(synthetic_data, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails
-    store = RunStore(tmp_path / "runs", data=synthetic_data, progress=False)
     with pytest.raises(ExecutorError, match=r"pip install -e '\.\[cluster\]'"):
-        run_configs(store, configs(n=1), executor="ray")
+        obtain(run_context(tmp_path / "runs", synthetic_data, executor="ray"), configs(n=1))
     assert not (tmp_path / "runs").exists()
 
 
@@ -168,9 +165,8 @@ def test_a_gpu_request_on_a_cluster_without_gpus_is_refused_before_anything_runs
         local_ray, synthetic_data, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    store = RunStore(tmp_path / "runs", data_root=synthetic_data.folder, verify_data=False, progress=False)
     with pytest.raises(ExecutorError, match="device 'cuda' asked for, but the Ray cluster has no GPUs"):
-        run_configs(store, configs(n=1, device="cuda"), executor="ray")
+        obtain(run_context(tmp_path / "runs", synthetic_data, executor="ray"), configs(n=1, device="cuda"))
     assert not (tmp_path / "runs").exists()
 
 
