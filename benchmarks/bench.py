@@ -124,7 +124,7 @@ def make_trainer(data, config) -> Trainer:
     trainer = Trainer(dataclasses.replace(config, compile=config.compile and not swap), data, run_dir,
                       progress=False)
     if swap:
-        trainer.forward = torch.compile(trainer.model, backend="eager")
+        trainer.model_fn = torch.compile(trainer.model, backend="eager")
     return trainer
 
 
@@ -224,7 +224,7 @@ def throughput_ours(trainer: Trainer, steps: int, repeats: int) -> dict:
     times = [time_call(lambda e=e: trainer.train_epoch(e), trainer.device) for e in range(1 + repeats)]
     return _row("ours", trainer.config, "bf16 autocast" if trainer.use_bf16 else "fp32",
                 "channels_last" if trainer.train_loader.channels_last else "NCHW",
-                trainer.forward is not trainer.model, 0, steps, times, trainer.device)
+                trainer.model_fn is not trainer.model, 0, steps, times, trainer.device)
 
 
 def throughput_baseline(subset, config, steps: int, repeats: int, workers: int) -> dict:
@@ -303,7 +303,7 @@ def overhead(trainer: Trainer, steps: int, repeats: int) -> dict:
         trainer.model.train()
         for x, y in batches:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=trainer.use_bf16):
-                out = trainer.forward(x)
+                out = trainer.model_fn(x)
             loss = trainer.loss_fn(out.float(), y)
             trainer.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -318,7 +318,7 @@ def overhead(trainer: Trainer, steps: int, repeats: int) -> dict:
             t[name].append(time_call(fns[name], device))
     images, bare_s, ours_s = steps * c.batch_size, median(t["bare"]), median(t["ours"])
     return {"model": f"wrn-{c.depth}-{c.width}", "batch": c.batch_size, "steps": steps, "repeats": repeats,
-            "compile": trainer.forward is not trainer.model, "bare_images_per_s": images / bare_s,
+            "compile": trainer.model_fn is not trainer.model, "bare_images_per_s": images / bare_s,
             "trainer_images_per_s": images / ours_s,
             "overhead_pct": 100 * (median([o / b for o, b in zip(t["ours"], t["bare"])]) - 1),
             "overhead_of_medians_pct": 100 * (ours_s / bare_s - 1),
@@ -338,7 +338,7 @@ def real_epochs(data, config, epochs: int, trainer: Trainer | None = None) -> di
         rows.append({"loss": config.loss, "lr": config.lr, "epoch": epoch + 1, "train_loss": train_loss,
                      "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc, "train_s": train_s,
                      "eval_s": eval_s, "train_images": len(trainer.train_loader),
-                     "compile": trainer.forward is not trainer.model})
+                     "compile": trainer.model_fn is not trainer.model})
         if not np.isfinite([train_loss, test_loss]).all():
             break
     path = trainer.run_dir / "bench-checkpoint.pt"

@@ -39,7 +39,7 @@ from record import job_arguments, job_record, markdown  # noqa: E402
 from ccql_utils import train  # noqa: E402
 from ccql_utils.context import RunContext  # noqa: E402
 from ccql_utils.data import load_cifar100, make_subset, select_classes  # noqa: E402
-from ccql_utils.presets import experiment_seed_configs  # noqa: E402
+from ccql_utils.presets import experiment_configs  # noqa: E402
 from ccql_utils.records import export_records  # noqa: E402
 from ccql_utils.scheduler import obtain  # noqa: E402
 
@@ -85,8 +85,8 @@ def main(argv=None) -> int:
 
     sizes = dict(epochs=2, train_per_class=20, device="cpu") if dry else {}
     seeds = list(range(min(args.seeds, 2) if dry else args.seeds))
-    configs = {f"{label} seed {s}": c for (label, s), c in
-               experiment_seed_configs("k25_random", "quick", seeds=seeds, **sizes).items()}
+    configs = {f"{label} seed {s}": c for s in seeds  # one class draw for every seed
+               for label, c in experiment_configs("k25_random", "quick", s, class_seed=0, **sizes).items()}
     with tempfile.TemporaryDirectory() as runs_dir:
         kept = {}
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .data import resolve_cap, resolve_classes
-from .losses import LOSS_NAMES, default_ccql_weight, make_loss
+from .losses import default_ccql_weight, loss_spec, make_loss
 from .wrn import WideResNet
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -76,8 +76,7 @@ class TrainConfig:
             c.lr_milestones = tuple(float(m) for m in c.lr_milestones)
         except (TypeError, ValueError):
             raise ValueError(f"lr_milestones must be fractions of the run, got {self.lr_milestones!r}")
-        if c.loss not in LOSS_NAMES:
-            raise ValueError(f"unknown loss {c.loss!r}; choose one of {', '.join(LOSS_NAMES)}")
+        loss_spec(c.loss)
         c.classes, c.num_classes = resolve_classes(c.classes, c.num_classes)
         for name in ("seed", "class_seed"):
             value = getattr(c, name)

@@ -21,7 +21,7 @@ from .config import TrainConfig
 from .data import FINE_NAMES, published_class_indices
 from .estimates import estimate_seconds
 from .packs import is_pack, pack_contents
-from .presets import experiment_configs, experiment_seed_configs
+from .presets import experiment_configs
 from .provenance import PROJECT_ROOT
 
 RESULTS_DIR = PROJECT_ROOT / "results"
@@ -43,8 +43,8 @@ class Wanted:
 def _queue() -> list[Wanted]:
     k100 = experiment_configs("k100", "gpu-short")
     paper = experiment_configs("k25_random", "paper")
-    seeds = {**experiment_seed_configs("k25_random", "gpu-short", seeds=[0, 1, 2]),
-             **experiment_seed_configs("mammals_vs_random", "gpu-short", seeds=[0, 1, 2])}
+    seeds = {(label, s): c for name in ("k25_random", "mammals_vs_random") for s in (0, 1, 2)  # one class draw
+             for label, c in experiment_configs(name, "gpu-short", s, class_seed=0).items()}
     second_draw = experiment_configs("k25_random", "gpu-short", class_seed=1)
     wanted = [Wanted(1, "Fig 2 at gpu-short", label, k100[label]) for label in ("QL", "CE", "CCQL")]
     wanted += [Wanted(2, "Fig 1 at paper (200 epochs)", label,

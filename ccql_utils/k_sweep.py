@@ -13,36 +13,15 @@ K adds classes to a smaller K's problem instead of drawing a new one.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .config import TrainConfig
-from .losses import default_ccql_weight
-from .presets import K_SWEEP, LOSS_LABELS, get_preset, resolve_preset, seed_list
-from .provenance import PROJECT_ROOT
-from .context import RunContext
-from .runs import Run
-from .sweep import final_numbers, probe_then_train, save_sweep_figure, sweep_notebook_values
-
-LOSSES = ("ce", "ql", "ccql")
-FIGURE = "fig4_k_sweep"
-NOTEBOOK = "04_k_sweep.ipynb"
-# The notebook's parameters and what None (their value in the notebook) means.
-NOTEBOOK_DEFAULTS = {
-    "preset": "auto",        # paper on a CUDA machine, quick elsewhere (sizes: presets.K_SWEEP)
-    "seed": 0,               # model initialisation, data order and the random class draw
-    "seeds": None,           # several seeds, e.g. [0, 1, 2]: mean and +-1 sd bands
-    "k_values": None,        # a subset of the preset's K values (default: all)
-    "data_root": None, "verify_data": True, "device": "auto",
-    "runs_dir": str(PROJECT_ROOT / "runs"), "figures_dir": str(PROJECT_ROOT / "figures"),
-    "progress": True, "executor": "local", "address": None, "runs_per_gpu": None,
-    "theory_d": 64,          # the linear model's dimension: WRN-10-1's 64 features (qualitative)
-    "theory_sigma": 0.3,     # the linear model's noise level
-}
+from .figure import TRAIN_METRICS_NOTE, Figure, FigureResult
+from .losses import LOSSES, default_ccql_weight
+from .presets import K_SWEEP, get_preset
+from .sweep import final_numbers, probe_then_train
 
 
 def trained_as(loss: str, k: int) -> str:
@@ -51,123 +30,140 @@ def trained_as(loss: str, k: int) -> str:
     return "ql" if loss == "ccql" and default_ccql_weight(k) == 0 else loss
 
 
-def k_sweep_configs(preset: str, seed: int = 0, class_seed: int = 0, device: str = "auto",
-                    k_values=None) -> dict[tuple[str, int], TrainConfig]:
-    """(loss, K) -> the full run's config at `preset`, its LR still the grid's first (the probe
-    chooses it). k_values: a subset of the preset's (default: all of them). At K = 2 CCQL's
-    entry is QL's config (`trained_as`)."""
+def _is_int(value, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+class SweepFigure(Figure):
+    """A figure whose points (a loss and a K) each get their LR from a short probe over a grid
+    (`sweep.mark_best` picks), then train at it once per seed. Sizes: presets.K_SWEEP[preset]."""
+
+    sizes_of = K_SWEEP  # which presets the figure has, and their sizes
+
+    def k_values(self, preset: str, k_values) -> tuple:
+        if preset not in self.sizes_of:
+            raise ValueError(f"the {self.title} has no preset {preset!r}; choose one of {', '.join(self.sizes_of)}")
+        if k_values is None:
+            return self.sizes_of[preset].k_values
+        if not (isinstance(k_values, (list, tuple)) and k_values and all(_is_int(k, 2) for k in k_values)):
+            raise ValueError(f"k_values must be a list of class counts such as [5, 25], got {k_values!r}")
+        unknown = sorted(set(k_values) - set(self.sizes_of[preset].k_values))
+        if unknown:
+            raise ValueError(f"K {unknown} not in the {preset} {self.title} {self.sizes_of[preset].k_values}")
+        return tuple(k_values)
+
+    def grid(self, preset: str, point: tuple) -> tuple:
+        raise NotImplementedError
+
+    def obtain(self, preset, seeds, ctx, own, configs, train=None) -> FigureResult:
+        """Probe every point's LRs, then train each at the chosen LR for every seed (stored runs
+        are read back, so a second call redraws without training)."""
+        grids = {point: self.grid(preset, point) for point in configs}
+        table, full, runs = probe_then_train(ctx, configs, grids, K_SWEEP[preset].probe_epochs, seeds,
+                                             self.point_name, self.name)
+        return FigureResult(self, preset, ctx, full, runs, extra={"lr_table": self.probe_table(table)})
+
+    def probe_table(self, table: pd.DataFrame) -> pd.DataFrame:
+        """The probe's table (one row per point and LR, the point in `point`) as saved."""
+        raise NotImplementedError
+
+    def sizes(self, result) -> str:
+        p, sweep = get_preset(result.preset), K_SWEEP[result.preset]
+        return (f"WRN-{p.depth}-{p.width}, {sweep.train_per_class or 500} train images/class at every K, "
+                f"{sweep.epochs} epochs, LR per (loss, K) from a {sweep.probe_epochs}-epoch probe")
+
+    def describe(self, result) -> dict:
+        p = get_preset(result.preset)
+        return {"sizes": dataclasses.asdict(K_SWEEP[result.preset]), "model": f"WRN-{p.depth}-{p.width}",
+                "lr_rule": "per point: the smallest probed LR within 0.5 points of the best final test "
+                           "accuracy of the probe (sweep.mark_best)",
+                "chosen_lrs": {result.name(key): c.lr for key, c in result.configs.items()
+                               if key[-1] == result.seeds[0]}}
+
+    def extra_files(self, result) -> dict:
+        return {"lr_probe": result.extra["lr_table"].drop(columns="run_dir")}
+
+    point_column = "loss"
+
+    def row(self, result, name: str, k: int) -> dict:
+        """The columns that say what a point is, in the figure's data."""
+        raise NotImplementedError
+
+    def data(self, result) -> pd.DataFrame:
+        """One row per run: its point, K, seed, lr, state, final accuracies and normalized losses."""
+        return pd.DataFrame([{**self.row(result, name, k), "K": k, "seed": seed, "lr": result.configs[name, k, seed].lr,
+                              "state": run.describe(), **final_numbers(run)}
+                             for (name, k, seed), run in result.runs.items()])
+
+    def table(self, result) -> pd.DataFrame:
+        """Per point and K: mean and sd over the seeds' finished runs (n), the chosen LR, and the
+        gap to CE in test accuracy (points, mean of per-seed gaps)."""
+        t, by = self.data(result), self.point_column
+        extra = {"w": ("w", "first")} if "w" in t else {}
+        out = t.groupby([by, "K"], sort=False).agg(
+            **extra, lr=("lr", "first"), n=("test_acc", "count"), test_acc=("test_acc", "mean"),
+            test_acc_sd=("test_acc", "std"), train_acc=("train_acc", "mean"),
+            train_loss_norm=("train_loss_norm", "mean")).reset_index()
+        ce = t[t[by] == "CE"].set_index(["K", "seed"]).test_acc
+        gaps = t.assign(gap=100 * (t.set_index(["K", "seed"]).index.map(ce) - t.test_acc))
+        out["gap_to_ce_points"] = gaps.groupby([by, "K"], sort=False).gap.mean().values
+        return out
+
+
+class KSweepFigure(SweepFigure):
+    """Beyond the paper (notebook 04): final accuracy and loss of CE, QL and CCQL against K."""
+
+    LOSSES = ("ce", "ql", "ccql")
+
+    def point_name(self, point: tuple) -> str:
+        return f"{LOSSES[point[0]].label} K={point[1]}"
+
+    def configs(self, preset, seeds, ctx, k_values=None, theory_d=64, theory_sigma=0.3):
+        """(loss, K) -> the full run's config, its LR still the grid's first (the probe chooses it).
+        At K = 2 CCQL's entry is QL's config (`trained_as`). Classes: the first seed's draw."""
+        if not _is_int(theory_d, 2):
+            raise ValueError(f"theory_d must be an integer >= 2, got {theory_d!r}")
+        if isinstance(theory_sigma, bool) or not isinstance(theory_sigma, (int, float)) or not 0 <= theory_sigma < float("inf"):
+            raise ValueError(f"theory_sigma must be a number >= 0, got {theory_sigma!r}")
+        return sweep_configs(preset, seeds[0], ctx.device, self.k_values(preset, k_values), self.LOSSES)
+
+    def grid(self, preset, point):
+        return K_SWEEP[preset].lr_grid[trained_as(*point)]
+
+    def obtain(self, preset, seeds, ctx, own, configs, train=None):
+        result = super().obtain(preset, seeds, ctx, own, configs, train)
+        ks = sorted({k for _, k, _ in result.configs})
+        result.extra["theory"] = theory_min_losses(ks, own.get("theory_d", 64), own.get("theory_sigma", 0.3))
+        return result
+
+    def probe_table(self, table):
+        table.insert(1, "K", table.point.map(lambda key: key[1]))
+        table["loss"] = table.point.map(lambda key: key[0])  # CCQL at K = 2 probes as QL (trained_as)
+        return table.drop(columns="point")
+
+    def row(self, result, name, k) -> dict:
+        return {"loss": LOSSES[name].label}
+
+    def describe(self, result):
+        theory = result.extra.get("theory")
+        return {"experiment": "k_sweep", **super().describe(result), "theory": None if theory is None else {
+            "what": "minimum normalized population QL / CCQL of the linear mixture model (theory.py), "
+                    "a qualitative comparison", **theory.attrs}}
+
+    def plot(self, result):
+        return plot_k_sweep(result)
+
+
+def sweep_configs(preset: str, class_seed: int, device: str, k_values, losses) -> dict[tuple, TrainConfig]:
+    """(loss, K) -> a run at `preset`'s K sweep sizes on random classes, at the loss's first LR."""
     p, sweep = get_preset(preset), K_SWEEP[preset]
-    k_values = sweep.k_values if k_values is None else tuple(k_values)
-    unknown = sorted(set(k_values) - set(sweep.k_values))
-    if unknown:
-        raise ValueError(f"K {unknown} not in the {preset} K sweep {sweep.k_values}")
     return {(loss, k): TrainConfig(
                 loss=trained_as(loss, k), classes="random", num_classes=k, class_seed=class_seed,
-                seed=seed, depth=p.depth, width=p.width, batch_size=p.batch_size, epochs=sweep.epochs,
+                seed=class_seed, depth=p.depth, width=p.width, batch_size=p.batch_size, epochs=sweep.epochs,
                 train_per_class=sweep.train_per_class, test_per_class=sweep.test_per_class,
                 lr=sweep.lr_grid[trained_as(loss, k)][0], checkpoint_every=p.checkpoint_every,
                 device=device).resolved()
-            for loss in LOSSES for k in k_values}
-
-
-@dataclass
-class KSweepResult:
-    preset: str
-    lr_table: pd.DataFrame                      # the probe, one row per (loss, K, LR)
-    configs: dict[tuple[str, int, int], TrainConfig]   # (loss, K, seed) -> the full run
-    runs: dict[tuple[str, int, int], Run]
-    figures_dir: str | None = None
-    theory: pd.DataFrame | None = None          # theory_min_losses, drawn beside the losses
-
-    @property
-    def seeds(self) -> list[int]:
-        return list(dict.fromkeys(s for _, _, s in self.runs))
-
-    def final_table(self) -> pd.DataFrame:
-        """One row per run: loss, K, seed, lr, state, final train/test accuracy and normalized loss."""
-        rows = []
-        for (loss, k, seed), run in self.runs.items():
-            rows.append({"loss": LOSS_LABELS[loss], "K": k, "seed": seed, "lr": self.configs[loss, k, seed].lr,
-                         "state": run.describe(), **final_numbers(run)})
-        return pd.DataFrame(rows)
-
-    def summary(self) -> pd.DataFrame:
-        """Per (loss, K): mean and sd over the seeds' finished runs (n), the chosen LR, and the
-        gap to CE in test accuracy (points, mean of per-seed gaps)."""
-        t = self.final_table()
-        g = t.groupby(["loss", "K"], sort=False)
-        out = g.agg(lr=("lr", "first"), n=("test_acc", "count"), test_acc=("test_acc", "mean"),
-                    test_acc_sd=("test_acc", "std"), train_acc=("train_acc", "mean"),
-                    train_loss_norm=("train_loss_norm", "mean")).reset_index()
-        ce = t[t.loss == "CE"].set_index(["K", "seed"]).test_acc
-        gaps = t.assign(gap=100 * (t.set_index(["K", "seed"]).index.map(ce) - t.test_acc))
-        out["gap_to_ce_points"] = gaps.groupby(["loss", "K"], sort=False).gap.mean().values
-        return out
-
-    def provenance(self) -> dict[str, Any]:
-        p, sweep = get_preset(self.preset), K_SWEEP[self.preset]
-        return {"experiment": "k_sweep", "preset": self.preset, "seeds": self.seeds,
-                "k_sweep": dataclasses.asdict(sweep), "model": f"WRN-{p.depth}-{p.width}",
-                "lr_rule": "per (loss, K): the smallest probed LR within 0.5 points of the best "
-                           "final test accuracy of the probe (sweep.mark_best)",
-                "chosen_lrs": {f"{LOSS_LABELS[l]} K={k}": c.lr for (l, k, s), c in self.configs.items()
-                               if s == self.seeds[0]},
-                "theory": None if self.theory is None else {
-                    "what": "minimum normalized population QL / CCQL of the linear mixture model "
-                            "(theory.py), a qualitative comparison", **self.theory.attrs},
-                "runs": {f"{LOSS_LABELS[l]} K={k} seed {s}": {
-                             "run_id": run.run_dir.name, "state": run.state, "lr": self.configs[l, k, s].lr,
-                             "diverged_epoch": run.status.get("diverged_epoch"), "epochs_completed":
-                             len(run.history), "class_names": run.class_names,
-                             "device": run.status.get("device")}
-                         for (l, k, s), run in self.runs.items()}}
-
-    def caption(self) -> str:
-        p, sweep = get_preset(self.preset), K_SWEEP[self.preset]
-        scale = "the paper's model and data" if p.paper_scale else "NOT the paper's scale"
-        return (f"preset '{self.preset}' ({scale}): WRN-{p.depth}-{p.width}, "
-                f"{sweep.train_per_class or 500} train images/class at every K, {sweep.epochs} epochs, "
-                f"LR per (loss, K) from a {sweep.probe_epochs}-epoch probe, seeds "
-                f"{', '.join(map(str, self.seeds))}" + (" (mean, band +- 1 sd)" if len(self.seeds) > 1 else ""))
-
-
-def run_k_sweep(preset: str = "auto", seeds=None, seed: int = 0, data_root=None,
-                runs_dir: str | Path = "runs", verify_data: bool = True, progress=None,
-                device: str = "auto", k_values=None, executor: str = "local", address=None,
-                runs_per_gpu: int | None = None) -> KSweepResult:
-    """Probe the LRs of every (loss, K), then train it at the chosen LR for every seed
-    (sweep.probe_then_train); stored runs are read back, so a second call redraws without
-    training. Classes: the first seed's draw for all seeds."""
-    preset = resolve_preset(preset, device)
-    seeds = seed_list(seeds, seed)
-    ctx = RunContext.of(runs_dir=runs_dir, data_root=data_root, verify_data=verify_data, progress=progress,
-                        executor=executor, address=address, runs_per_gpu=runs_per_gpu)
-    sweep = K_SWEEP[preset]
-    base = k_sweep_configs(preset, seeds[0], seeds[0], device, k_values)
-    table, configs, runs = probe_then_train(
-        ctx, base, {(loss, k): sweep.lr_grid[trained_as(loss, k)] for loss, k in base}, sweep.probe_epochs, seeds,
-        lambda key: f"{LOSS_LABELS[key[0]]} K={key[1]}", "k-sweep")
-    table.insert(1, "K", table.point.map(lambda key: key[1]))
-    table["loss"] = table.point.map(lambda key: key[0])  # CCQL at K = 2 probes as QL (trained_as)
-    return KSweepResult(preset, table.drop(columns="point"), configs, runs)
-
-
-def notebook_values(parameters: dict) -> dict:
-    """The notebook's parameters with None replaced by NOTEBOOK_DEFAULTS; ValueError for an
-    unknown name, a preset without this sweep, bad seeds or K values (before anything runs)."""
-    return sweep_notebook_values(parameters, NOTEBOOK_DEFAULTS, K_SWEEP, "K sweep", lambda preset, p:
-                                 k_sweep_configs(preset, p["seed"], p["seed"], p["device"], p["k_values"]))
-
-
-def run_notebook_k_sweep(**parameters) -> KSweepResult:
-    """What notebook 04 runs: its parameters (None: the default) -> run_k_sweep."""
-    p = notebook_values(parameters)
-    p.pop("figures_dir")
-    d, sigma = p.pop("theory_d"), p.pop("theory_sigma")
-    result = run_k_sweep(**p)
-    result.figures_dir = parameters.get("figures_dir")  # None: figures/, or outputs/tiny/figures at tiny
-    result.theory = theory_min_losses(sorted({k for _, k, _ in result.configs}), d, sigma)
-    return result
+            for loss in losses for k in k_values}
 
 
 def theory_min_losses(k_values, d: int, sigma: float, seed: int = 0) -> pd.DataFrame:
@@ -186,15 +182,15 @@ def theory_min_losses(k_values, d: int, sigma: float, seed: int = 0) -> pd.DataF
     return frame
 
 
-def plot_k_sweep(result: KSweepResult):
+def plot_k_sweep(result):
     """Four panels against K (log axis): test accuracy, training accuracy, normalized training
-    loss (with result.theory's minima, dotted, if set) and the gap to CE in test accuracy."""
+    loss (with result.extra.get("theory")'s minima, dotted, if set) and the gap to CE in test accuracy."""
     import matplotlib.pyplot as plt
     import seaborn as sns
-    from .plots import COLOURS, TRAIN_METRICS_NOTE
-    t = result.final_table()
+    COLOURS = {spec.label: spec.colour for spec in LOSSES.values()}
+    t = result.figure.data(result)
     t = t[t.state == "finished"]
-    gaps = result.summary()
+    gaps = result.table()
     fig, axes = plt.subplots(1, 4, figsize=(19, 3.9))
     panels = [("test_acc", "test accuracy"), ("train_acc", "training accuracy"),
               ("train_loss_norm", "normalized training loss")]
@@ -206,8 +202,8 @@ def plot_k_sweep(result: KSweepResult):
     for ax in axes[:2]:
         ax.plot(chance, 1 / chance, color="grey", lw=0.6, ls=":", label="chance (1/K)")
         ax.set_ylim(0, 1.02)
-    if result.theory is not None:
-        for loss, th in result.theory.groupby("loss"):
+    if result.extra.get("theory") is not None:
+        for loss, th in result.extra.get("theory").groupby("loss"):
             axes[2].plot(th.K, th.min_loss_norm, color=COLOURS[loss], ls=":", marker=".",
                          label=f"{loss}: linear-model minimum (qualitative)")
     sns.lineplot(data=gaps[gaps.loss != "CE"], x="K", y="gap_to_ce_points", hue="loss",
@@ -226,7 +222,8 @@ def plot_k_sweep(result: KSweepResult):
     return fig
 
 
-def save_k_sweep_figure(fig, result, figures_dir=None, extra: dict | None = None):
-    """PNG + PDF + the per-run final table as CSV + provenance, as fig4_k_sweep_<preset>; the LR
-    probe's table beside it as fig4_k_sweep_<preset>_lr_probe.csv (sweep.save_sweep_figure)."""
-    return save_sweep_figure(fig, FIGURE, result, figures_dir, extra)
+K_SWEEP_FIGURE = KSweepFigure(
+    "k_sweep", "fig4_k_sweep", "04_k_sweep.ipynb", "K sweep", {
+        "k_values": (None, "a subset of the preset's K values, e.g. [5, 25] (default: all)"),
+        "theory_d": (64, "the linear model's dimension: WRN-10-1's 64 features (qualitative)"),
+        "theory_sigma": (0.3, "the linear model's noise level")})

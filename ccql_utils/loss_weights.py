@@ -21,32 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import pandas as pd
-
-from .config import TrainConfig
-from .k_sweep import k_sweep_configs
-from .losses import default_ccql_weight
-from .presets import K_SWEEP, K_WEIGHTS, LOSS_WEIGHTS, get_preset, resolve_preset, seed_list
-from .provenance import PROJECT_ROOT
-from .context import RunContext
-from .runs import Run
-from .sweep import final_numbers, probe_then_train, save_sweep_figure, sweep_notebook_values
-
-FIGURE = "fig5_loss_weights"
-NOTEBOOK = "05_loss_weights.ipynb"
-# The notebook's parameters and what None (their value in the notebook) means.
-NOTEBOOK_DEFAULTS = {
-    "preset": "auto",        # paper on a CUDA machine, quick elsewhere (sizes: presets.LOSS_WEIGHTS)
-    "seed": 0,               # model initialisation, data order and the random class draw
-    "seeds": None,           # several seeds, e.g. [0, 1, 2]: mean and +-1 sd error bars
-    "k_values": None,        # a subset of the preset's K values (default: all)
-    "data_root": None, "verify_data": True, "device": "auto",
-    "runs_dir": str(PROJECT_ROOT / "runs"), "figures_dir": str(PROJECT_ROOT / "figures"),
-    "progress": True, "executor": "local", "address": None, "runs_per_gpu": None,
-}
+from .k_sweep import SweepFigure, sweep_configs
+from .losses import LOSSES, default_ccql_weight
+from .presets import K_SWEEP, K_WEIGHTS, LOSS_WEIGHTS
 
 
 @dataclass(frozen=True)
@@ -63,7 +41,7 @@ class Variant:
 
     @property
     def family(self) -> str:
-        return {"ce": "CE", "ql": "CCQL", "ccql": "CCQL", "rescaled_square": "rescaled square"}[self.loss]
+        return LOSSES[self.loss].family
 
 
 def variants(preset: str, num_classes: int) -> list[Variant]:
@@ -106,134 +84,56 @@ def lr_grid(preset: str, variant: Variant, num_classes: int) -> tuple:
     return tuple(_round(lr * scale) for lr in base)
 
 
-def weight_sweep_configs(preset: str, seed: int = 0, class_seed: int = 0, device: str = "auto",
-                         k_values=None) -> tuple[dict, dict]:
-    """((variant name, K) -> the full run's config at its grid's first LR, (variant name, K) ->
-    Variant). The sizes and classes are the K sweep's at `preset`."""
-    spec = LOSS_WEIGHTS[preset]
-    k_values = spec.k_values if k_values is None else tuple(k_values)
-    unknown = sorted(set(k_values) - set(spec.k_values))
-    if unknown:
-        raise ValueError(f"K {unknown} not in the {preset} loss-weight sweep {spec.k_values}")
-    base = k_sweep_configs(preset, seed, class_seed, device, k_values)
-    configs, info = {}, {}
-    for k in k_values:
-        for v in variants(preset, k):
-            template = base["ql" if v.loss == "rescaled_square" else v.loss, k]
-            configs[v.name, k] = dataclasses.replace(
-                template, loss=v.loss, loss_options=dict(v.options),
-                lr=lr_grid(preset, v, k)[0]).resolved()
-            info[v.name, k] = v
-    return configs, info
+class WeightSweepFigure(SweepFigure):
+    """CE, CCQL at each weight and the rescaled square loss at each (k, M), at every K of the
+    preset's LOSS_WEIGHTS entry, each at its own probed LR, on the K sweep's sizes and classes."""
+
+    sizes_of = LOSS_WEIGHTS
+    point_column = "variant"
+
+    def configs(self, preset, seeds, ctx, k_values=None):
+        """(variant name, K) -> the full run's config at its grid's first LR."""
+        k_values = self.k_values(preset, k_values)
+        base = sweep_configs(preset, seeds[0], ctx.device, k_values, ("ce", "ql", "ccql"))
+        return {(v.name, k): dataclasses.replace(
+                    base["ql" if v.loss == "rescaled_square" else v.loss, k], loss=v.loss,
+                    loss_options=dict(v.options), lr=lr_grid(preset, v, k)[0]).resolved()
+                for k in k_values for v in variants(preset, k)}
+
+    def variant(self, preset: str, name: str, k: int) -> Variant:
+        return next(v for v in variants(preset, k) if v.name == name)
+
+    def grid(self, preset, point):
+        return lr_grid(preset, self.variant(preset, *point), point[1])
+
+    def probe_table(self, table):
+        table.insert(0, "variant", table.point.map(lambda key: key[0]))
+        table.insert(1, "K", table.point.map(lambda key: key[1]))
+        return table.drop(columns="point")
+
+    def point_name(self, point):
+        return f"{point[0]} K={point[1]}"
+
+    def row(self, result, name, k):
+        v = self.variant(result.preset, name, k)
+        return {"variant": name, "family": v.family, "w": v.w, "k": v.k, "M": v.M}
+
+    def describe(self, result):
+        return {"experiment": "loss_weights", "loss_weights": dataclasses.asdict(LOSS_WEIGHTS[result.preset]),
+                **super().describe(result)}
+
+    def plot(self, result):
+        return plot_weight_sweep(result)
 
 
-@dataclass
-class WeightSweepResult:
-    preset: str
-    lr_table: pd.DataFrame                       # the probe, one row per (variant, K, LR)
-    variants: dict[tuple[str, int], Variant]
-    configs: dict[tuple[str, int, int], TrainConfig]   # (variant, K, seed) -> the full run
-    runs: dict[tuple[str, int, int], Run]
-    figures_dir: str | None = None
-
-    @property
-    def seeds(self) -> list[int]:
-        return list(dict.fromkeys(s for _, _, s in self.runs))
-
-    def final_table(self) -> pd.DataFrame:
-        """One row per run: variant, its family, w / k / M, K, seed, lr, state, final accuracies
-        and normalized losses (each loss divided by its own value at zero outputs)."""
-        rows = []
-        for (name, k, seed), run in self.runs.items():
-            v = self.variants[name, k]
-            rows.append({"variant": name, "family": v.family, "w": v.w, "k": v.k, "M": v.M, "K": k,
-                         "seed": seed, "lr": self.configs[name, k, seed].lr, "state": run.describe(),
-                         **final_numbers(run)})
-        return pd.DataFrame(rows)
-
-    def summary(self) -> pd.DataFrame:
-        """Per (variant, K): the chosen LR, n finished seeds, mean and sd test accuracy, mean
-        training accuracy and normalized training loss, and the gap to CE (test accuracy
-        points, mean of per-seed gaps)."""
-        t = self.final_table()
-        out = t.groupby(["variant", "K"], sort=False).agg(
-            w=("w", "first"), lr=("lr", "first"), n=("test_acc", "count"),
-            test_acc=("test_acc", "mean"), test_acc_sd=("test_acc", "std"),
-            train_acc=("train_acc", "mean"), train_loss_norm=("train_loss_norm", "mean")).reset_index()
-        ce = t[t.variant == "CE"].set_index(["K", "seed"]).test_acc
-        gap = 100 * (t.set_index(["K", "seed"]).index.map(ce) - t.test_acc)
-        out["gap_to_ce_points"] = t.assign(gap=gap).groupby(["variant", "K"], sort=False).gap.mean().values
-        return out
-
-    def provenance(self) -> dict[str, Any]:
-        p, sweep = get_preset(self.preset), K_SWEEP[self.preset]
-        return {"experiment": "loss_weights", "preset": self.preset, "seeds": self.seeds,
-                "loss_weights": dataclasses.asdict(LOSS_WEIGHTS[self.preset]),
-                "sizes": dataclasses.asdict(sweep), "model": f"WRN-{p.depth}-{p.width}",
-                "lr_rule": "per (variant, K): the smallest probed LR within 0.5 points of the best "
-                           "final test accuracy of the probe (sweep.mark_best); grids: "
-                           "loss_weights.lr_grid",
-                "chosen_lrs": {f"{n} K={k}": c.lr for (n, k, s), c in self.configs.items()
-                               if s == self.seeds[0]},
-                "runs": {f"{n} K={k} seed {s}": {
-                             "run_id": run.run_dir.name, "state": run.state, "lr": self.configs[n, k, s].lr,
-                             "loss_options": self.configs[n, k, s].loss_options,
-                             "diverged_epoch": run.status.get("diverged_epoch"),
-                             "epochs_completed": len(run.history), "device": run.status.get("device")}
-                         for (n, k, s), run in self.runs.items()}}
-
-    def caption(self) -> str:
-        p, sweep = get_preset(self.preset), K_SWEEP[self.preset]
-        scale = "the paper's model and data" if p.paper_scale else "NOT the paper's scale"
-        return (f"preset '{self.preset}' ({scale}): WRN-{p.depth}-{p.width}, "
-                f"{sweep.train_per_class or 500} train images/class, {sweep.epochs} epochs, LR per "
-                f"(loss, K) from a {sweep.probe_epochs}-epoch probe, seeds "
-                f"{', '.join(map(str, self.seeds))}" + (" (mean, bars +- 1 sd)" if len(self.seeds) > 1 else ""))
-
-
-def run_weight_sweep(preset: str = "auto", seeds=None, seed: int = 0, data_root=None,
-                     runs_dir: str | Path = "runs", verify_data: bool = True, progress=None,
-                     device: str = "auto", k_values=None, executor: str = "local", address=None,
-                     runs_per_gpu: int | None = None) -> WeightSweepResult:
-    """Probe the LRs of every (variant, K), then train it at the chosen LR for every seed;
-    stored runs are read back. Classes: the first seed's draw (the K sweep's) for all seeds."""
-    preset = resolve_preset(preset, device)
-    seeds = seed_list(seeds, seed)
-    ctx = RunContext.of(runs_dir=runs_dir, data_root=data_root, verify_data=verify_data, progress=progress,
-                        executor=executor, address=address, runs_per_gpu=runs_per_gpu)
-    base, info = weight_sweep_configs(preset, seeds[0], seeds[0], device, k_values)
-    grids = {(name, k): lr_grid(preset, info[name, k], k) for name, k in base}
-    table, configs, runs = probe_then_train(ctx, base, grids, K_SWEEP[preset].probe_epochs, seeds,
-                                            lambda key: f"{key[0]} K={key[1]}", "loss-weights")
-    table.insert(0, "variant", table.point.map(lambda key: key[0]))
-    table.insert(1, "K", table.point.map(lambda key: key[1]))
-    return WeightSweepResult(preset, table.drop(columns="point"), info, configs, runs)
-
-
-def notebook_values(parameters: dict) -> dict:
-    """The notebook's parameters with None replaced by NOTEBOOK_DEFAULTS; ValueError for an
-    unknown name, a preset without this sweep, bad seeds or K values (before anything runs)."""
-    return sweep_notebook_values(parameters, NOTEBOOK_DEFAULTS, LOSS_WEIGHTS, "loss-weight sweep", lambda preset, p:
-                                 weight_sweep_configs(preset, p["seed"], p["seed"], p["device"], p["k_values"]))
-
-
-def run_notebook_weight_sweep(**parameters) -> WeightSweepResult:
-    """What notebook 05 runs: its parameters (None: the default) -> run_weight_sweep."""
-    p = notebook_values(parameters)
-    p.pop("figures_dir")
-    result = run_weight_sweep(**p)
-    result.figures_dir = parameters.get("figures_dir")  # None: figures/, or outputs/tiny/figures at tiny
-    return result
-
-
-def plot_weight_sweep(result: WeightSweepResult):
+def plot_weight_sweep(result):
     """(a) test accuracy and (b) normalized training loss of CCQL against w (x axis 1 + w, log;
     CE dashed), one colour per K; (c) test accuracy of CE, QL, default-w CCQL and the rescaled
     square variants, grouped by K. Seeds: mean, +-1 sd."""
     import matplotlib.pyplot as plt
     import seaborn as sns
-    from .plots import TRAIN_METRICS_NOTE
-    t = result.final_table()
+    from .figure import TRAIN_METRICS_NOTE
+    t = result.figure.data(result)
     t = t[t.state == "finished"]
     ks = sorted(t.K.unique())
     colours = dict(zip(ks, sns.color_palette("viridis", len(ks))))
@@ -268,11 +168,6 @@ def plot_weight_sweep(result: WeightSweepResult):
     return fig
 
 
-def save_weight_sweep_figure(fig, result, figures_dir=None, extra: dict | None = None):
-    """PNG + PDF + the per-run final table as CSV + provenance, as fig5_loss_weights_<preset>; the LR
-    probe's table beside it as fig5_loss_weights_<preset>_lr_probe.csv (sweep.save_sweep_figure)."""
-    return save_sweep_figure(fig, FIGURE, result, figures_dir, extra)
-
-
-__all__ = ["variants", "lr_grid", "weight_sweep_configs", "run_weight_sweep", "WeightSweepResult",
-           "plot_weight_sweep", "save_weight_sweep_figure"]
+WEIGHT_SWEEP_FIGURE = WeightSweepFigure(
+    "loss_weights", "fig5_loss_weights", "05_loss_weights.ipynb", "loss-weight sweep",
+    {"k_values": (None, "a subset of the preset's K values, e.g. [25] (default: all)")})

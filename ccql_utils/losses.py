@@ -18,12 +18,13 @@ CCQL(w) equals K/2 times the rescaled square loss with k = 1 + w, M = 1.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSS_NAMES = ("ce", "ql", "ccql", "rescaled_square")
+from .reference import default_ccql_weight, zero_output_loss  # noqa: F401  (here for users of losses)
 
 
 def _check_inputs(outputs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
@@ -159,39 +160,67 @@ class QuadraticLoss(CorrectClassQuadraticLoss):
         return f"num_classes={self.num_classes}"
 
 
-def default_ccql_weight(num_classes: int) -> float:
-    """w = sqrt(K - 1) - 1: CCQL = QL at K = 2; 3.899 at K = 25; 8.950 at K = 100."""
-    return math.sqrt(num_classes - 1) - 1.0
+@dataclass(frozen=True)
+class LossSpec:
+    """Everything keyed by a loss's name: its class and options, and how figures show it
+    (label, colour, a lighter shade for a second subset, the family it belongs to)."""
+
+    name: str
+    cls: type
+    options: tuple = ()
+    label: str = ""
+    colour: str = "tab:grey"
+    light: str = "lightgrey"
+    family: str = ""
 
 
-def zero_output_loss(name: str, num_classes: int, w: float = 0.0) -> float:
-    """Per-sample loss at all-zero outputs (any label): log K for 'ce', 1/2 for 'ql', (w + 1)/2
-    for 'ccql' with weight w. The reference of the normalized losses."""
-    if name == "ce":
-        return math.log(num_classes)
-    if name == "ql":
-        return 0.5
-    if name == "ccql":
-        return (float(w) + 1.0) / 2.0
-    raise ValueError(f"zero_output_loss knows 'ce', 'ql' and 'ccql', got {name!r}")
+LOSSES: dict[str, LossSpec] = {}
 
 
-_LOSSES = {"ce": (CrossEntropyLoss, ()), "ql": (QuadraticLoss, ()),
-           "ccql": (CorrectClassQuadraticLoss, ("w",)),
-           "rescaled_square": (RescaledSquareLoss, ("k", "M"))}
+def register_loss(spec: LossSpec) -> LossSpec:
+    """Add a loss to the one table every layer reads (config validation, the CLI, the figures)."""
+    if not spec.name or spec.name in LOSSES:
+        raise ValueError(f"a loss needs a new name; {spec.name!r} is taken or empty")
+    LOSSES[spec.name] = spec
+    return spec
+
+
+for _spec in (LossSpec("ce", CrossEntropyLoss, (), "CE", "tab:blue", "lightskyblue", "CE"),
+              LossSpec("ql", QuadraticLoss, (), "QL", "tab:red", "lightsalmon", "CCQL"),
+              LossSpec("ccql", CorrectClassQuadraticLoss, ("w",), "CCQL", "tab:green", "yellowgreen", "CCQL"),
+              LossSpec("rescaled_square", RescaledSquareLoss, ("k", "M"), "Rescaled square", "tab:purple",
+                       "plum", "rescaled square")):
+    register_loss(_spec)
+
+
+def loss_names() -> tuple[str, ...]:
+    return tuple(LOSSES)
+
+
+def loss_spec(name: str) -> LossSpec:
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    return LOSSES[name]
+
+
+def colour_of(label: str) -> str | None:
+    """The colour of a legend label: a loss's label, or '<label>, <subset>' (the second subset,
+    e.g. the mammals, in the lighter shade)."""
+    head, _, subset = label.partition(", ")
+    spec = next((s for s in LOSSES.values() if s.label == head), None)
+    return None if spec is None else spec.light if subset == "mammals" else spec.colour
 
 
 def make_loss(name: str, num_classes: int, validate: bool = True, **options) -> _ClassificationLoss:
-    """Build a loss by name: 'ce', 'ql', 'ccql' (option w), 'rescaled_square' (options k, M).
+    """Build a loss by name: 'ce', 'ql', 'ccql' (option w), 'rescaled_square' (options k, M), or
+    one added with `register_loss`.
 
     validate=True checks that labels lie in 0..K-1 on every call (a host sync); the trainer
     turns it off. Options set to None take their defaults.
     """
-    if name not in _LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
-    cls, allowed = _LOSSES[name]
-    unknown = sorted(set(options) - set(allowed))
+    spec = loss_spec(name)
+    unknown = sorted(set(options) - set(spec.options))
     if unknown:
-        raise ValueError(f"loss {name!r} takes options {list(allowed) or 'none'}, got {unknown}")
+        raise ValueError(f"loss {name!r} takes options {list(spec.options) or 'none'}, got {unknown}")
     options = {k: v for k, v in options.items() if v is not None}
-    return cls(num_classes, validate=validate, **options)
+    return spec.cls(num_classes, validate=validate, **options)

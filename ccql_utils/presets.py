@@ -10,44 +10,35 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from .config import TrainConfig
-
-LOSS_LABELS = {"ce": "CE", "ql": "QL", "ccql": "CCQL", "rescaled_square": "Rescaled square"}
+from .losses import LOSSES
 
 
 @dataclass(frozen=True)
 class Experiment:
-    """One figure of the paper: its runs (legend label -> loss, classes, K) and what the paper
-    reports for each (WRN-28-10, 200 epochs; docs/protocol.md, "What the paper reports")."""
+    """The runs of one of the paper's figures (legend label -> loss, classes, K) and what the
+    paper reports for each (WRN-28-10, 200 epochs; docs/protocol.md, "What the paper reports")."""
 
     name: str
-    figure: str       # file stem of the saved figure (the preset is appended)
-    notebook: str     # notebooks/<notebook>
-    title: str
     runs: dict
     paper_reports: dict
 
 
 def _losses(classes: str, k: int) -> dict:
-    return {LOSS_LABELS[loss]: dict(loss=loss, classes=classes, num_classes=k)
-            for loss in ("ce", "ql", "ccql")}
+    return {LOSSES[loss].label: dict(loss=loss, classes=classes, num_classes=k) for loss in ("ce", "ql", "ccql")}
 
 
 EXPERIMENTS = {e.name: e for e in (
-    Experiment("k25_random", "fig1_k25_random", "01_k25_random.ipynb",
-               "Fig 1: K = 25 random classes", _losses("random", 25), {
+    Experiment("k25_random", _losses("random", 25), {
                    "CE": "~100% train acc; best test accuracy of the three",
                    "QL": "~100% train acc; slowest to train, lowest test acc; normalized test loss stays near 1",
                    "CCQL": "~100% train acc; trains faster and tests better than QL"}),
-    Experiment("k100", "fig2_k100", "02_k100.ipynb", "Fig 2: all K = 100 classes",
-               _losses("all", 100), {
+    Experiment("k100", _losses("all", 100), {
                    "CE": "100% train acc (only CE); 79.5-81.5% test acc is the public WRN-28-10 yardstick",
                    "QL": "stagnates: < 20% test acc",
                    "CCQL": "> 90% train acc, ~65% test acc"}),
     # The paper shows QL alone; CE and CCQL on both subsets are the control it lacks (is the
     # mammal penalty QL's, or the classes' difficulty?). The random-class runs are Fig 1's.
-    Experiment("mammals_vs_random", "fig3_mammals_vs_random", "03_mammals_vs_random.ipynb",
-               "Fig 3: 25 random vs 25 mammal classes (the paper: QL; CE and CCQL: controls)",
-               {f"{LOSS_LABELS[loss]}, {subset}": dict(loss=loss, classes=subset, num_classes=25)
+    Experiment("mammals_vs_random", {f"{LOSSES[loss].label}, {subset}": dict(loss=loss, classes=subset, num_classes=25)
                 for loss in ("ql", "ce", "ccql") for subset in ("random", "mammals")}, {
                    "QL, random": "100% train acc; trains faster and tests better than mammals",
                    "QL, mammals": "100% train acc; trains slower, lower test acc",
@@ -261,21 +252,6 @@ def seed_list(seeds, seed: int = 0) -> list[int]:
     return list(seeds)
 
 
-def experiment_seed_configs(experiment: str, preset: str = "quick", seeds=None, seed: int = 0,
-                            **overrides) -> dict[tuple[str, int], TrainConfig]:
-    """(legend label, seed) -> resolved config for every seed of `seeds` (None: [seed]).
-
-    A seed sets the model initialisation and the data order. The random class draw stays that of
-    the first seed for all of them (the figure compares training noise on one set of classes)
-    unless `class_seed` is given.
-    """
-    seeds = seed_list(seeds, seed)
-    if len(seeds) > 1 and overrides.get("class_seed") is None:
-        overrides["class_seed"] = seeds[0]
-    return {(label, s): c for s in seeds
-            for label, c in experiment_configs(experiment, preset, seed=s, **overrides).items()}
-
-
 __all__ = ["EXPERIMENTS", "PRESETS", "Experiment", "Preset", "get_experiment", "get_preset",
-           "resolve_preset", "experiment_configs", "experiment_seed_configs", "seed_list",
+           "resolve_preset", "experiment_configs", "seed_list",
            "K_SWEEP", "KSweep", "LOSS_WEIGHTS", "WeightSweep"]

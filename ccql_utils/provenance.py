@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -55,12 +56,9 @@ def environment_record() -> dict[str, Any]:
         record["ccql_utils"] = version("ccql_utils")
     except Exception:  # not installed as a distribution (e.g. run from a source tree)
         record["ccql_utils"] = "source"
-    try:
-        import torch
-        record["torch"] = torch.__version__
-        record["cuda_device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except ImportError:
-        record["torch"] = None
+    torch = sys.modules.get("torch")  # only where it made the figure: the theory needs none
+    record["torch"] = torch.__version__ if torch else None
+    record["cuda_device"] = torch.cuda.get_device_name(0) if torch and torch.cuda.is_available() else None
     return record
 
 

@@ -187,7 +187,7 @@ class StackedTrainer:
         self.model = stack_models([t.model for t in trainers])
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward = compiled_forward(self.model, self.config.compile)
+        self.model_fn = compiled_forward(self.model, self.config.compile)
         buffers = []  # each run's momentum (zeros before its first step), stacked like its weights
         for name, p in self.model.named_parameters():
             own = [(t.optimizer.state.get(q, {}), q) for t in trainers for q in [t.model.get_parameter(name)]]
@@ -225,7 +225,7 @@ class StackedTrainer:
         sums = EpochSums.zeros(self.device, (self.n,))
         for images, labels in self.loaders["train"].train_batches(epoch, self.config.batch_size):
             with self.trainers[0]._autocast():
-                outputs = self.forward(images)
+                outputs = self.model_fn(images)
             losses = self._losses(outputs, labels)
             self.optimizer.zero_grad()
             torch.where(live, losses, 0.0).sum().backward()  # a diverged model gets no gradient
@@ -240,7 +240,7 @@ class StackedTrainer:
         sums = EpochSums.zeros(self.device, (self.n,))
         for images, labels in self.loaders[split].eval_batches(self.config.eval_batch_size):
             with self.trainers[0]._autocast():
-                outputs = self.forward(images)
+                outputs = self.model_fn(images)
             sums.add(self._losses(outputs, labels), outputs, labels)
         return sums.read()
 

@@ -16,9 +16,13 @@ from .config import TrainConfig
 from .context import RunContext
 from .scheduler import obtain
 
+# The best LR: the smallest within this much final test accuracy of the top (a fraction: half a
+# percentage point, about the noise of one short run).
+TOLERANCE = 0.005
+
 
 def sweep_lr(config: TrainConfig, lrs: Sequence[float], ctx: RunContext,
-             tolerance: float = 0.005) -> pd.DataFrame:
+             tolerance: float = TOLERANCE) -> pd.DataFrame:
     """Train `config` once per LR in `lrs` (where and how: `ctx`, see scheduler.py); one row per
     LR, the best marked (`mark_best`). Columns: loss, lr, state, epochs, train_acc, test_acc,
     test_loss_norm, best, run_dir.
@@ -26,7 +30,7 @@ def sweep_lr(config: TrainConfig, lrs: Sequence[float], ctx: RunContext,
     return sweep_lr_grid({config.loss: (config, lrs)}, ctx, tolerance).drop(columns="point")
 
 
-def sweep_lr_grid(points: dict, ctx: RunContext, tolerance: float = 0.005, name_of=str) -> pd.DataFrame:
+def sweep_lr_grid(points: dict, ctx: RunContext, tolerance: float = TOLERANCE, name_of=str) -> pd.DataFrame:
     """Several sweeps obtained at once: `points` maps a key to (config, LRs).
 
     One row per (point, LR), columns as `sweep_lr`'s plus `point` (the key); the best marked per
@@ -82,43 +86,10 @@ def final_numbers(run) -> dict:
                                                  "test_loss_norm")}
 
 
-def sweep_notebook_values(parameters: dict, defaults: dict, sizes: dict, what: str, check) -> dict:
-    """A sweep notebook's parameters (04, 05) with None replaced by `defaults`; ValueError for an
-    unknown name, a preset missing from `sizes` (its per-preset table), bad seeds, or whatever
-    check(preset, values) refuses; all before anything runs."""
-    from .presets import resolve_preset, seed_list
-    unknown = sorted(set(parameters) - set(defaults))
-    if unknown:
-        raise ValueError(f"unknown notebook parameter(s) {unknown}; valid: {', '.join(defaults)}")
-    p = {k: defaults[k] if parameters.get(k) is None else parameters[k] for k in defaults}
-    preset = resolve_preset(p["preset"], p["device"])
-    if preset not in sizes:
-        raise ValueError(f"the {what} has no preset {preset!r}; choose one of {', '.join(sizes)}")
-    seed_list(p["seeds"], p["seed"])
-    check(preset, p)
-    return p
-
-
-def save_sweep_figure(fig, name: str, result, figures_dir=None, extra: dict | None = None) -> dict:
-    """PNG + PDF + result.final_table() as CSV + provenance, as <name>_<preset>; the LR probe's
-    table beside it as <name>_<preset>_lr_probe.csv. A tiny-preset result with no folder given
-    goes to outputs/tiny/figures, never beside the committed figures."""
-    from .provenance import PROJECT_ROOT, atomic_write_text, save_figure
-    name = f"{name}_{result.preset}"
-    figures_dir = figures_dir or result.figures_dir or (
-        PROJECT_ROOT / "outputs" / "tiny" / "figures" if result.preset == "tiny" else None)
-    paths = save_figure(fig, name, data=result.final_table(), params={**result.provenance(), **(extra or {})},
-                        figures_dir=figures_dir, caption=result.caption())
-    paths["lr_probe"] = paths["csv"].with_name(f"{name}_lr_probe.csv")
-    atomic_write_text(paths["lr_probe"], result.lr_table.drop(columns="run_dir").to_csv(index=False))
-    return paths
-
-
-def mark_best(table: pd.DataFrame, tolerance: float = 0.005) -> pd.DataFrame:
+def mark_best(table: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.DataFrame:
     """`table` (one sweep: columns lr, state, test_acc) with a `best` column: True for the
-    smallest LR whose final test accuracy is within `tolerance` (a fraction: 0.005 is half a
-    percentage point, about the noise of one short run) of the highest among the runs that
-    finished. Diverged runs never count; smaller LRs are the safer choice for the longer
+    smallest LR whose final test accuracy is within `tolerance` of the highest among the runs
+    that finished. Diverged runs never count; smaller LRs are the safer choice for the longer
     schedule that follows. No finished run: no best."""
     table = table.sort_values("lr").reset_index(drop=True)
     table["best"] = False

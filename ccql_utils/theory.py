@@ -25,7 +25,7 @@ import math
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .losses import zero_output_loss
+from .reference import zero_output_loss
 
 LOSSES = ("ce", "ql", "ccql")
 NOISE_KINDS = ("gaussian", "bounded")

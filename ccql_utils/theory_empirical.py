@@ -10,7 +10,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .losses import zero_output_loss
+from .reference import zero_output_loss
 from .theory import _check_K, _check_loss, _check_w
 
 

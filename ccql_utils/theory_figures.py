@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .losses import default_ccql_weight, zero_output_loss
+from .reference import default_ccql_weight, zero_output_loss
 from .theory import (LOSSES, ccql_large_w_limit, ccql_normalized_min, ccql_population_optimum,
                      one_blas_thread, population_quadratic_loss, ql_normalized_min,
                      ql_population_minimizer, ql_rank_bound, sample_centers, sample_mixture)

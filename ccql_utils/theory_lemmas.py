@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .losses import default_ccql_weight, zero_output_loss
+from .reference import default_ccql_weight, zero_output_loss
 from .theory import (_check_K, _check_M, _check_sigma, _check_w, _rng, ccql_population_min,
                      ccql_population_min_generic, center_margin, numerical_rank, one_blas_thread,
                      population_quadratic_loss, ql_population_min, ql_population_minimizer,

@@ -164,7 +164,7 @@ class Trainer:
         self.model = WideResNet(c.depth, c.width, c.num_classes, c.dropout).to(self.device)
         if cuda:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward = compiled_forward(self.model, c.compile)
+        self.model_fn = compiled_forward(self.model, c.compile)
         self.loss_fn = make_loss(c.loss, c.num_classes, validate=False, **c.loss_options)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=c.lr, momentum=c.momentum,
                                          weight_decay=c.weight_decay, nesterov=c.nesterov)
@@ -239,7 +239,7 @@ class Trainer:
         sums = EpochSums.zeros(self.device)
         for images, labels in self.train_loader.train_batches(epoch, c.batch_size):
             with self._autocast():
-                outputs = self.forward(images)
+                outputs = self.model_fn(images)
             loss = self.loss_fn(at_least_float32(outputs), labels)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -254,7 +254,7 @@ class Trainer:
         sums = EpochSums.zeros(self.device)
         for images, labels in loader.eval_batches(self.config.eval_batch_size):
             with self._autocast():
-                outputs = self.forward(images)
+                outputs = self.model_fn(images)
             sums.add(self.loss_fn(at_least_float32(outputs), labels), outputs, labels)
         return sums.read()
 
@@ -267,7 +267,7 @@ class Trainer:
         count, k = 0, self.config.num_classes
         for images, labels in self.test_loader.eval_batches(self.config.eval_batch_size):
             with self._autocast():
-                outputs = self.forward(images).float()
+                outputs = self.model_fn(images).float()
             correct += outputs.gather(1, labels[:, None]).sum().item()
             total += outputs.sum().item()
             count += len(labels)

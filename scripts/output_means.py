@@ -3,14 +3,14 @@ the other classes of each run of Fig 5 at w = 10 K and w = K - 2, read from the 
 checkpoints (kept where the runs trained: exported records hold no checkpoint, so elsewhere the
 runs must be trained again, `./run_all.sh --preset quick --only 05 --seeds 0,1,2`).
 
-    .venv/bin/python scripts/output_means.py --data-root PATH [--runs-dir runs]
+    .venv/bin/python scripts/output_means.py --data-root PATH [--runs-dir DIR]
 """
 import argparse
 
 import pandas as pd
 
 from ccql_utils.data import load_cifar100
-from ccql_utils.loss_weights import run_weight_sweep
+from ccql_utils.figures import FIGURES
 from ccql_utils.train import Trainer
 
 VARIANTS = ("CCQL w = K-2", "CCQL w = 10K")
@@ -19,10 +19,10 @@ VARIANTS = ("CCQL w = K-2", "CCQL w = 10K")
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", required=True)
-    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--runs-dir", default=None, help="default: runs/ in the repository")
     args = parser.parse_args()
-    result = run_weight_sweep("quick", seeds=[0, 1, 2], runs_dir=args.runs_dir, progress=False,
-                              device="cpu", data_root=args.data_root)
+    result = FIGURES["loss_weights"].run(preset="quick", seeds=[0, 1, 2], runs_dir=args.runs_dir,
+                                         progress=False, device="cpu", data_root=args.data_root)
     data = load_cifar100(args.data_root, download=False)
     rows = []
     for (name, k, seed), run in result.runs.items():

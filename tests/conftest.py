@@ -130,8 +130,8 @@ def assert_sweep_redraws():
 
     def check(result, stem: str) -> None:
         figures = PROJECT_ROOT / "figures"
-        pd.testing.assert_frame_equal(result.final_table(), pd.read_csv(figures / f"{stem}.csv"),
+        pd.testing.assert_frame_equal(result.data(), pd.read_csv(figures / f"{stem}.csv"),
                                       check_dtype=False)
-        pd.testing.assert_frame_equal(result.lr_table.drop(columns="run_dir"),
+        pd.testing.assert_frame_equal(result.extra["lr_table"].drop(columns="run_dir"),
                                       pd.read_csv(figures / f"{stem}_lr_probe.csv"), check_dtype=False)
     return check

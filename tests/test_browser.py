@@ -212,18 +212,24 @@ def _wait(predicate, timeout: float, what: str, interval: float = 0.5):
 
 
 def _set_parameter_lines(driver, cell, values: dict[str, str]):
-    """Replace each `name = ...` line of the parameters cell by `name = value`, typing as a user
-    does: click the line, Home, Shift+End, type."""
+    """Set each parameter in the parameters cell, typing as a user does: a `name = ...` line the
+    cell has is replaced (click it, Home, Shift+End, type), another name goes on a new last line
+    (the cell sets a few of the figure's parameters; any other may be added)."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     for name, value in values.items():
-        lines = [line for line in cell.find_elements(By.CSS_SELECTOR, ".cm-line")
-                 if re.match(rf"{re.escape(name)}\s*=", line.text)]
-        assert len(lines) == 1, f"parameters cell: no single line assigning {name}"
-        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", lines[0])
-        (ActionChains(driver).click(lines[0]).send_keys(Keys.HOME).key_down(Keys.SHIFT)
-         .send_keys(Keys.END).key_up(Keys.SHIFT).send_keys(f"{name} = {value}").perform())
+        all_lines = cell.find_elements(By.CSS_SELECTOR, ".cm-line")
+        lines = [line for line in all_lines if re.match(rf"{re.escape(name)}\s*=", line.text)]
+        assert len(lines) <= 1, f"parameters cell: two lines assigning {name}"
+        target = lines[0] if lines else all_lines[-1]
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", target)
+        actions = ActionChains(driver).click(target)
+        if lines:
+            actions = actions.send_keys(Keys.HOME).key_down(Keys.SHIFT).send_keys(Keys.END).key_up(Keys.SHIFT)
+        else:
+            actions = actions.send_keys(Keys.END).send_keys(Keys.ENTER)
+        actions.send_keys(f"{name} = {value}").perform()
 
 
 def _run_all_from_the_menu(driver):

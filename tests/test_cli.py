@@ -119,21 +119,23 @@ def test_run_all_exits_3_when_a_run_diverged_and_draws_it_as_diverged(tmp_path):
 def test_run_all_on_a_cluster_hands_every_figures_runs_to_the_executor_at_once(tmp_path, monkeypatch):
     """With --executor ray, all runs of all figures are submitted in one call before any notebook
     runs (so a cluster trains them side by side), each shared run once."""
-    from ccql_utils import notebooks, scheduler
+    from ccql_utils import context, notebooks
+    from ccql_utils.figures import figure_of_notebook
     calls = []
-    monkeypatch.setattr(scheduler, "obtain", lambda ctx, configs, *a, **kw: calls.append(
+    monkeypatch.setattr(cli, "obtain", lambda ctx, configs, *a, **kw: calls.append(
         ("train", dict(configs), {"executor": ctx.executor, "runs_per_gpu": ctx.runs_per_gpu})))
 
     def execute_notebook(path, out, parameters, **kw):  # the notebook's record, as drawn from the runs
         calls.append(("notebook", Path(path).name))
         if notebooks.trains(path):
-            record = Path(parameters["figures_dir"]) / f"{notebooks.figure_of(path)}_tiny.provenance.json"
+            record = Path(parameters["figures_dir"]) / f"{figure_of_notebook(path).stem}_tiny.provenance.json"
             assert str(record).startswith(str(tmp_path))
             record.parent.mkdir(parents=True, exist_ok=True)
             record.write_text(json.dumps({"parameters": {"runs": {}}}))
     monkeypatch.setattr(notebooks, "execute_notebook", execute_notebook)
     monkeypatch.setattr(cli, "summarise", lambda *a, **kw: 0)
-    monkeypatch.setattr(cli, "PROJECT_ROOT", tmp_path)  # the figures and outputs folders of `all`
+    monkeypatch.setattr(cli, "PROJECT_ROOT", tmp_path)  # the outputs folder of `all`
+    monkeypatch.setattr(context, "PROJECT_ROOT", tmp_path)  # its figures folder
     code = main(["all", "--preset", "tiny", "--device", "cpu", "--executor", "ray",
                      "--runs-per-gpu", "4", "--runs-dir", str(tmp_path / "runs")])
     assert code == 0

@@ -4,9 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ccql_utils.experiments import run_experiment
-from ccql_utils.plots import plot_experiment, save_experiment_figure
-from ccql_utils.presets import EXPERIMENTS, PRESETS, experiment_configs, experiment_seed_configs, resolve_preset
+from ccql_utils.figures import FIGURES
+from ccql_utils.paper_figures import class_names
+from ccql_utils.presets import EXPERIMENTS, PRESETS, experiment_configs, resolve_preset
 
 
 def test_paper_preset_is_the_papers_protocol():
@@ -56,6 +56,13 @@ def test_resolve_preset():
         resolve_preset("huge")
 
 
+def test_every_figure_is_one_registry_entry_with_its_own_notebook_and_stem():
+    from ccql_utils.notebook_parameters import NOTEBOOKS_DIR
+    assert len({f.notebook for f in FIGURES.values()}) == len(FIGURES) == 6
+    assert sorted(f.notebook for f in FIGURES.values()) == sorted(p.name for p in NOTEBOOKS_DIR.glob("*.ipynb"))
+    assert len({f.stem for f in FIGURES.values()}) == len(FIGURES)
+
+
 def test_every_run_has_a_paper_report():
     for name, experiment in EXPERIMENTS.items():
         assert set(experiment_configs(name)) == set(experiment.paper_reports)
@@ -63,17 +70,16 @@ def test_every_run_has_a_paper_report():
 
 def test_run_experiment_table_figure_and_provenance(synthetic_root, tmp_path):
     kwargs = dict(preset="tiny", data_root=synthetic_root, runs_dir=tmp_path / "runs",
-                  verify_data=False, progress=False, device="cpu")
-    result = run_experiment("k25_random", **kwargs)
+                  figures_dir=tmp_path / "figures", verify_data=False, progress=False, device="cpu")
+    result = FIGURES["k25_random"].run(**kwargs)
     assert all(run.finished for run in result.runs.values())
-    table = result.results_table()
+    table = result.table()
     assert list(table.run) == ["CE", "QL", "CCQL"] and set(table.preset) == {"tiny"}
     assert (table.epochs == "2/2").all()
-    histories = result.histories()
+    histories = result.data()
     assert len(histories) == 6 and set(histories.run) == {"CE", "QL", "CCQL"}
 
-    fig = plot_experiment(result, panels=("acc", "loss_norm"), title="t")
-    paths = save_experiment_figure(fig, result, tmp_path / "figures")
+    paths = result.save(result.plot())
     assert paths["png"].name == "fig1_k25_random_tiny.png"
     record = json.loads(paths["provenance"].read_text())
     assert record["parameters"]["runs"]["QL"]["class_names"] == result.runs["QL", 0].class_names
@@ -84,13 +90,13 @@ def test_finished_experiment_is_read_back_without_loading_data(synthetic_root, t
     from ccql_utils import runs
     kwargs = dict(preset="tiny", data_root=synthetic_root, runs_dir=tmp_path / "runs",
                   verify_data=False, progress=False, device="cpu", epochs=1)
-    first = run_experiment("mammals_vs_random", **kwargs)
+    first = FIGURES["mammals_vs_random"].run(**kwargs)
 
     def no_data(*args, **kw):
         raise AssertionError("data loaded for finished runs")
     monkeypatch.setattr(runs, "load_cifar100", no_data)
-    again = run_experiment("mammals_vs_random", **kwargs)
-    assert again.histories().equals(first.histories())
+    again = FIGURES["mammals_vs_random"].run(**kwargs)
+    assert again.data().equals(first.data())
 
 
 def test_sweep_marks_the_smallest_lr_within_tolerance_of_the_best(synthetic_data, tmp_path):
@@ -110,24 +116,23 @@ def test_sweep_marks_the_smallest_lr_within_tolerance_of_the_best(synthetic_data
 
 def test_several_seeds_share_one_class_draw_and_give_mean_and_sd_per_run(synthetic_root, tmp_path):
     kwargs = dict(preset="tiny", data_root=synthetic_root, runs_dir=tmp_path / "runs",
-                  verify_data=False, progress=False, device="cpu", epochs=1)
-    single = run_experiment("k25_random", seed=1, **kwargs)
-    result = run_experiment("k25_random", seeds=[1, 2, 3], **kwargs)
+                  figures_dir=tmp_path / "figures", verify_data=False, progress=False, device="cpu", epochs=1)
+    single = FIGURES["k25_random"].run(seed=1, **kwargs)
+    result = FIGURES["k25_random"].run(seeds=[1, 2, 3], **kwargs)
     assert result.seeds == [1, 2, 3] and len(result.runs) == 9
     # seed 1 of the three is the single-seed run (same run id, read back), and all share its classes
     assert result.runs["QL", 1].run_dir == single.runs["QL", 1].run_dir
-    assert {tuple(run.class_names) for run in result.runs.values()} == {tuple(single.class_names()["QL"])}
+    assert {tuple(run.class_names) for run in result.runs.values()} == {tuple(class_names(single)["QL"])}
     assert len({run.history.test_acc.iloc[-1] for (label, _), run in result.runs.items() if label == "CE"}) > 1
 
-    table = result.results_table().set_index("run")
+    table = result.table().set_index("run")
     finals = [result.runs["CCQL", s].history.test_acc.iloc[-1] for s in (1, 2, 3)]
     assert table.loc["CCQL", "n"] == 3 and table.loc["CCQL", "seeds"] == "1,2,3"
     assert table.loc["CCQL", "test acc"] == pytest.approx(np.mean(finals))
     assert table.loc["CCQL", "test acc sd"] == pytest.approx(np.std(finals, ddof=1))
-    assert set(result.histories().seed) == {1, 2, 3}
+    assert set(result.data().seed) == {1, 2, 3}
 
-    fig = plot_experiment(result, panels=("acc",), title="t")
-    paths = save_experiment_figure(fig, result, tmp_path / "figures")
+    paths = result.save(result.plot())
     record = json.loads(paths["provenance"].read_text())["parameters"]
     assert record["seeds"] == [1, 2, 3] and "CE (seed 2)" in record["runs"]
     assert "seeds 1, 2, 3 (mean, band +- 1 sd)" in result.caption()
@@ -136,7 +141,7 @@ def test_several_seeds_share_one_class_draw_and_give_mean_and_sd_per_run(synthet
 @pytest.mark.parametrize("seeds", ["0,1", [], [0, 0], [0, 1.5], 3])
 def test_a_bad_seed_list_is_refused_by_name(seeds):
     with pytest.raises(ValueError, match="seeds must be"):
-        experiment_seed_configs("k25_random", "tiny", seeds)
+        FIGURES["k25_random"].prepare(preset="tiny", seeds=seeds)
 
 
 QUICK_SEED_FIGURES = {"k25_random": "fig1_k25_random_quick", "k100": "fig2_k100_quick",
@@ -148,12 +153,12 @@ def test_committed_quick_3_seed_records_redraw_the_committed_figure_data_without
         experiment, committed_records):
     import pandas as pd
     runs_dir = committed_records("quick_3_seeds_records.tar.gz", 27)
-    result = run_experiment(experiment, "quick", seeds=[0, 1, 2], runs_dir=runs_dir, progress=False,
+    result = FIGURES[experiment].run(preset="quick", seeds=[0, 1, 2], runs_dir=runs_dir, progress=False,
                             device="cpu")
     assert result.seeds == [0, 1, 2] and all(run.finished for run in result.runs.values())
     committed = pd.read_csv(Path(__file__).resolve().parent.parent / "figures" /
                             f"{QUICK_SEED_FIGURES[experiment]}.csv")
-    pd.testing.assert_frame_equal(result.histories().reset_index(drop=True), committed,
+    pd.testing.assert_frame_equal(result.data().reset_index(drop=True), committed,
                                   check_dtype=False, rtol=1e-12)
 
 
@@ -163,7 +168,7 @@ def test_the_h200_10_seed_quick_sweep_reads_back_without_data_and_orders_the_los
     the records alone, and CE > CCQL > QL in final test accuracy for every seed (the README's
     claim; `python -m ccql_utils run k25_random --preset quick --seeds 0,...,9` prints the table)."""
     runs_dir = committed_records("quick_k25_random_10_seeds_h200_records.tar.gz", 30)
-    result = run_experiment("k25_random", "quick", seeds=list(range(10)), runs_dir=runs_dir,
+    result = FIGURES["k25_random"].run(preset="quick", seeds=list(range(10)), runs_dir=runs_dir,
                             progress=False, device="cpu")
     assert all(run.finished and run.status["stacked_runs"] == 30 for run in result.runs.values())
     final = {key: run.final()["test_acc"] for key, run in result.runs.items()}

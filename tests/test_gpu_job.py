@@ -32,19 +32,19 @@ def test_gpu_job_dry_run_leaves_records_that_redraw_elsewhere(tmp_path, monkeypa
                                    for n in names)  # three runs, no checkpoints
 
     from ccql_utils import runs
-    from ccql_utils.experiments import run_experiment
+    from ccql_utils.figures import FIGURES
     laptop = tmp_path / "laptop"
     assert len(import_records(out / "records.tar.gz", laptop)) == 3
 
     def no_data(*args, **kwargs):
         raise AssertionError("data loaded to redraw finished runs")
     monkeypatch.setattr(runs, "load_cifar100", no_data)
-    redrawn = run_experiment("k25_random", "tiny", data_root=npz, verify_data=False,
-                             runs_dir=laptop, progress=False, device="cpu")
-    trained = run_experiment("k25_random", "tiny", data_root=npz, verify_data=False,
-                             runs_dir=out / "runs", progress=False, device="cpu")
+    redrawn = FIGURES["k25_random"].run(preset="tiny", data_root=npz, verify_data=False,
+                                        runs_dir=laptop, progress=False, device="cpu")
+    trained = FIGURES["k25_random"].run(preset="tiny", data_root=npz, verify_data=False,
+                                        runs_dir=out / "runs", progress=False, device="cpu")
     assert all(run.finished for run in redrawn.runs.values())
-    pd.testing.assert_frame_equal(redrawn.histories(), trained.histories())
+    pd.testing.assert_frame_equal(redrawn.data(), trained.data())
 
 
 GPU_RECORDS = PROJECT_ROOT / "results" / "gpu-short-h200-2026-11-27"
@@ -55,18 +55,18 @@ GPU_RECORDS = PROJECT_ROOT / "results" / "gpu-short-h200-2026-11-27"
 def test_committed_gpu_records_redraw_the_committed_figure_data_without_training_or_data(
         experiment, figure, tmp_path, monkeypatch):
     from ccql_utils import runs
-    from ccql_utils.experiments import run_experiment
+    from ccql_utils.figures import FIGURES
     import_records(GPU_RECORDS, tmp_path / "runs")
 
     def no_data(*args, **kwargs):
         raise AssertionError("data loaded to redraw finished runs")
     monkeypatch.setattr(runs, "load_cifar100", no_data)
-    result = run_experiment(experiment, "gpu-short", runs_dir=tmp_path / "runs", progress=False,
-                            device="cpu", train=False)
+    result = FIGURES[experiment].run(preset="gpu-short", runs_dir=tmp_path / "runs", progress=False,
+                                     device="cpu", train=False)
     # Fig 3's controls (CE and CCQL on the mammals) wait in the GPU queue
     assert result.missing() == ([] if experiment == "k25_random" else ["CE, mammals", "CCQL, mammals"])
     assert all(run.finished and run.status["device"] == "NVIDIA H200" for run in result.runs.values()
                if run.state != "absent")
     committed = pd.read_csv(PROJECT_ROOT / "figures" / f"{figure}.csv")
-    pd.testing.assert_frame_equal(result.histories().reset_index(drop=True), committed,
+    pd.testing.assert_frame_equal(result.data().reset_index(drop=True), committed,
                                   check_dtype=False, rtol=1e-12)

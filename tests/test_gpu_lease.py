@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from ccql_utils import data as D, packs as P
-from ccql_utils.cli import DRY_RUN
+from ccql_utils.cli_remote import DRY_RUN
 from ccql_utils.context import RunContext
 from ccql_utils.estimates import check_cpu_time, estimate_seconds
 from ccql_utils.gpu_queue import QUEUE, plan
@@ -138,17 +138,17 @@ def test_a_whole_lease_rehearsed_on_the_cpu_returns_records_that_redraw_fig2_els
     added = import_records(out / "records.tar.gz", laptop)
     assert len(added) == 1 and added[0].startswith("ql-all100-wrn10-1-")
     from ccql_utils import runs
-    from ccql_utils.experiments import run_experiment
+    from ccql_utils.figures import FIGURES
 
     def no_data(*args, **kwargs):
         raise AssertionError("data loaded to redraw finished runs")
     monkeypatch.setattr(runs, "load_cifar100", no_data)
-    result = run_experiment("k100", "gpu-short", data_root=tmp_path / "pack", verify_data=False,
-                            runs_dir=laptop, progress=False, train=False,
+    result = FIGURES["k100"].run(preset="gpu-short", data_root=tmp_path / "pack", verify_data=False,
+                                 runs_dir=laptop, progress=False, train=False,
                             **{k: v for k, v in DRY_RUN.items()})
     assert result.runs["QL", 0].finished and result.missing() == ["CE", "CCQL"]
     assert "NOT YET TRAINED: CE, CCQL" in result.caption()
-    table = result.results_table().set_index("run")
+    table = result.table().set_index("run")
     assert table.loc["QL", "state"] == "finished" and table.loc["CE", "state"] == "absent"
     trained = pd.read_csv(next((device / "runs").glob("ql-all100-*")) / "metrics.csv")
     pd.testing.assert_frame_equal(result.runs["QL", 0].history, trained)

@@ -1,10 +1,16 @@
 """The K sweep (notebook 04): its class draws, its configurations and its parameters."""
 import pytest
 
+from ccql_utils.context import RunContext
 from ccql_utils.data import random_classes
-from ccql_utils.k_sweep import k_sweep_configs, notebook_values, theory_min_losses
-from ccql_utils.notebooks import NOTEBOOKS_DIR, check_parameters
+from ccql_utils.notebook_parameters import NOTEBOOKS_DIR
+from ccql_utils.k_sweep import K_SWEEP_FIGURE, theory_min_losses
+from ccql_utils.notebooks import check_parameters
 from ccql_utils.presets import K_SWEEP
+
+
+def k_sweep_configs(preset, class_seed=0):
+    return K_SWEEP_FIGURE.configs(preset, [class_seed], RunContext())
 
 
 @pytest.mark.parametrize("class_seed", [0, 7])
@@ -12,7 +18,7 @@ def test_class_draws_are_nested_in_k_as_documented(class_seed):
     ks = K_SWEEP["paper"].k_values
     draws = {k: set(random_classes(k, class_seed)) for k in ks}
     assert all(draws[a] < draws[b] for a, b in zip(ks, ks[1:]))
-    configs = k_sweep_configs("quick", seed=3, class_seed=class_seed)
+    configs = k_sweep_configs("quick", class_seed=class_seed)
     assert {c.class_seed for c in configs.values()} == {class_seed}
 
 
@@ -40,14 +46,13 @@ def test_the_theory_stand_in_rises_with_k_and_ccql_stays_below_ql():
                                           ({"preset": "nope"}, "unknown preset")])
 def test_bad_notebook_values_are_refused_before_anything_runs(bad, message):
     with pytest.raises(ValueError, match=message):
-        notebook_values({"preset": "tiny", **bad})
+        K_SWEEP_FIGURE.prepare(**{"preset": "tiny", **bad})
     with pytest.raises(ValueError, match=message):
         check_parameters(NOTEBOOKS_DIR / "04_k_sweep.ipynb", {"preset": "tiny", **bad})
 
 
 def test_the_committed_quick_records_redraw_the_committed_figure_data_without_data(
         committed_records, assert_sweep_redraws):
-    from ccql_utils.k_sweep import run_k_sweep
     runs_dir = committed_records("k_sweep_quick_records.tar.gz", 108)
-    result = run_k_sweep("quick", seeds=[0, 1, 2], runs_dir=runs_dir, progress=False, device="cpu")
+    result = K_SWEEP_FIGURE.run(preset="quick", seeds=[0, 1, 2], runs_dir=runs_dir, progress=False, device="cpu")
     assert_sweep_redraws(result, "fig4_k_sweep_quick")

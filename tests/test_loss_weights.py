@@ -1,16 +1,26 @@
 """The loss-weight sweep (notebook 05): its variants, their LR grids, shared runs and parameters."""
 import pytest
 
-from ccql_utils.k_sweep import k_sweep_configs
-from ccql_utils.loss_weights import lr_grid, notebook_values, variants, weight_sweep_configs
+from ccql_utils.context import RunContext
+from ccql_utils.notebook_parameters import NOTEBOOKS_DIR
+from ccql_utils.k_sweep import K_SWEEP_FIGURE
+from ccql_utils.loss_weights import WEIGHT_SWEEP_FIGURE, lr_grid, variants
 from ccql_utils.losses import default_ccql_weight
-from ccql_utils.notebooks import NOTEBOOKS_DIR, check_parameters
+from ccql_utils.notebooks import check_parameters
 from ccql_utils.presets import K_SWEEP, LOSS_WEIGHTS
+
+
+def k_sweep_configs(preset):
+    return K_SWEEP_FIGURE.configs(preset, [0], RunContext())
+
+
+def weight_sweep_configs(preset, k_values=None):
+    return WEIGHT_SWEEP_FIGURE.configs(preset, [0], RunContext(), k_values)
 
 
 def test_ce_ql_and_default_ccql_are_the_k_sweeps_own_runs_and_every_other_variant_is_new():
     for preset in LOSS_WEIGHTS:
-        configs, info = weight_sweep_configs(preset)
+        configs = weight_sweep_configs(preset)
         k_sweep = {c.run_id() for c in k_sweep_configs(preset).values()}
         shared = {name for (name, _), c in configs.items() if c.run_id() in k_sweep}
         assert shared == {"CE", "QL (w = 0)", "CCQL w = sqrt(K-1)-1"}, preset
@@ -28,7 +38,7 @@ def test_the_variants_are_the_issues_weights_and_hui_belkin_settings(K):
         [0, 1, w_star, 10, 30, K - 2, 10 * K])  # linear weighting and a very large w, per K
     assert {(v.k, v.M) for v in by_name.values() if v.loss == "rescaled_square"} == {
         (1, 1), (1, 15), (1 + w_star, 1)}
-    configs, _ = weight_sweep_configs("quick", k_values=[K])
+    configs = weight_sweep_configs("quick", k_values=[K])
     assert configs["RS k = 1+w*, M = 1", K].loss_options == {"k": 1 + w_star, "M": 1.0}
 
 
@@ -55,14 +65,14 @@ def test_lr_grids_follow_the_correct_class_curvature(K):
                                           ({"w": 3}, r"unknown .*\['w'\]")])
 def test_bad_notebook_values_are_refused_before_anything_runs(bad, message):
     with pytest.raises(ValueError, match=message):
-        notebook_values({"preset": "tiny", **bad})
+        WEIGHT_SWEEP_FIGURE.prepare(**{"preset": "tiny", **bad})
     with pytest.raises(ValueError, match=message):
         check_parameters(NOTEBOOKS_DIR / "05_loss_weights.ipynb", {"preset": "quick", **bad})
 
 
 def test_the_committed_quick_records_redraw_the_committed_figure_data_without_data(
         committed_records, assert_sweep_redraws):
-    from ccql_utils.loss_weights import run_weight_sweep
     runs_dir = committed_records("loss_weights_quick_records.tar.gz", 138)
-    result = run_weight_sweep("quick", seeds=[0, 1, 2], runs_dir=runs_dir, progress=False, device="cpu")
+    result = WEIGHT_SWEEP_FIGURE.run(preset="quick", seeds=[0, 1, 2], runs_dir=runs_dir, progress=False,
+                                     device="cpu")
     assert_sweep_redraws(result, "fig5_loss_weights_quick")

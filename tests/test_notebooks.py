@@ -7,19 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from ccql_utils.experiments import NOTEBOOK_DEFAULTS
-from ccql_utils.notebooks import (EXPERIMENT_NOTEBOOKS, NOTEBOOKS_DIR, check_parameters,
-                                  execute_notebook, notebook_parameters, trains)
+from ccql_utils.notebook_parameters import NOTEBOOKS_DIR, declared_names, parameters_set_in
+from ccql_utils.figures import FIGURES, figure_of_notebook
+from ccql_utils.notebooks import check_parameters, execute_notebook, trains
+from ccql_utils.paper_figures import PaperFigure
 
 ALL_NOTEBOOKS = sorted(p.name for p in NOTEBOOKS_DIR.glob("*.ipynb"))
-FIGURES = {"00_theory.ipynb": ["theory_min_loss_vs_k", "theory_ccql_vs_w", "theory_gd_dynamics"],
+PAPER_NOTEBOOKS = [f.notebook for f in FIGURES.values() if isinstance(f, PaperFigure)]
+SAVED = {"00_theory.ipynb": ["theory_min_loss_vs_k", "theory_ccql_vs_w", "theory_gd_dynamics"],
            "01_k25_random.ipynb": ["fig1_k25_random_tiny"], "02_k100.ipynb": ["fig2_k100_tiny"],
            "03_mammals_vs_random.ipynb": ["fig3_mammals_vs_random_tiny"],
            "04_k_sweep.ipynb": ["fig4_k_sweep_tiny"], "05_loss_weights.ipynb": ["fig5_loss_weights_tiny"]}
 
 
 def test_every_notebook_is_covered():
-    assert ALL_NOTEBOOKS == sorted(FIGURES)
+    assert ALL_NOTEBOOKS == sorted(SAVED)
 
 
 @pytest.fixture(scope="module")
@@ -54,19 +56,20 @@ def test_notebook_runs_under_nbval_and_writes_its_figures(name, tmp_path, data_p
                           env={**os.environ, "MPLBACKEND": "Agg"})
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout
-    for figure in FIGURES[name]:
+    for figure in SAVED[name]:
         for suffix in (".png", ".pdf", ".csv", ".provenance.json"):
             path = tmp_path / "figures" / f"{figure}{suffix}"
             assert path.exists() and path.stat().st_size > 0, path
         record = json.loads((tmp_path / "figures" / f"{figure}.provenance.json").read_text())
         env = record["environment"]
-        assert env["commit"] and env["torch"] and env["date_utc"]
+        assert env["commit"] and env["date_utc"]
+        assert bool(env["torch"]) == trains(name)  # the theory draws without torch, and says so
         if name in ("04_k_sweep.ipynb", "05_loss_weights.ipynb"):  # tiny: 2 K x 3 losses; 6 variants at K = 5
             p = record["parameters"]
             assert p["preset"] == "tiny" and "NOT the paper's scale" in record["caption"]
             assert len(p["runs"]) == 6 and all(r["state"] == "finished" for r in p["runs"].values())
             assert (tmp_path / "figures" / f"{figure}_lr_probe.csv").stat().st_size > 0
-        if name in EXPERIMENT_NOTEBOOKS:
+        if name in PAPER_NOTEBOOKS:
             p = record["parameters"]
             assert p["preset"] == "tiny" and "NOT the paper's scale" in record["caption"]
             assert "trained on cpu (" in record["caption"]  # the card (here the CPU) is named
@@ -82,11 +85,25 @@ def test_unknown_parameter_names_fail_loudly(tmp_path):
     check_parameters(NOTEBOOKS_DIR / "01_k25_random.ipynb", {"epochs": 5, "lr": {"ce": 0.1}})
 
 
-def test_experiment_notebooks_declare_the_package_parameters_and_no_defaults_of_their_own():
-    for name in EXPERIMENT_NOTEBOOKS:
-        declared = notebook_parameters(NOTEBOOKS_DIR / name)
-        assert list(declared) == list(NOTEBOOK_DEFAULTS), name
-        assert set(declared.values()) == {"None"}, (name, declared)  # defaults live in one place
+def test_training_notebooks_share_no_cell_and_set_only_their_figures_parameters_at_none():
+    """Each training notebook is a few cells over its registry entry: no cell is a copy of
+    another notebook's beyond a call of the figure protocol (at most three lines, e.g.
+    `result.save(result.plot())`), and its parameters cell sets a few of its figure's names to
+    None (the defaults live in the figure)."""
+    import papermill
+    owners: dict[str, list[str]] = {}
+    for figure in FIGURES.values():
+        if not figure.trains:
+            continue
+        cells = json.loads((NOTEBOOKS_DIR / figure.notebook).read_text())["cells"]
+        for cell in cells:
+            if cell["cell_type"] == "code":
+                owners.setdefault("".join(cell["source"]), []).append(figure.notebook)
+        declared = papermill.inspect_notebook(str(NOTEBOOKS_DIR / figure.notebook))
+        assert set(declared) <= set(figure.parameters) and len(declared) <= 4, figure.notebook
+        assert {p["default"] for p in declared.values()} == {"None"}, figure.notebook
+        assert figure_of_notebook(figure.notebook) is figure
+    assert {src: nbs for src, nbs in owners.items() if len(nbs) > 1 and src.count("\n") >= 3} == {}
 
 
 def test_cli_notebook_command_refuses_unknown_parameters():
@@ -113,24 +130,28 @@ def test_plain_papermill_refuses_a_misspelled_parameter(name, tmp_path):
     proc = subprocess.run(command, cwd=NOTEBOOKS_DIR.parent, capture_output=True, text=True,
                           env={**os.environ, "MPLBACKEND": "Agg"}, timeout=300)
     assert proc.returncode != 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    declared = ", ".join(notebook_parameters(NOTEBOOKS_DIR / name))
-    assert f"unknown parameter(s) ['{misspelled}'] for {name}; it declares: {declared}" in proc.stderr
+    figure = figure_of_notebook(name)
+    valid = ", ".join(figure.parameters if figure.trains else declared_names(NOTEBOOKS_DIR / name))
+    assert f"unknown parameter(s) ['{misspelled}'] for {name}; it takes: {valid}" in proc.stderr
     executed = json.loads((tmp_path / "out.ipynb").read_text())
     ran = [c for c in executed["cells"] if c["cell_type"] == "code" and c["execution_count"]]
-    assert len(ran) == 3  # parameters, papermill's injected parameters, the check
+    assert len(ran) == 3  # parameters, papermill's injected parameters, the checked call
 
 
-def test_refuse_unknown_names_ignores_names_of_an_earlier_run_in_the_same_kernel():
-    from ccql_utils.notebooks import refuse_unknown_names
+def test_notebook_parameters_ignore_names_of_an_earlier_run_in_the_same_kernel():
+    figure = FIGURES["k25_random"]
     parameters_cell = "# Parameters, ...\npreset = 'tiny'\n"
-    rerun = {"In": ["", parameters_cell, "refuse_unknown_names(globals(), ...)"],
-             "preset": "tiny", "result": object(), "paths": {}, "NOTEBOOK_DEFAULTS": {}}
-    refuse_unknown_names(rerun, "01_k25_random.ipynb")  # later cells' names are not parameters
+    rerun = {"In": ["", parameters_cell, "run_notebook(...)"],
+             "preset": "tiny", "result": object(), "paths": {}, "fig": None}
+    # later cells' names are not parameters
+    assert parameters_set_in(rerun, figure.notebook, figure.parameters) == {"preset": "tiny"}
+    assert parameters_set_in({**rerun, "seeds": [1, 2]}, figure.notebook, figure.parameters) == {
+        "preset": "tiny", "seeds": [1, 2]}  # a value set by papermill's cell, or in a kernel without history
     typo = {**rerun, "In": ["", parameters_cell + "epoch = 3\n", "..."], "epoch": 3}
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['epoch'\]"):
-        refuse_unknown_names(typo, "01_k25_random.ipynb")
-    with pytest.raises(ValueError, match=r"\['epoch'\].*declares: preset, seed"):
-        refuse_unknown_names({"preset": None, "epoch": 3, "os": os}, "01_k25_random.ipynb")
+        parameters_set_in(typo, figure.notebook, figure.parameters)
+    with pytest.raises(ValueError, match=r"\['epoch'\].*takes: preset, seed"):
+        parameters_set_in({"preset": None, "epoch": 3, "os": os}, figure.notebook, figure.parameters)
 
 
 def test_notebooks_name_the_project_kernel():

@@ -251,10 +251,10 @@ def test_a_run_interrupted_in_its_first_epoch_resumes_to_the_uninterrupted_resul
 def test_exported_records_redraw_the_experiment_elsewhere_without_training_or_data(
         synthetic_root, tmp_path, monkeypatch, archive):
     from ccql_utils import runs
-    from ccql_utils.experiments import run_experiment
+    from ccql_utils.figures import FIGURES
     kwargs = dict(preset="tiny", data_root=synthetic_root, verify_data=False, progress=False,
                   device="cpu", epochs=1)
-    trained = run_experiment("mammals_vs_random", runs_dir=tmp_path / "gpu_node", **kwargs)
+    trained = FIGURES["mammals_vs_random"].run(runs_dir=tmp_path / "gpu_node", **kwargs)
     destination = tmp_path / ("records.tar.gz" if archive else "records")
     exported = export_records([r.run_dir for r in trained.runs.values()], destination)
     assert len(exported) == 6
@@ -268,8 +268,8 @@ def test_exported_records_redraw_the_experiment_elsewhere_without_training_or_da
     def no_data(*args, **kw):
         raise AssertionError("data loaded to redraw finished runs")
     monkeypatch.setattr(runs, "load_cifar100", no_data)
-    redrawn = run_experiment("mammals_vs_random", runs_dir=laptop, **kwargs)
-    pd.testing.assert_frame_equal(redrawn.histories(), trained.histories())
+    redrawn = FIGURES["mammals_vs_random"].run(runs_dir=laptop, **kwargs)
+    pd.testing.assert_frame_equal(redrawn.data(), trained.data())
     assert import_records(destination, laptop) == []  # already there: nothing added
 
 

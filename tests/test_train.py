@@ -241,5 +241,5 @@ def test_output_means_tell_an_all_ones_network_from_a_one_hot_one(synthetic_data
     assert means == pytest.approx({"correct_class_output": 1.0, "wrong_class_output": 1.0})
     # a network that outputs the one-hot label of each test image (the batches come in order)
     batches = iter([labels for _, labels in trainer.test_loader.eval_batches(trainer.config.eval_batch_size)])
-    trainer.forward = lambda images: torch.nn.functional.one_hot(next(batches), 5).float()
+    trainer.model_fn = lambda images: torch.nn.functional.one_hot(next(batches), 5).float()
     assert trainer.output_means() == pytest.approx({"correct_class_output": 1.0, "wrong_class_output": 0.0})
