@@ -37,6 +37,7 @@ from .sweep import TOLERANCE
 from .train import RunError
 
 PRESET = RUN_PARAMETERS["preset"][0]
+CLASS_SEEDS_HELP = "draws of the random classes, e.g. 0,1,2 (the first: the seeds' own draw)"
 
 
 def overrides(args) -> dict:
@@ -63,7 +64,8 @@ def cmd_run(args) -> int:
     figure = FIGURES[args.figure]
     resolve_device(args.device or "auto")  # also when every run is stored: a bad value is still a bad argument
     ctx = context(args)
-    result = figure.run(preset=args.preset, seed=args.seed, seeds=args.seeds, **overrides(args),
+    draws = {"class_seeds": args.class_seeds} if args.class_seeds else {}
+    result = figure.run(preset=args.preset, seed=args.seed, seeds=args.seeds, **overrides(args), **draws,
                         **{name: getattr(ctx, name) for name in ("runs_dir", "data_root", "verify_data",
                            "progress", "executor", "address", "runs_per_gpu", "device")})
     table = result.table()
@@ -140,7 +142,8 @@ def cmd_all(args) -> int:
         if figure.trains:
             given = dict(preset=preset, device=args.device, runs_dir=str(ctx.runs_dir), progress="lines",
                          data_root=None if ctx.data_root is None else str(ctx.data_root), lr=args.lr,
-                         seeds=args.seeds, verify_data=False if args.unverified_data else None,
+                         seeds=args.seeds, class_seeds=args.class_seeds,
+                         verify_data=False if args.unverified_data else None,
                          executor=args.executor, address=args.address, runs_per_gpu=args.runs_per_gpu)
             parameters.update({k: v for k, v in given.items() if v is not None and k in figure.parameters})
         print(f"[all] {time.strftime('%H:%M:%S')} {path.name} (preset {preset}) -> {out_dir / path.name}",
@@ -215,6 +218,7 @@ def build_parser() -> Parser:
     p.add_argument("--seed", type=int, default=RUN_PARAMETERS["seed"][0], help=RUN_PARAMETERS["seed"][1])
     p.add_argument("--seeds", type=_ints, default=None,
                    help="several seeds, e.g. 0,1,2: mean +- sd over them (the classes: the first's)")
+    p.add_argument("--class-seeds", type=_ints, default=None, help=CLASS_SEEDS_HELP)
     add_override_arguments(p)
     add_store_arguments(p)
     add_executor_arguments(p)
@@ -228,6 +232,7 @@ def build_parser() -> Parser:
                    help="override the preset's LRs, e.g. ql=0.01 (the fix for a diverged run)")
     p.add_argument("--seeds", type=_ints, default=None,
                    help="several seeds for every figure, e.g. 0,1,2: mean +- sd bands")
+    p.add_argument("--class-seeds", type=_ints, default=None, help=CLASS_SEEDS_HELP + " (Figs 1-3)")
     add_store_arguments(p)
     add_executor_arguments(p)
     p.set_defaults(func=cmd_all)

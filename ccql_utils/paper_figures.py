@@ -11,7 +11,7 @@ import pandas as pd
 from .estimates import check_cpu_time
 from .figure import TRAIN_METRICS_NOTE, Figure, FigureResult
 from .losses import colour_of
-from .presets import OVERRIDES, experiment_configs, get_experiment
+from .presets import OVERRIDES, experiment_configs, get_experiment, seed_list
 from .progress import progress_mode
 from .runs import FINAL_STATES
 from .scheduler import obtain
@@ -20,6 +20,14 @@ from .scheduler import obtain
 OVERRIDE_PARAMETERS = {name: (None, "override of the preset") for name in OVERRIDES if name != "device"}
 OVERRIDE_PARAMETERS["lr"] = (None, "one LR for every loss, or {loss: LR}")
 OVERRIDE_PARAMETERS["w"] = (None, "CCQL's weight (default sqrt(K-1) - 1)")
+OVERRIDE_PARAMETERS["class_seeds"] = (None, "several draws of the random classes, e.g. [0, 1, 2]: "
+                                      "pooled with the seeds in the curves and the mammal gap")
+DRAW = " (draw "  # a random-class run of a further class draw: '<label> (draw N)'
+
+
+def base_label(label: str) -> str:
+    """The legend label of a run, whichever class draw it trained on."""
+    return label.split(DRAW)[0]
 # panel -> (y label, metric name in the tidy frame, splits drawn)
 PANELS = {"acc": ("accuracy", "acc", ("train", "test")),
           "loss_norm": ("normalized loss", "loss_norm", ("train", "test")),
@@ -40,10 +48,23 @@ class PaperFigure(Figure):
         """(label, seed) -> resolved config. A seed sets the model initialisation and the data
         order; the random class draw stays the first seed's for all of them (the figure compares
         training noise on one set of classes) unless `class_seed` is given."""
+        draws = overrides.pop("class_seeds", None)
         if len(seeds) > 1 and overrides.get("class_seed") is None:
             overrides["class_seed"] = seeds[0]
-        return {(label, s): c for s in seeds
-                for label, c in experiment_configs(self.name, preset, s, device=ctx.device, **overrides).items()}
+        configs = {(label, s): c for s in seeds
+                   for label, c in experiment_configs(self.name, preset, s, device=ctx.device, **overrides).items()}
+        if draws is None:
+            return configs
+        first = seeds[0] if overrides.get("class_seed") is None else overrides["class_seed"]
+        if seed_list(draws)[0] != first:
+            raise ValueError(f"class_seeds must start with the first draw, {first} (the runs the figure "
+                             f"shares with the others), got {draws!r}")
+        for d in seed_list(draws)[1:]:
+            more = {(label, s): c for s in seeds for label, c in experiment_configs(
+                self.name, preset, s, device=ctx.device, **{**overrides, "class_seed": d}).items()
+                if c.classes == "random"}
+            configs.update({(f"{label}{DRAW}{d})", s): c for (label, s), c in more.items()})
+        return configs
 
     def obtain(self, preset, seeds, ctx, own, configs, train=None) -> FigureResult:
         """train: None trains what is missing unless that would take hours on a CPU that device
@@ -102,7 +123,7 @@ class PaperFigure(Figure):
                 for name, m in METRICS.items():
                     row[name] = finals[m].mean() if len(finals) else None
                     row[f"{name} sd"] = finals[m].std(ddof=1) if len(finals) > 1 else None
-            row["paper reports (WRN-28-10, 200 epochs)"] = self.experiment.paper_reports[label]
+            row["paper reports (WRN-28-10, 200 epochs)"] = self.experiment.paper_reports[base_label(label)]
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -113,7 +134,7 @@ class PaperFigure(Figure):
         import seaborn as sns
         from matplotlib.ticker import MaxNLocator
         frame = tidy_histories(result)
-        palette = {name: colour_of(name.split(" (")[0]) for name in frame.run.unique()}
+        palette = {name: colour_of(base_label(name).split(" (")[0]) for name in frame.run.unique()}
         fig, axes = plt.subplots(1, len(self.panels), figsize=(5.2 * len(self.panels), 3.9), squeeze=False)
         for ax, panel, letter in zip(axes[0], self.panels, "abcdef"):
             ylabel, metric, splits = PANELS[panel]
@@ -126,7 +147,7 @@ class PaperFigure(Figure):
             for (label, seed), run in result.runs.items():
                 if run.diverged:  # its last values are NaN: mark the epoch at the top of the panel
                     ax.plot([run.status.get("diverged_epoch")], [0.95], marker="x", ms=9, mew=2,
-                            color=colour_of(label), transform=ax.get_xaxis_transform(), clip_on=False)
+                            color=colour_of(base_label(label)), transform=ax.get_xaxis_transform(), clip_on=False)
             if panel == "acc":  # all of [0, 1] when the curves use it, else room to tell them apart
                 top = data.value.max() if not data.empty else 1.0
                 ax.set_ylim(0, 1.02 if top > 0.5 else min(1.02, 1.2 * top + 0.02))
@@ -152,7 +173,7 @@ def tidy_histories(result: FigureResult) -> pd.DataFrame:
     for (label, seed), run in result.runs.items():
         if run.history.empty:
             continue
-        name = result.name((label, seed)) + f" ({run.describe()})" if run.diverged else label
+        name = result.name((label, seed)) + f" ({run.describe()})" if run.diverged else base_label(label)
         for split in ("train", "test"):
             for metric in ("acc", "loss_norm"):
                 column = f"{split}_{metric}"
@@ -168,18 +189,20 @@ def class_names(result: FigureResult) -> dict[str, list[str]]:
 
 def subset_gaps(result: FigureResult, first: str = "random", second: str = "mammals") -> pd.DataFrame:
     """Per loss of a figure labelled '<loss>, <subset>' (Fig 3): the final test accuracy on
-    `first` minus on `second`, in points, paired by seed; mean, sd and n over the seeds where both
-    finished, beside each subset's mean accuracy (%)."""
+    `first` minus on `second`, in points, paired by seed (each class draw of `first` with the same
+    seed on `second`); mean, sd and n over the pairs where both finished, beside each subset's mean
+    accuracy (%) and, with several class draws, the sd of `first`'s accuracy over the draws."""
     rows = []
-    for loss in dict.fromkeys(label.split(", ")[0] for (label,) in result.points):
-        acc = {subset: {seed: 100 * run.final()["test_acc"] for (label, seed), run in result.runs.items()
-                        if label == f"{loss}, {subset}" and run.finished} for subset in (first, second)}
-        paired = sorted(set(acc[first]) & set(acc[second]))
-        gaps = pd.Series([acc[first][s] - acc[second][s] for s in paired], dtype=float)
+    for loss in dict.fromkeys(base_label(label).split(", ")[0] for (label,) in result.points):
+        acc = {subset: {(label, seed): 100 * run.final()["test_acc"] for (label, seed), run in result.runs.items()
+                        if base_label(label) == f"{loss}, {subset}" and run.finished} for subset in (first, second)}
+        by_seed = {seed: a for (_, seed), a in acc[second].items()}
+        gaps = pd.Series([a - by_seed[seed] for (_, seed), a in acc[first].items() if seed in by_seed], dtype=float)
+        draws = pd.Series(acc[first], dtype=float).groupby(level=0).mean() if acc[first] else pd.Series(dtype=float)
         rows.append({"loss": loss, f"{first} test acc": pd.Series(acc[first], dtype=float).mean(),
                      f"{second} test acc": pd.Series(acc[second], dtype=float).mean(),
                      "gap (points)": gaps.mean(), "gap sd": gaps.std(ddof=1) if len(gaps) > 1 else None,
-                     "n": len(gaps)})
+                     "n": len(gaps), **({f"{first} sd over draws": draws.std(ddof=1)} if len(draws) > 1 else {})})
     return pd.DataFrame(rows)
 
 

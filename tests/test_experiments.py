@@ -202,3 +202,23 @@ def test_provenance_pins_the_code_and_keeps_no_machine_paths(tmp_path):
     assert _jsonable({"figures_dir": str(PROJECT_ROOT / "figures"), "data_root": "/home/someone/data",
                       "preset": "quick"}) == {"figures_dir": "figures", "preset": "quick",
                                               "data_root": "<outside the repository>/data"}
+
+
+def test_fig3_class_draws_are_pooled_in_the_curves_and_paired_by_seed_in_the_mammal_gap(synthetic_root, tmp_path):
+    from ccql_utils.paper_figures import subset_gaps, tidy_histories
+    kwargs = dict(preset="tiny", data_root=synthetic_root, runs_dir=tmp_path / "runs", verify_data=False,
+                  figures_dir=tmp_path / "figures", progress=False, device="cpu", epochs=1)
+    with pytest.raises(ValueError, match="class_seeds must start with the first draw, 0"):
+        FIGURES["mammals_vs_random"].prepare(seeds=[0, 1], class_seeds=[5], **kwargs)
+    result = FIGURES["mammals_vs_random"].run(seeds=[0, 1], class_seeds=[0, 5], **kwargs)
+    assert len(result.runs) == 6 * 2 + 3 * 2  # the mammals once, the random classes per draw
+    drawn = result.runs["QL, random (draw 5)", 1]
+    assert result.configs["QL, random (draw 5)", 1].class_seed == 5 and drawn.class_names != result.runs["QL, random", 1].class_names
+    assert not any("(draw" in name for name in tidy_histories(result).run.unique())
+    gaps = subset_gaps(result).set_index("loss")
+    acc = {key: 100 * run.final()["test_acc"] for key, run in result.runs.items()}
+    pairs = [acc[f"QL, random{d}", s] - acc["QL, mammals", s] for d in ("", " (draw 5)") for s in (0, 1)]
+    assert gaps.loc["QL", "n"] == 4 and gaps.loc["QL", "gap (points)"] == pytest.approx(np.mean(pairs))
+    draws = [np.mean([acc[f"QL, random{d}", s] for s in (0, 1)]) for d in ("", " (draw 5)")]
+    assert gaps.loc["QL", "random sd over draws"] == pytest.approx(np.std(draws, ddof=1))
+    assert set(result.table().run) >= {"CE, random (draw 5)", "CE, mammals"}
