@@ -1,8 +1,8 @@
 """The queue of paper-scale GPU runs still wanted, the plan that fits one lease, and the lease.
 
-GPU time comes in short leases (one H100 or H200 for about 15 minutes, start-up included, at most
-10 minutes per command), and a WRN-28-10 checkpoint (~290 MB) cannot come back, so every run must
-finish inside one command. `QUEUE` lists, in order of value, the runs the paper-scale figures
+GPU time comes in short leases (about 15 minutes of one GPU, start-up included, at most 10
+minutes per command: docs/gpu.md), and a WRN-28-10 checkpoint (~290 MB) cannot come back, so
+every run must finish inside one command. `QUEUE` lists, in order of value, the runs the paper-scale figures
 still need; `plan(budget_s)` takes the next ones that fit a budget (greedy in that order, then
 shorter runs to fill the rest), skipping runs whose records are committed under results/ or final
 in the runs folder, and runs whose classes the data at hand lacks. `lease` trains a plan one run
@@ -103,7 +103,7 @@ class Plan:
     seconds: dict
 
     def describe(self) -> str:
-        lines = [f"plan for a budget of {self.budget_s:.0f} s (estimates for one NVIDIA H200, "
+        lines = [f"plan for a budget of {self.budget_s:.0f} s (estimates: "
                  f"estimates.H200_WRN28_10): {len(self.runs)} run(s), about {self.total_s:.0f} s"]
         total = 0.0
         for w in self.runs:

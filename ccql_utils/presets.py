@@ -72,13 +72,13 @@ class Preset:
 # Measured on WRN-28-10 (results/lr_probe_paper_*_h200.csv; how the choice follows: results/README.md).
 PAPER_LRS = {25: {"ce": 0.1, "ql": 0.03, "ccql": 0.02}, 100: {"ce": 0.1, "ql": 0.01, "ccql": 0.01}}
 PAPER_LR_PROVENANCE = (
-    "K = 25: measured on WRN-28-10 with all 500 images per class (25-epoch probe on an NVIDIA H200, "
+    "K = 25: measured on WRN-28-10 with all 500 images per class (25-epoch probe: "
     "results/lr_probe_paper_k25_h200.csv): CE 0.1 (72.4% test; 0.03 gave 72.9%, within one standard "
     "error of 0.9 points; 0.1 is the WideResNet authors' 200-epoch value), QL "
     "0.03 (53.6%; 0.1 is NaN in epoch 1, 0.05 collapses to chance), CCQL 0.02 (65.0%; 0.1 is NaN, "
     "0.03 starts at chance). K = 100: chosen by the scaling of the summed square losses' curvature "
     "with K and 1 + w, then checked on WRN-28-10 with a capped subset (40 train / 10 test images "
-    "per class, 12-epoch probe on an NVIDIA H200, results/lr_probe_paper_k100_capped_h200.csv): no "
+    "per class, 12-epoch probe: results/lr_probe_paper_k100_capped_h200.csv): no "
     "run diverged; CE 0.1 (12.3%), QL 0.01 (7.4%, the best; 0.03 fell to 4.6%), CCQL 0.01 (12.0%; "
     "0.005 gave 12.4%, within one standard error of 1.0 point; 0.02 gave 8.4%). A capped probe "
     "checks stability and early progress, not the full-data optimum.")

@@ -63,7 +63,7 @@ def environment_record() -> dict[str, Any]:
 
 
 def describe_device(device) -> str:
-    """'NVIDIA H200' for a CUDA device, 'cpu (2 cores, 2 threads)' for the CPU."""
+    """The CUDA device's name (torch.cuda.get_device_name), or 'cpu (N cores, M threads)'."""
     import torch
     device = torch.device(device)
     if device.type == "cuda":

@@ -5,8 +5,8 @@ Stacking N such models makes every convolution one grouped convolution (groups =
 BatchNorm one over N x C channels and the classifiers one batched matmul; model n reads channels
 3n..3n+2 of the input. The parameters are disjoint, so the sum of the N losses gives each model
 exactly its own gradient: the stack computes the same N functions as N separate models (up to the
-order of float sums), with one launch per layer instead of N. Measured on an H200: 32 stacked
-WRN-10-1 train at 10.4x the images/s of one (benchmarks/results/gpu_round3-h200-2026-11-27.md).
+order of float sums), with one launch per layer instead of N: 32 stacked WRN-10-1 train at 10.4x
+the images/s of one (measured: benchmarks/results/gpu_round3-h200-2026-11-27.md).
 
 Each run keeps its own `Trainer` (config, classes, data order and augmentation, loss, LR, history,
 checkpoint); one `loader.StackedLoader` makes the N runs' batches with one gather per step. The
@@ -35,9 +35,10 @@ from .wrn import WideResNet, count_parameters
 
 # The fields a stack's runs may differ in; the rest of TrainConfig must agree.
 PER_RUN_FIELDS = ("loss", "loss_options", "lr", "seed", "classes", "class_seed")
-# Most runs stacked by default on a GPU, for models under SMALL_MODEL_PARAMETERS (H200, bare loops:
-# WRN-10-1 gains 10.4x at 32, 11.2x at 64; WRN-16-2 7.7x at 32, 8.0x at 64; a WRN-28-10 run fills
-# the GPU alone. The real `quick` sweep of 30 WRN-10-1 runs: 12.5x, benchmarks/ round 4).
+# Most runs stacked by default on a GPU, for models under SMALL_MODEL_PARAMETERS. Bare loops:
+# WRN-10-1 gains 10.4x at 32, 11.2x at 64 (benchmarks/results/gpu_round3-h200-2026-11-27.md);
+# WRN-16-2 7.7x at 32, 8.0x at 64; the real `quick` sweep of 30 WRN-10-1 runs 12.5x
+# (benchmarks/results/gpu_round4-h200-2026-11-28.md). A WRN-28-10 run fills the GPU alone.
 DEFAULT_STACK, SMALL_MODEL_PARAMETERS = 32, 1_000_000
 
 
@@ -50,8 +51,9 @@ def stack_key(config: TrainConfig) -> tuple:
 
 def default_stack(config: TrainConfig, cuda: bool | None = None) -> int:
     """How many runs like `config` to stack by default: DEFAULT_STACK for a model under
-    SMALL_MODEL_PARAMETERS on a GPU, else 1 (on a 2-core CPU, 4 stacked WRN-10-1 trained at
-    0.77x one model's images/s: `gpu_round3.stacked` on the CPU, 2026-11-27).
+    SMALL_MODEL_PARAMETERS on a GPU, else 1: a CPU has no kernel launches to save and runs grouped
+    convolutions slower (4 stacked WRN-10-1 trained at 0.77x one model's images/s with
+    benchmarks/gpu_round3.py's `stacked` part on a CPU; README.md, "stacks by default on a GPU").
     cuda: whether the runs train on a GPU (None: whether `config.device` means one here)."""
     c = config.resolved()
     if cuda is None:

@@ -38,9 +38,9 @@ from .wrn import WideResNet
 
 # torch.compile's `dynamic`. False: each batch shape (train 128 and the epoch's last batch; eval
 # and its last batch) gets its own graph. With torch's default (None) the smaller last batch
-# recompiles the forward with a symbolic batch size, which the later full batches then run: on an
-# H200 (benchmarks/results/gpu_round4-h200-2026-11-28.md, WRN-28-10 at `paper`) the first epoch
-# took 60.1 s with None and 34.5 s with False, and steady epochs 1.63-1.81 s against 1.60-1.70 s.
+# recompiles the forward with a symbolic batch size, which the later full batches then run: for
+# WRN-28-10 at `paper` the first epoch took 60.1 s with None and 34.5 s with False, and steady
+# epochs 1.63-1.81 s against 1.60-1.70 s (measured: benchmarks/results/gpu_round4-h200-2026-11-28.md).
 COMPILE_DYNAMIC = False
 
 

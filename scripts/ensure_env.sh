@@ -27,14 +27,14 @@ else
             python3 -m venv --clear "$_venv" || { echo "[env] python3 -m venv failed" >&2; return 1; }
         fi
         "$PY" -m pip install -q --upgrade pip >&2 || return 1
-        # --no-compile: byte-compiling all of site-packages took 120 s on the 2-core CI machine;
-        # Python compiles the modules actually imported on first use instead (below).
+        # --no-compile: byte-compiling all of site-packages takes minutes, mostly for modules that
+        # are never imported; Python compiles the modules actually imported on first use instead (below).
         "$PY" -m pip install -q --no-compile -e "$_root[test,notebooks,cluster]" >&2 || return 1
         _stamp_of > "$_venv/.ccql-installed"
     fi
     # The .venv is ours, so Python may keep the bytecode it compiles there. With
-    # PYTHONDONTWRITEBYTECODE set (as on the CI machine) every process would compile torch and
-    # the rest again: `import torch` took 7.1 s of CPU instead of 3.3 s on the 2-core machine,
+    # PYTHONDONTWRITEBYTECODE set (as CI environments often do) every process would compile torch
+    # and the rest again (about twice the CPU time of `import torch` with bytecode kept),
     # and the tests and run_all.sh start dozens of Python processes (kernels, CLI runs, Ray workers).
     unset PYTHONDONTWRITEBYTECODE
 fi
