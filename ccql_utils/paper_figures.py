@@ -28,6 +28,8 @@ DRAW = " (draw "  # a random-class run of a further class draw: '<label> (draw N
 def base_label(label: str) -> str:
     """The legend label of a run, whichever class draw it trained on."""
     return label.split(DRAW)[0]
+
+
 # panel -> (y label, metric name in the tidy frame, splits drawn)
 PANELS = {"acc": ("accuracy", "acc", ("train", "test")),
           "loss_norm": ("normalized loss", "loss_norm", ("train", "test")),
@@ -47,7 +49,8 @@ class PaperFigure(Figure):
     def configs(self, preset, seeds, ctx, **overrides):
         """(label, seed) -> resolved config. A seed sets the model initialisation and the data
         order; the random class draw stays the first seed's for all of them (the figure compares
-        training noise on one set of classes) unless `class_seed` is given."""
+        training noise on one set of classes) unless `class_seed` is given. class_seeds adds the
+        random-class runs of further draws, labelled '<label> (draw N)'."""
         draws = overrides.pop("class_seeds", None)
         if len(seeds) > 1 and overrides.get("class_seed") is None:
             overrides["class_seed"] = seeds[0]
