@@ -146,3 +146,15 @@ def test_run_all_on_a_cluster_hands_every_figures_runs_to_the_executor_at_once(t
     assert [c[1] for c in calls[1:]] == ["00_theory.ipynb", "01_k25_random.ipynb", "02_k100.ipynb",
                                          "03_mammals_vs_random.ipynb", "04_k_sweep.ipynb",
                                          "05_loss_weights.ipynb"]
+
+
+def test_train_defaults_to_the_paper_presets_lr_for_the_loss_and_k():
+    """`train --loss ql --classes all` is the paper's protocol: its LR is the paper preset's for
+    QL at K = 100, not TrainConfig's 0.1; a given --lr wins; a K without a measured LR keeps 0.1."""
+    from ccql_utils.cli_options import config_from_args
+    from ccql_utils.presets import PAPER_LRS
+    parse = cli.build_parser().parse_args
+    assert config_from_args(parse(["train", "--loss", "ql", "--classes", "all"])).lr == PAPER_LRS[100]["ql"] == 0.01
+    assert config_from_args(parse(["train", "--loss", "ccql", "--k", "25"])).lr == PAPER_LRS[25]["ccql"]
+    assert config_from_args(parse(["train", "--loss", "ql", "--classes", "all", "--lr", "0.2"])).lr == 0.2
+    assert config_from_args(parse(["train", "--loss", "ql", "--k", "5"])).lr == 0.1
