@@ -37,7 +37,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Tests run in several worker processes (run_tests.sh: pytest-xdist): one torch thread each,
     # inherited by the subprocesses they start, or every parallel op of one worker waits for a
-    # core the other holds (README, "Threads on a shared CPU").
+    # core the other holds (docs/performance.md, "Threads on a shared CPU").
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
 

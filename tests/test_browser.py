@@ -1,7 +1,7 @@
 """The notebooks in a real JupyterLab, driven by a real headless Chromium (issue 13).
 
-`jupyter lab` is started from the repository (and once from notebooks/) through this project's
-environment, on 127.0.0.1 with a token. For each notebook the test opens it as a user would,
+`jupyter lab` is started from the repository root through this project's environment, on
+127.0.0.1 with a token. For each notebook the test opens it as a user would,
 types the `tiny` preset (and a temporary runs/figures folder; a synthetic data folder only when
 CCQL_DATA_ROOT is unset) over the lines of its parameters cell, runs all cells from the Run menu,
 and checks what the page shows: no error output, every cell executed, the figure as an image in
@@ -37,10 +37,11 @@ ARTIFACTS = PROJECT_ROOT / "outputs" / "browser"
 KERNEL_NAME, KERNEL_DISPLAY = "ccql", "Python (ccql)"
 RUN_TIMEOUT_S = 900          # one notebook at tiny (about 40 s)
 MAX_OUTPUT_LINES = 50        # text lines any one cell may print at tiny (progress included)
-# One experiment notebook from the repository root, as the README starts JupyterLab. The other
-# notebooks run headless under nbval (the same cells and calls); the theory notebook and a server
-# started in notebooks/ were browser cases until CI time ran short (see the README). The kernel
-# runs in notebooks/ either way, which is what the notebooks' relative paths depend on.
+# One experiment notebook from the repository root, as docs/jupyterlab.md starts JupyterLab. The
+# other notebooks run headless under nbval (the same cells and calls); the theory notebook and a
+# server started in notebooks/ are left out to keep CI within its time (docs/jupyterlab.md, "The
+# browser test"). The kernel runs in notebooks/ either way, which is what the notebooks' relative
+# paths depend on.
 CASES = [("root", "01_k25_random.ipynb")]
 
 

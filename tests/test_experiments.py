@@ -165,7 +165,7 @@ def test_committed_quick_3_seed_records_redraw_the_committed_figure_data_without
 def test_the_h200_10_seed_quick_sweep_reads_back_without_data_and_orders_the_losses_in_every_seed(
         committed_records):
     """Fig 1 at `quick` with 10 seeds, the 30 runs round 4 trained stacked on an H200: read from
-    the records alone, and CE > CCQL > QL in final test accuracy for every seed (the README's
+    the records alone, and CE > CCQL > QL in final test accuracy for every seed (docs/results.md's
     claim; `python -m ccql_utils run k25_random --preset quick --seeds 0,...,9` prints the table)."""
     runs_dir = committed_records("quick_k25_random_10_seeds_h200_records.tar.gz", 30)
     result = FIGURES["k25_random"].run(preset="quick", seeds=list(range(10)), runs_dir=runs_dir,
