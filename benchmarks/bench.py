@@ -416,11 +416,11 @@ def family(kernel: str) -> str:
 def kernel_summary(prof, wall: float, name: str) -> dict:
     """Tables of a finished torch.profiler `prof` over `wall` seconds of variant `name`: the device
     time of all kernels and the share of the wall time the GPU ran none, by family, the top 12."""
-    # Kernels only: an ATen op also reports the device time of the kernels it launched, so summing
-    # every event counts each kernel twice (results/gpu_round2-h200-2026-11-27.md, its correction).
+    # Kernels only: ATen ops and record_function annotations (Optimizer.step#SGD.step) also report the
+    # device time of kernels counted already (results/gpu_round2-h200-2026-11-27.md, its correction).
     kernels, by_family, launches = collections.Counter(), collections.Counter(), 0
     for evt in prof.key_averages():
-        if evt.device_type == torch.autograd.DeviceType.CUDA:
+        if evt.device_type == torch.autograd.DeviceType.CUDA and "#" not in evt.key:
             kernels[evt.key] += (getattr(evt, "device_time_total", None) or getattr(evt, "cuda_time_total", 0)) / 1e6
             launches += evt.count
     for kernel, t in kernels.items():

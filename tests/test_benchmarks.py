@@ -252,6 +252,24 @@ def test_kernels_sort_into_the_families_the_records_report():
     assert bench.family("void at::native::index_kernel<>") == "other"
 
 
+def test_kernel_summary_counts_each_kernel_once():
+    cuda, cpu = torch.autograd.DeviceType.CUDA, torch.autograd.DeviceType.CPU
+
+    def event(key, us, count=10, device=cuda):
+        return SimpleNamespace(key=key, device_type=device, device_time_total=us, count=count)
+    events = [event("sm90_xmma_fprop_implicit_gemm", 600e3), event("void at::native::batch_norm_kernel", 300e3),
+              event("void multi_tensor_apply_kernel", 100e3),
+              event("Optimizer.step#SGD.step", 100e3, 1),  # an annotation spanning the kernel above
+              event("aten::cudnn_convolution", 600e3, device=cpu)]  # the op that launched the first
+    tables = bench.kernel_summary(SimpleNamespace(key_averages=lambda: events), 2.0, "eager")
+    assert tables["profile"] == {"variant": "eager", "wall_s": 2.0, "kernel_s": pytest.approx(1.0),
+                                 "kernels_launched": 30, "gpu_idle_share": pytest.approx(0.5)}
+    assert [(r["family"], r["s"]) for r in tables["families"]] == [("convolution", pytest.approx(0.6)),
+                                                                   ("batchnorm", pytest.approx(0.3)),
+                                                                   ("optimizer", pytest.approx(0.1))]
+    assert [r["name"] for r in tables["top_kernels"]][0] == "sm90_xmma_fprop_implicit_gemm"
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_cuda_refuses_a_machine_without_cuda(capsys):
     assert bench.main(["--device", "cuda", "--data-root", "unused.npz"]) == 2
