@@ -114,8 +114,8 @@ class StackedLoader:
     Each run's part is exactly the batch its own loader gives (its order, crops and flips), made
     for all N runs by one gather from the runs' images concatenated: about 40 tensor operations
     per step instead of about 40 per run (torch.profiler, 8 runs: 43 vs 8 x 39), which matters
-    where a step is bound by launches, not arithmetic (small models on a GPU;
-    benchmarks/stacked_data.py). The concatenation is a second copy of the
+    where a step is bound by launches, not arithmetic (small models on a GPU; the `stacked_data`
+    table of benchmarks/bench.py's `stacked` part). The concatenation is a second copy of the
     runs' images on the device (each loader keeps its own for the run alone).
     """
 
