@@ -666,8 +666,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    argv, p = sys.argv[1:] if argv is None else argv, parser()
-    if "--dry-run" in argv:
+    p = parser()
+    if p.parse_known_args(argv)[0].dry_run:  # its sizes are the defaults (abbreviated options too)
         p.set_defaults(**DRY_RUN)
     a = p.parse_args(argv)
     a.device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
