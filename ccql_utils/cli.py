@@ -25,7 +25,7 @@ from pathlib import Path
 from . import cli_remote
 from .cli_options import (Parser, _floats, _ints, _lr, add_config_arguments, add_executor_arguments,
                           add_override_arguments, add_store_arguments, config_from_args, context,
-                          report_diverged)
+                          load_loss_modules, report_diverged)
 from .config import resolve_device
 from .data import DataError
 from .figure import RUN_PARAMETERS
@@ -65,6 +65,10 @@ def cmd_run(args) -> int:
     resolve_device(args.device or "auto")  # also when every run is stored: a bad value is still a bad argument
     ctx = context(args)
     draws = {"class_seeds": args.class_seeds} if args.class_seeds else {}
+    if args.losses:
+        if "losses" not in figure.parameters:
+            raise ValueError(f"--losses: the {figure.name} figure takes no list of losses")
+        draws["losses"] = args.losses
     result = figure.run(preset=args.preset, seed=args.seed, seeds=args.seeds, **overrides(args), **draws,
                         **{name: getattr(ctx, name) for name in ("runs_dir", "data_root", "verify_data",
                            "progress", "executor", "address", "runs_per_gpu", "device")})
@@ -219,6 +223,8 @@ def build_parser() -> Parser:
     p.add_argument("--seeds", type=_ints, default=None,
                    help="several seeds, e.g. 0,1,2: mean +- sd over them (the classes: the first's)")
     p.add_argument("--class-seeds", type=_ints, default=None, help=CLASS_SEEDS_HELP)
+    p.add_argument("--losses", type=lambda t: [n.strip() for n in t.split(",")], default=None,
+                   help="loss_zoo: the losses to compare, e.g. ce,focal,my_loss (with --loss-module)")
     add_override_arguments(p)
     add_store_arguments(p)
     add_executor_arguments(p)
@@ -277,6 +283,11 @@ def _interrupt(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        load_loss_modules(sys.argv[1:] if argv is None else argv)
+    except ValueError as exc:
+        print(f"python -m ccql_utils: error: {exc}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)

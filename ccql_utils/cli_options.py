@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 
 from .config import COMPILE_MODES, PRECISIONS, TrainConfig, resolve_device
 from .context import EXECUTORS, RunContext
@@ -62,8 +63,8 @@ def _lr(text: str):
 # --------------------------------------------------------------------- options derived from TrainConfig
 ALIASES = {"num_classes": ["--k"], "lr_milestones": ["--milestones"]}
 SPECIAL_TYPES = {"classes": _classes, "lr_milestones": _floats, "num_classes": int,
-                 "class_seed": int, "train_per_class": int, "test_per_class": int}
-CHOICES = {"loss": loss_names(), "precision": PRECISIONS}
+                 "class_seed": int, "train_per_class": int, "test_per_class": int, "calibration_bins": int}
+CHOICES = {"precision": PRECISIONS}
 HELP = {"classes": "random | all | mammals | comma-separated CIFAR-100 class names",
         "num_classes": "number of classes K (required with --classes random)",
         "class_seed": "seed of the random class draw (default: --seed)",
@@ -76,7 +77,7 @@ HELP = {"classes": "random | all | mammals | comma-separated CIFAR-100 class nam
                             "or every N epochs and the last with --clean-train-eval N",
         "device": "auto | cpu | cuda | cuda:N", "compile": f"torch.compile the model; a mode: {', '.join(COMPILE_MODES)}",
         "checkpoint_every": "epochs between checkpoints"}
-NOT_OPTIONS = ("loss_options", "dataset")  # set through --w/--rs-k/--rs-m and the data
+NOT_OPTIONS = ("loss_options", "loss_code", "dataset")  # set through --w/--loss-option, the loss and the data
 
 
 def _add_field_options(group, names, default=argparse.SUPPRESS) -> None:
@@ -97,7 +98,8 @@ def _add_field_options(group, names, default=argparse.SUPPRESS) -> None:
             group.add_argument(*flags, dest=name, action="store_true", default=default, help=help_text)
         else:
             group.add_argument(*flags, dest=name, default=default, help=help_text,
-                               type=SPECIAL_TYPES.get(name, type(value)), choices=CHOICES.get(name))
+                               type=SPECIAL_TYPES.get(name, type(value)),
+                               choices=loss_names() if name == "loss" else CHOICES.get(name))
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -107,6 +109,17 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--w", type=float, default=None, help="CCQL weight (default sqrt(K-1) - 1)")
     group.add_argument("--rs-k", type=float, default=None, help="rescaled_square k (default 1)")
     group.add_argument("--rs-m", type=float, default=None, help="rescaled_square M (default 1)")
+    group.add_argument("--loss-option", type=_loss_option, action="append", default=[], metavar="NAME=VALUE",
+                       help="any loss option, e.g. gamma=1 (focal), eps=0.05 (label_smoothing) or a "
+                            "registered loss's parameter; repeat for several")
+
+
+def _loss_option(text: str) -> tuple[str, float]:
+    name, _, value = text.partition("=")
+    try:
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, got {text!r}") from None
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -114,7 +127,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
              if hasattr(args, f.name)}
     given.setdefault("num_classes", None)  # K is implied by the subset or given: never assumed
-    options = {"w": args.w, "k": args.rs_k, "M": args.rs_m}
+    options = {"w": args.w, "k": args.rs_k, "M": args.rs_m, **dict(args.loss_option)}
     config = TrainConfig(**given, loss_options={k: v for k, v in options.items() if v is not None}).resolved()
     if "lr" not in given and config.loss in PAPER_LRS.get(config.num_classes, {}):
         config = dataclasses.replace(config, lr=PAPER_LRS[config.num_classes][config.loss]).resolved()
@@ -132,6 +145,22 @@ def add_store_arguments(parser: argparse.ArgumentParser, data: bool = True) -> N
                                 "still checked; such runs get their own run ids)")
         group.add_argument("--quiet", action="store_true", help="no progress output")
     group.add_argument("--runs-dir", default=None, help="the run store (default: runs/ in the repository)")
+    if data:
+        group.add_argument("--loss-module", action="append", default=[], metavar="FILE.py",
+                           help="a Python file that registers your losses (user_losses.register_loss), "
+                                "run before the command; repeat for several")
+
+
+def load_loss_modules(argv: list[str]) -> None:
+    """Run the --loss-module files on the command line (before the parser is built, so that
+    --loss accepts the names they register)."""
+    import runpy
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--loss-module", action="append", default=[])
+    for path in pre.parse_known_args(argv)[0].loss_module:
+        if not Path(path).is_file():
+            raise ValueError(f"--loss-module {path}: no such file")
+        runpy.run_path(path, run_name="__loss_module__")
 
 
 def add_executor_arguments(parser: argparse.ArgumentParser) -> None:

@@ -41,6 +41,7 @@ class TrainConfig:
 
     loss: str = "ce"                       # ce | ql | ccql | rescaled_square
     loss_options: dict = field(default_factory=dict)  # ccql: {"w": ...}; rescaled_square: {"k", "M"}
+    loss_code: str | None = None           # a user's loss: the hash of its source (user_losses.py)
     classes: str | list = "random"         # random | all | mammals | [class names]
     num_classes: int | None = 25           # K (required for random; implied otherwise)
     class_seed: int | None = None          # seed of the random class draw; None: same as seed
@@ -58,6 +59,7 @@ class TrainConfig:
     lr_milestones: tuple = (0.25, 0.4, 0.55, 0.75, 0.85)  # fractions of the run
     lr_factor: float = 0.25
     seed: int = 0                          # model initialisation and data order
+    calibration_bins: int | None = None    # the test set's ECE in every epoch's row, over this many bins
     precision: str = "auto"                # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
     clean_train_eval: bool | int = False   # un-augmented training set in eval mode: True every epoch, N every N and the last
     dataset: str = "cifar100"              # 'unverified-<folder>' for stand-in data
@@ -76,7 +78,13 @@ class TrainConfig:
             c.lr_milestones = tuple(float(m) for m in c.lr_milestones)
         except (TypeError, ValueError):
             raise ValueError(f"lr_milestones must be fractions of the run, got {self.lr_milestones!r}")
-        loss_spec(c.loss)
+        spec = loss_spec(c.loss)
+        if c.loss_code not in (None, spec.code):
+            raise ValueError(f"this run of loss {c.loss!r} was made with other code (source hash "
+                             f"{c.loss_code}) than the one registered now ({spec.code}); register "
+                             f"that code, or make a new config")
+        c.loss_code = spec.code
+        c.loss_options = {**spec.defaults, **c.loss_options}
         c.classes, c.num_classes = resolve_classes(c.classes, c.num_classes)
         for name in ("seed", "class_seed"):
             value = getattr(c, name)
@@ -116,6 +124,8 @@ class TrainConfig:
                                  f"got {c.clean_train_eval!r}")
             # 0 and 1 compute what False and True do: one identity (and run id) for each
             c.clean_train_eval = bool(c.clean_train_eval) if c.clean_train_eval <= 1 else int(c.clean_train_eval)
+        if c.calibration_bins is not None and not (_is_int(c.calibration_bins) and c.calibration_bins >= 2):
+            raise ValueError(f"calibration_bins must be an integer >= 2 or None, got {c.calibration_bins!r}")
         if c.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {c.precision!r}")
         if not (isinstance(c.compile, bool) or c.compile in COMPILE_MODES):

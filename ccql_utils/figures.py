@@ -14,6 +14,7 @@ from .figure import Figure, FigureResult
 from .notebook_parameters import declared_names, parameters_set_in
 from .k_sweep import K_SWEEP_FIGURE
 from .loss_weights import WEIGHT_SWEEP_FIGURE
+from .loss_zoo import LOSS_ZOO_FIGURE
 from .paper_figures import PAPER_FIGURES
 
 
@@ -31,7 +32,8 @@ class TheoryFigures(Figure):
 
 THEORY = TheoryFigures("theory", ("theory_min_loss_vs_k", "theory_ccql_vs_w", "theory_gd_dynamics"),
                        "00_theory.ipynb", "The linear mixture model (Sections 3-4)")
-FIGURES: dict[str, Figure] = {f.name: f for f in (THEORY, *PAPER_FIGURES, K_SWEEP_FIGURE, WEIGHT_SWEEP_FIGURE)}
+FIGURES: dict[str, Figure] = {f.name: f for f in (THEORY, *PAPER_FIGURES, K_SWEEP_FIGURE, WEIGHT_SWEEP_FIGURE,
+                                                 LOSS_ZOO_FIGURE)}
 TRAINING_FIGURES = tuple(name for name, f in FIGURES.items() if f.trains)
 
 

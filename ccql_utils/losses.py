@@ -1,24 +1,30 @@
-"""Classification losses on raw network outputs: CE, QL, CCQL(w) and Hui & Belkin's rescaled square loss.
+"""Classification losses on raw network outputs: the paper's CE, QL and CCQL(w), and the losses
+researchers compare them with.
 
 Every loss maps (outputs [B, K] float, labels [B] int64) to the batch mean of a per-sample value
-(docs/protocol.md, section 1):
+(docs/protocol.md, section 1); p = softmax(f):
 
 | name              | per-sample value                                  | reference (outputs == 0) |
 | ----------------- | ------------------------------------------------- | ------------------------ |
-| `ce`              | -log softmax(f)[y]                                | log K                    |
+| `ce`              | -log p_y                                          | log K                    |
 | `ql`              | 1/2 * sum_i (onehot(y)_i - f_i)^2                 | 1/2                      |
 | `ccql`            | QL + (w/2) * (1 - f_y)^2, default w = sqrt(K-1)-1 | (w + 1)/2                |
 | `rescaled_square` | (1/K) * [k (f_y - M)^2 + sum_{i != y} f_i^2]      | k M^2 / K                |
+| `squentropy`      | -log p_y + 1/(K-1) * sum_{i != y} f_i^2           | log K                    |
+| `label_smoothing` | CE against (1 - eps) onehot(y) + eps/K, eps = 0.1 | log K                    |
+| `focal`           | -(1 - p_y)^gamma log p_y, gamma = 2               | (1 - 1/K)^gamma log K    |
+| `brier`           | sum_i (p_i - onehot(y)_i)^2                       | (K - 1)/K                |
 
 `reference_value` is used for normalized losses (loss / reference_value starts near 1). The
 default weight (`default_ccql_weight`) and the references of CE, QL and CCQL (`zero_output_loss`)
 are defined here once; the numpy theory (`theory.py`, `theory_figures.py`) uses them too.
-CCQL(w) equals K/2 times the rescaled square loss with k = 1 + w, M = 1.
+CCQL(w) equals K/2 times the rescaled square loss with k = 1 + w, M = 1. `LOSSES` is the one
+table keyed by a loss's name; `user_losses.register_loss` adds a user's loss to it.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -82,6 +88,10 @@ class _ClassificationLoss(nn.Module):
         if self.validate:
             _check_label_range(labels, self.num_classes)
         return self.per_sample(outputs, labels.long()).mean()
+
+    def batch_means(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """N stacked models' batch means [N] from outputs [B, N, K] and labels [B, N] (stacked.py)."""
+        return self.per_sample(outputs.flatten(0, 1), labels.flatten()).view(labels.shape).mean(0)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}"
@@ -160,10 +170,89 @@ class QuadraticLoss(CorrectClassQuadraticLoss):
         return f"num_classes={self.num_classes}"
 
 
+class Squentropy(_ClassificationLoss):
+    """Hui, Belkin and Wright, "Cut your losses with squentropy" (ICML 2023): CE plus the average
+    square of the wrong-class outputs, -log softmax(f)_y + 1/(K-1) sum_{i != y} f_i^2."""
+
+    name = "squentropy"
+
+    @property
+    def reference_value(self) -> float:
+        return math.log(self.num_classes)
+
+    def per_sample(self, outputs, labels):
+        _, others = _correct_output_and_rest(outputs, labels)
+        return F.cross_entropy(at_least_float32(outputs), labels, reduction="none") + others / (self.num_classes - 1)
+
+
+class LabelSmoothingLoss(_ClassificationLoss):
+    """CE against the smoothed target (1 - eps) onehot(y) + eps / K (Szegedy et al., "Rethinking
+    the Inception architecture", CVPR 2016; torch's `label_smoothing`)."""
+
+    name = "label_smoothing"
+
+    def __init__(self, num_classes: int, eps: float = 0.1, validate: bool = True):
+        super().__init__(num_classes, validate)
+        if not 0 <= eps < 1:
+            raise ValueError(f"label_smoothing needs 0 <= eps < 1, got {eps}")
+        self.eps = float(eps)
+
+    @property
+    def reference_value(self) -> float:
+        return math.log(self.num_classes)
+
+    def per_sample(self, outputs, labels):
+        return F.cross_entropy(at_least_float32(outputs), labels, reduction="none", label_smoothing=self.eps)
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, eps={self.eps:g}"
+
+
+class FocalLoss(_ClassificationLoss):
+    """-(1 - p_y)^gamma log p_y, p = softmax(f) (Lin et al., "Focal loss for dense object
+    detection", ICCV 2017); gamma = 0 is CE."""
+
+    name = "focal"
+
+    def __init__(self, num_classes: int, gamma: float = 2.0, validate: bool = True):
+        super().__init__(num_classes, validate)
+        if not (gamma >= 0 and math.isfinite(gamma)):
+            raise ValueError(f"focal needs a finite gamma >= 0, got {gamma}")
+        self.gamma = float(gamma)
+
+    @property
+    def reference_value(self) -> float:
+        return (1 - 1 / self.num_classes) ** self.gamma * math.log(self.num_classes)
+
+    def per_sample(self, outputs, labels):
+        log_p = F.log_softmax(at_least_float32(outputs), 1).gather(1, labels[:, None]).squeeze(1)
+        return -(1 - log_p.exp()).pow(self.gamma) * log_p
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, gamma={self.gamma:g}"
+
+
+class BrierLoss(_ClassificationLoss):
+    """The Brier score (Brier, Monthly Weather Review 1950): sum_i (softmax(f)_i - onehot(y)_i)^2,
+    the square loss on the probabilities, where QL squares the raw outputs."""
+
+    name = "brier"
+
+    @property
+    def reference_value(self) -> float:
+        return (self.num_classes - 1) / self.num_classes
+
+    def per_sample(self, outputs, labels):
+        p = F.softmax(at_least_float32(outputs), 1)
+        return p.pow(2).sum(1) - 2 * p.gather(1, labels[:, None]).squeeze(1) + 1
+
+
 @dataclass(frozen=True)
 class LossSpec:
-    """Everything keyed by a loss's name: its class and options, and how figures show it
-    (label, colour, a lighter shade for a second subset, the family it belongs to)."""
+    """Everything keyed by a loss's name: its class and options (with `defaults` recorded in a
+    run's identity), how figures show it (label, colour, a lighter shade for a second subset, the
+    family it belongs to), which LR grid its probes start from (`lr_like`'s, times `lr_scale`),
+    and for a user's loss (`register_loss`) the hash of its source, `code`."""
 
     name: str
     cls: type
@@ -172,25 +261,29 @@ class LossSpec:
     colour: str = "tab:grey"
     light: str = "lightgrey"
     family: str = ""
+    defaults: dict = field(default_factory=dict)
+    lr_like: str = "ce"
+    lr_scale: float = 1.0
+    code: str | None = None
 
 
 LOSSES: dict[str, LossSpec] = {}
 
-
-def register_loss(spec: LossSpec) -> LossSpec:
-    """Add a loss to the one table every layer reads (config validation, the CLI, the figures)."""
-    if not spec.name or spec.name in LOSSES:
-        raise ValueError(f"a loss needs a new name; {spec.name!r} is taken or empty")
-    LOSSES[spec.name] = spec
-    return spec
-
-
+# Brier's gradient on the outputs is about 2/K of CE's at the start (softmax(f) near 1/K, each
+# term scaled by p_i (1 - p_i)), so its probe starts from CE's grid times 10.
 for _spec in (LossSpec("ce", CrossEntropyLoss, (), "CE", "tab:blue", "lightskyblue", "CE"),
-              LossSpec("ql", QuadraticLoss, (), "QL", "tab:red", "lightsalmon", "CCQL"),
-              LossSpec("ccql", CorrectClassQuadraticLoss, ("w",), "CCQL", "tab:green", "yellowgreen", "CCQL"),
+              LossSpec("ql", QuadraticLoss, (), "QL", "tab:red", "lightsalmon", "CCQL", lr_like="ql"),
+              LossSpec("ccql", CorrectClassQuadraticLoss, ("w",), "CCQL", "tab:green", "yellowgreen", "CCQL",
+                       lr_like="ccql"),
               LossSpec("rescaled_square", RescaledSquareLoss, ("k", "M"), "Rescaled square", "tab:purple",
-                       "plum", "rescaled square")):
-    register_loss(_spec)
+                       "plum", "rescaled square", lr_like="ccql"),
+              LossSpec("squentropy", Squentropy, (), "Squentropy", "tab:cyan", "paleturquoise", "CE"),
+              LossSpec("label_smoothing", LabelSmoothingLoss, ("eps",), "Label smoothing", "tab:olive",
+                       "khaki", "CE", {"eps": 0.1}),
+              LossSpec("focal", FocalLoss, ("gamma",), "Focal", "tab:orange", "navajowhite", "CE", {"gamma": 2.0}),
+              LossSpec("brier", BrierLoss, (), "Brier", "tab:brown", "tan", "Brier", lr_scale=10.0)):
+    LOSSES[_spec.name] = _spec
+BUILT_IN = tuple(LOSSES)
 
 
 def loss_names() -> tuple[str, ...]:
@@ -199,7 +292,7 @@ def loss_names() -> tuple[str, ...]:
 
 def loss_spec(name: str) -> LossSpec:
     if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)} (or add yours: user_losses.register_loss)")
     return LOSSES[name]
 
 
@@ -212,8 +305,7 @@ def colour_of(label: str) -> str | None:
 
 
 def make_loss(name: str, num_classes: int, validate: bool = True, **options) -> _ClassificationLoss:
-    """Build a loss by name: 'ce', 'ql', 'ccql' (option w), 'rescaled_square' (options k, M), or
-    one added with `register_loss`.
+    """Build a loss by name (the LOSSES table: the built-in ones and any `user_losses.register_loss` added).
 
     validate=True checks that labels lie in 0..K-1 on every call (a host sync); the trainer
     turns it off. Options set to None take their defaults.

@@ -175,6 +175,23 @@ LOSS_WEIGHTS = {
     "tiny": WeightSweep((5,), (0, None, 10), ((1, 15), (None, 1))),
 }
 
+@dataclass(frozen=True)
+class LossZoo:
+    """The loss zoo (notebook 06) at one preset: its K values and losses (losses.LOSSES names);
+    images, epochs, probe and LR grids are the preset's K_SWEEP entry."""
+
+    k_values: tuple
+    losses: tuple
+
+
+ZOO = ("ce", "ql", "ccql", "rescaled_square", "squentropy", "label_smoothing", "focal", "brier")
+LOSS_ZOO = {
+    "paper": LossZoo((25, 100), ZOO),
+    "gpu-short": LossZoo((25, 100), ZOO),
+    "quick": LossZoo((25, 100), ZOO),
+    "tiny": LossZoo((5,), ("ce", "ql", "focal", "brier")),  # the pipeline only, seconds under nbval
+}
+
 AUTO_PRESET = {"cuda": "paper", "cpu": "quick"}  # what preset='auto' means on each device type
 
 
@@ -254,4 +271,4 @@ def seed_list(seeds, seed: int = 0) -> list[int]:
 
 __all__ = ["EXPERIMENTS", "PRESETS", "Experiment", "Preset", "get_experiment", "get_preset",
            "resolve_preset", "experiment_configs", "seed_list",
-           "K_SWEEP", "KSweep", "LOSS_WEIGHTS", "WeightSweep"]
+           "K_SWEEP", "KSweep", "LOSS_WEIGHTS", "WeightSweep", "LOSS_ZOO", "LossZoo"]

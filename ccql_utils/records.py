@@ -223,7 +223,7 @@ def _read_folder(source: Path) -> dict[str, dict[str, bytes]]:
 
 
 def _check_values(history: pd.DataFrame, diverged: bool) -> None:
-    """Losses finite and >= 0, accuracies in [0, 1], lr and seconds finite and >= 0; train_clean_*
+    """Losses finite and >= 0, accuracies and ECE in [0, 1], lr and seconds finite and >= 0; train_clean_*
     may be empty (NaN) in epochs where the clean pass did not run. In a diverged run's last row a
     loss may also be NaN or +inf, an accuracy NaN (the row that recorded the divergence)."""
     import numpy as np
@@ -234,7 +234,7 @@ def _check_values(history: pd.DataFrame, diverged: bool) -> None:
         values = series.to_numpy(dtype=float)
         if column.endswith(("_loss", "_loss_norm")):
             ok, relaxed = np.isfinite(values) & (values >= 0), np.isnan(values) | (values >= 0)
-        elif column.endswith("_acc"):
+        elif column.endswith(("_acc", "_ece")):
             ok = (values >= 0) & (values <= 1)
             relaxed = ok | np.isnan(values)
         elif column in ("lr", "seconds"):

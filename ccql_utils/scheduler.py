@@ -27,6 +27,7 @@ from .config import TrainConfig
 from .context import RunContext
 from .data import DataError, data_source
 from .estimates import check_cpu_time
+from .losses import LOSSES
 from .progress import progress_mode
 from .runs import FINAL_STATES, Run, RunInterrupted, RunStore, _exclusive_lock, _RunFiles, load_run
 from .stacked import StackedTrainer, plan_stacks
@@ -194,10 +195,13 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
                             f"{timeout_s:.0f} s); {advice}")
 
 
-def _train_task(runs_dir: str, data_root: str | None, verify_data: bool, runs: list) -> dict:
+def _train_task(runs_dir: str, data_root: str | None, verify_data: bool, runs: list,
+                user_losses: tuple = ()) -> dict:
     """A Ray task: train a stack of runs (or one run), given as (name, config) pairs, through the
-    store as `local` does; says where it ran."""
+    store as `local` does, with the user's losses they need (their specs, shipped by value);
+    says where it ran."""
     import ray
+    LOSSES.update({spec.name: spec for spec in user_losses})
     store = RunStore(runs_dir, data_root=data_root, verify_data=verify_data, progress=False)
     _train(store, {i: store.resolve(TrainConfig.from_dict(c)) for i, (_, c) in enumerate(runs)},
            {i: label for i, (label, _) in enumerate(runs)}, "")
@@ -228,7 +232,9 @@ def _train_on_ray(ctx: RunContext, todo: dict, names: dict, name: str) -> dict:
     task = ray.remote(max_retries=TASK_RETRIES)(_train_task)
     pending = {task.options(**resources(stack)).remote(
         str(store.runs_dir.resolve()), data_root, store.verify_data,
-        [(names[key], asdict(todo[key])) for key in stack]): stack for stack in stacks}
+        [(names[key], asdict(todo[key])) for key in stack],
+        tuple({todo[key].loss: LOSSES[todo[key].loss] for key in stack if LOSSES[todo[key].loss].code}.values())):
+        stack for stack in stacks}
     show = progress_mode(store.progress) != "off"
     if show:
         sizes = sorted({len(s) for s in stacks})

@@ -34,7 +34,7 @@ from .train import EpochSums, RunDiverged, Trainer, compiled_forward
 from .wrn import WideResNet, count_parameters
 
 # The fields a stack's runs may differ in; the rest of TrainConfig must agree.
-PER_RUN_FIELDS = ("loss", "loss_options", "lr", "seed", "classes", "class_seed")
+PER_RUN_FIELDS = ("loss", "loss_options", "loss_code", "lr", "seed", "classes", "class_seed")
 # Most runs stacked by default on a GPU, for models under SMALL_MODEL_PARAMETERS. Bare loops:
 # WRN-10-1 gains 10.4x at 32, 11.2x at 64 (benchmarks/results/gpu_round3-h200-2026-11-27.md);
 # WRN-16-2 7.7x at 32, 8.0x at 64; the real `quick` sweep of 30 WRN-10-1 runs 12.5x
@@ -53,7 +53,7 @@ def default_stack(config: TrainConfig, cuda: bool | None = None) -> int:
     """How many runs like `config` to stack by default: DEFAULT_STACK for a model under
     SMALL_MODEL_PARAMETERS on a GPU, else 1: a CPU has no kernel launches to save and runs grouped
     convolutions slower (4 stacked WRN-10-1 trained at 0.77x one model's images/s with
-    benchmarks/gpu_round3.py's `stacked` part on a CPU; README.md, "stacks by default on a GPU").
+    benchmarks/bench.py's `stacked` part on a CPU; docs/scale.md, on stacking).
     cuda: whether the runs train on a GPU (None: whether `config.device` means one here)."""
     c = config.resolved()
     if cuda is None:
@@ -214,8 +214,7 @@ class StackedTrainer:
         outputs = at_least_float32(outputs)
         losses = outputs.new_zeros(self.n)
         for loss_fn, idx in self.loss_groups:
-            per_sample = loss_fn.per_sample(outputs[:, idx].flatten(0, 1), labels[:, idx].flatten())
-            losses = losses.index_put((idx,), per_sample.view(labels.shape[0], -1).mean(0))
+            losses = losses.index_put((idx,), loss_fn.batch_means(outputs[:, idx], labels[:, idx]))
         return losses
 
     def train_epoch(self, epoch: int):
@@ -237,14 +236,16 @@ class StackedTrainer:
 
     @torch.no_grad()
     def evaluate(self, split: str):
-        """([mean loss] * N, [accuracy] * N) over each run's `split` ('test' or 'train') in eval mode."""
+        """([mean loss] * N, [accuracy] * N) over each run's `split` ('test' or 'train') in eval mode,
+        and [ECE] * N for the test split of runs with calibration_bins (equal within a stack)."""
+        bins = self.config.calibration_bins if split == "test" else None
         self.model.eval()
-        sums = EpochSums.zeros(self.device, (self.n,))
+        sums = EpochSums.zeros(self.device, (self.n,), bins)
         for images, labels in self.loaders[split].eval_batches(self.config.eval_batch_size):
             with self.trainers[0]._autocast():
                 outputs = self.model_fn(images)
             sums.add(self._losses(outputs, labels), outputs, labels)
-        return sums.read()
+        return (*sums.read(), sums.ece()) if bins else sums.read()
 
     def give_back(self) -> None:
         """Copy the stack's weights, BatchNorm statistics and momentum buffers into each run's own
@@ -276,7 +277,7 @@ class StackedTrainer:
                 if not self.live[i]:
                     continue
                 tr = (train[0][i], train[1][i])
-                te = (test[0][i], test[1][i]) if math.isfinite(tr[0]) else (math.nan, math.nan)
+                te = tuple(m[i] for m in test) if math.isfinite(tr[0]) else (math.nan,) * 3
                 cl = (clean[0][i], clean[1][i]) if clean and math.isfinite(tr[0] + te[0]) else None
                 try:
                     t.end_epoch(epoch, tr, te, cl, seconds)

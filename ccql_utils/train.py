@@ -10,7 +10,8 @@ weights change during the epoch), as most papers plot them. With `clean_train_ev
 epoch; N: every N epochs and the last) the history also has `train_clean_loss`, `train_clean_acc`
 (, `_norm`): one extra pass over the training images without augmentation, in eval mode, after the
 epoch; empty on the other epochs. `*_norm` = loss divided by
-the loss's `reference_value` (its value at zero outputs).
+the loss's `reference_value` (its value at zero outputs). With `calibration_bins` the history also
+has `test_ece`, the expected calibration error of the softmax of the test outputs.
 
 Metrics are accumulated on the device as sums and counts and read once per epoch (no host sync
 per step).
@@ -103,11 +104,13 @@ class EpochSums:
     loss_sum: torch.Tensor
     correct: torch.Tensor
     count: int = 0
+    calibration: torch.Tensor | None = None  # per bin of max softmax: [3 (count, confidence, hits), *runs, bins]
 
     @classmethod
-    def zeros(cls, device, runs: tuple = ()) -> "EpochSums":
+    def zeros(cls, device, runs: tuple = (), bins: int | None = None) -> "EpochSums":
         return cls(torch.zeros(runs, device=device, dtype=torch.float64),
-                   torch.zeros(runs, device=device, dtype=torch.int64))
+                   torch.zeros(runs, device=device, dtype=torch.int64),
+                   calibration=torch.zeros((3, *runs, bins), device=device, dtype=torch.float64) if bins else None)
 
     def add(self, batch_mean_loss: torch.Tensor, outputs: torch.Tensor, labels: torch.Tensor) -> None:
         """batch_mean_loss [] or [N]; outputs [B, K] or [B, N, K]; labels [B] or [B, N]."""
@@ -115,6 +118,17 @@ class EpochSums:
         self.loss_sum += batch_mean_loss.detach().double() * n
         self.correct += (outputs.detach().argmax(-1) == labels).sum(0)
         self.count += n
+        if self.calibration is not None:
+            bins = self.calibration.shape[-1]
+            confidence, predicted = outputs.detach().double().softmax(-1).max(-1)
+            in_bin = torch.nn.functional.one_hot((confidence * bins).long().clamp(max=bins - 1), bins).double()
+            self.calibration += torch.stack([in_bin.sum(0), (in_bin * confidence[..., None]).sum(0),
+                                             (in_bin * (predicted == labels)[..., None]).sum(0)])
+
+    def ece(self):
+        """The expected calibration error of the softmax of the outputs (Guo et al., ICML 2017):
+        sum over equal-width confidence bins of |confidence - accuracy| weighted by the bin's share."""
+        return ((self.calibration[1] - self.calibration[2]).abs().sum(-1) / self.count).tolist()
 
     def read(self):
         """(mean loss, accuracy as a fraction), floats or lists of N: the one host sync of a pass.
@@ -248,15 +262,16 @@ class Trainer:
         return sums.read()
 
     @torch.no_grad()
-    def evaluate(self, loader: DeviceLoader) -> tuple[float, float]:
-        """(mean loss, accuracy) over `loader` in eval mode, no augmentation."""
+    def evaluate(self, loader: DeviceLoader, bins: int | None = None) -> tuple:
+        """(mean loss, accuracy) over `loader` in eval mode, no augmentation; with `bins`, the
+        expected calibration error over that many bins as a third number."""
         self.model.eval()
-        sums = EpochSums.zeros(self.device)
+        sums = EpochSums.zeros(self.device, bins=bins)
         for images, labels in loader.eval_batches(self.config.eval_batch_size):
             with self._autocast():
                 outputs = self.model_fn(images)
             sums.add(self.loss_fn(at_least_float32(outputs), labels), outputs, labels)
-        return sums.read()
+        return (*sums.read(), sums.ece()) if bins else sums.read()
 
     @torch.no_grad()
     def output_means(self) -> dict[str, float]:
@@ -282,7 +297,8 @@ class Trainer:
         for epoch in range(len(self.history), c.epochs):
             start = time.perf_counter()
             train = self.train_epoch(epoch)
-            test = self.evaluate(self.test_loader) if math.isfinite(train[0]) else (math.nan, math.nan)
+            test = (self.evaluate(self.test_loader, c.calibration_bins) if math.isfinite(train[0])
+                    else (math.nan, math.nan, math.nan))
             clean = (self.evaluate(self.train_loader)
                      if clean_eval_due(c, epoch) and math.isfinite(train[0] + test[0]) else None)
             if self.device.type == "cuda":
@@ -304,6 +320,8 @@ class Trainer:
         row = {"epoch": epoch + 1, "lr": lr_at_epoch(c, epoch), "train_loss": train[0],
                "train_acc": train[1], "test_loss": test[0], "test_acc": test[1],
                "train_loss_norm": train[0] / reference, "test_loss_norm": test[0] / reference}
+        if c.calibration_bins:
+            row["test_ece"] = test[2]
         if clean is not None:
             row.update(train_clean_loss=clean[0], train_clean_acc=clean[1],
                        train_clean_loss_norm=clean[0] / reference)

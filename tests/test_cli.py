@@ -145,7 +145,7 @@ def test_run_all_on_a_cluster_hands_every_figures_runs_to_the_executor_at_once(t
     assert len(configs) == 9 and all(run_id == c.run_id() for run_id, c in configs.items())
     assert [c[1] for c in calls[1:]] == ["00_theory.ipynb", "01_k25_random.ipynb", "02_k100.ipynb",
                                          "03_mammals_vs_random.ipynb", "04_k_sweep.ipynb",
-                                         "05_loss_weights.ipynb"]
+                                         "05_loss_weights.ipynb", "06_loss_zoo.ipynb"]
 
 
 def test_train_defaults_to_the_paper_presets_lr_for_the_loss_and_k():

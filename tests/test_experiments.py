@@ -58,7 +58,7 @@ def test_resolve_preset():
 
 def test_every_figure_is_one_registry_entry_with_its_own_notebook_and_stem():
     from ccql_utils.notebook_parameters import NOTEBOOKS_DIR
-    assert len({f.notebook for f in FIGURES.values()}) == len(FIGURES) == 6
+    assert len({f.notebook for f in FIGURES.values()}) == len(FIGURES) == 7
     assert sorted(f.notebook for f in FIGURES.values()) == sorted(p.name for p in NOTEBOOKS_DIR.glob("*.ipynb"))
     assert len({f.stem for f in FIGURES.values()}) == len(FIGURES)
 

@@ -145,6 +145,27 @@ def test_ray_trains_runs_that_stack_as_one_task_with_the_local_stack_result(
         pd.testing.assert_frame_equal(without_seconds(got[label]), without_seconds(expected[label]))
 
 
+def test_a_loss_registered_in_the_driver_trains_on_the_workers_with_the_local_result(
+        local_ray, synthetic_data, tmp_path):
+    """A loss defined in a notebook (module __main__, not importable by the workers) is shipped
+    with the task by value, under the code hash its run id names."""
+    from ccql_utils.losses import LOSSES
+    from ccql_utils.user_losses import register_loss
+    notebook = {"__name__": "__main__"}
+    exec("import torch.nn.functional as F\n\ndef ray_loss(outputs, labels, beta=0.1):\n"
+         "    return F.cross_entropy(outputs, labels) + beta * outputs.pow(2).mean()\n", notebook)
+    register_loss("ray_loss", notebook["ray_loss"], beta=0.1)
+    try:
+        runs = configs(n=1, epochs=2, loss="ray_loss")
+        expected = one_thread_reference(run_context(tmp_path / "local", synthetic_data, runs_per_gpu=1), runs)
+        got = obtain(run_context(tmp_path / "ray", synthetic_data, executor="ray"), runs)
+    finally:
+        LOSSES.pop("ray_loss")
+    for label in runs:
+        assert got[label].finished and got[label].status["ray_pid"] != os.getpid()
+        pd.testing.assert_frame_equal(without_seconds(got[label]), without_seconds(expected[label]))
+
+
 def test_missing_ray_names_the_extra_and_writes_nothing(synthetic_data, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails
     with pytest.raises(ExecutorError, match=r"pip install -e '\.\[cluster\]'"):
