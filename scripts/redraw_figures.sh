@@ -13,7 +13,8 @@ trap 'rm -rf "$runs"' EXIT
 # The committed figures' records. quick_k25_random_10_seeds_h200 is left out: its seeds 0-2 are
 # the same runs (same ids) trained again on a GPU, whose numerics differ from the CPU's that drew
 # figures/fig1_k25_random_quick; import refuses two different records of one run.
-for records in results/quick_3_seeds_records.tar.gz results/k_sweep_quick_records.tar.gz \
+for records in results/quick_3_seeds_records.tar.gz results/fig3_class_draws_quick_records.tar.gz \
+               results/k_sweep_quick_records.tar.gz \
                results/loss_weights_quick_records.tar.gz results/gpu-short-h200-2026-11-27 \
                results/gpu-lease-*.tar.gz; do
     [ -e "$records" ] || continue
@@ -22,7 +23,8 @@ for records in results/quick_3_seeds_records.tar.gz results/k_sweep_quick_record
 done
 # quick: every training figure with the seeds it was committed with; gpu-short: the figures it has
 for nb in 01 02 03 04 05; do
-    "$PY" -m ccql_utils all --preset quick --seeds 0,1,2 --only "$nb" --runs-dir "$runs" --device cpu --quiet
+    draws=(); [ "$nb" = 03 ] && draws=(--class-seeds 0,1)  # Fig 3's control: a second class draw
+    "$PY" -m ccql_utils all --preset quick --seeds 0,1,2 --only "$nb" "${draws[@]}" --runs-dir "$runs" --device cpu --quiet
 done
 for nb in 01 03; do
     "$PY" -m ccql_utils all --preset gpu-short --only "$nb" --runs-dir "$runs" --quiet

@@ -146,6 +146,8 @@ def test_a_bad_seed_list_is_refused_by_name(seeds):
 
 QUICK_SEED_FIGURES = {"k25_random": "fig1_k25_random_quick", "k100": "fig2_k100_quick",
                       "mammals_vs_random": "fig3_mammals_vs_random_quick"}
+# Fig 3 at quick also draws its class-draw control: the random classes of draw 1 (9 runs)
+DRAWS = {"mammals_vs_random": ("fig3_class_draws_quick_records.tar.gz", 9, [0, 1])}
 
 
 @pytest.mark.parametrize("experiment", sorted(QUICK_SEED_FIGURES))
@@ -153,8 +155,12 @@ def test_committed_quick_3_seed_records_redraw_the_committed_figure_data_without
         experiment, committed_records):
     import pandas as pd
     runs_dir = committed_records("quick_3_seeds_records.tar.gz", 27)
+    draws = {}
+    if experiment in DRAWS:
+        archive, count, draws["class_seeds"] = DRAWS[experiment]
+        committed_records(archive, count)
     result = FIGURES[experiment].run(preset="quick", seeds=[0, 1, 2], runs_dir=runs_dir, progress=False,
-                            device="cpu")
+                                     device="cpu", **draws)
     assert result.seeds == [0, 1, 2] and all(run.finished for run in result.runs.values())
     committed = pd.read_csv(Path(__file__).resolve().parent.parent / "figures" /
                             f"{QUICK_SEED_FIGURES[experiment]}.csv")
