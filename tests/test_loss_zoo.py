@@ -146,7 +146,7 @@ def test_editing_a_user_loss_gives_it_new_run_ids_and_old_configs_are_refused(us
 
 def test_a_user_loss_trains_resumes_and_stacks_as_a_built_in_one(user_loss, synthetic_data, tmp_path):
     user_loss(beta=0.1)
-    config = tiny_config(loss="ce_plus_l2", epochs=3)
+    config = tiny_config(loss="ce_plus_l2", epochs=3, calibration_bins=10)
     alone = obtain_one(run_context(tmp_path / "alone", synthetic_data), config)
     assert alone.finished and alone.config["config"]["loss_code"] == source_hash(ce_plus_l2)
 
@@ -166,11 +166,13 @@ def test_a_user_loss_trains_resumes_and_stacks_as_a_built_in_one(user_loss, synt
     pd.testing.assert_frame_equal(history, alone.history.drop(columns="seconds"), check_dtype=False)
 
     from ccql_utils.scheduler import obtain
-    pair = {"mine": config, "ce": tiny_config(loss="ce", epochs=3)}
+    pair = {"mine": config, "ce": tiny_config(loss="ce", epochs=3, calibration_bins=10)}
     stacked = obtain(run_context(tmp_path / "stacked", synthetic_data, runs_per_gpu=2), pair)
     assert [r.status.get("stacked_runs") for r in stacked.values()] == [2, 2]
     assert stacked["mine"].history.test_acc.tolist() == pytest.approx(alone.history.test_acc.tolist(), abs=0.05)
     assert stacked["mine"].history.train_loss.iloc[0] == pytest.approx(alone.history.train_loss.iloc[0], rel=1e-3)
+    assert stacked["mine"].history.test_ece.tolist() == pytest.approx(alone.history.test_ece.tolist(), abs=0.05)
+    assert stacked["ce"].history.test_ece.between(0, 1).all()
 
 
 def test_ece_is_the_weighted_gap_between_confidence_and_accuracy_per_bin():
