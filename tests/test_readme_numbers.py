@@ -186,6 +186,20 @@ def test_the_weight_sweep_table_is_the_figure_csv_rounded():
             _check_mean_sd(quoted, values, 100)
 
 
+def test_the_loss_zoo_table_is_the_figure_csv_rounded():
+    header, rows = table_with(TEXT["docs/results.md"], "loss | K | LR | test acc")
+    data = pd.read_csv(PROJECT_ROOT / "figures/fig6_loss_zoo_quick.csv")
+    assert len(rows) == data.groupby(["loss", "K"]).ngroups
+    for loss, k, lr, test_acc, train_acc, loss_norm, ece in rows:
+        runs = data[(data.loss == loss) & (data.K == int(k))]
+        assert len(runs) == 3, (loss, k)
+        _check(lr, runs.lr.iloc[0])
+        _check_mean_sd(test_acc, runs.test_acc, 100)
+        _check(train_acc, runs.train_acc.mean(), 100)
+        _check(loss_norm, runs.train_loss_norm.mean())
+        _check(ece, runs.test_ece.mean())
+
+
 def test_the_theory_min_loss_table_is_the_figure_csv_rounded():
     header, rows = table_with(TEXT["docs/results.md"], "K | 10 | 20 | 50 | 100 | 200")
     data = pd.read_csv(PROJECT_ROOT / "figures/theory_min_loss_vs_k.csv")
