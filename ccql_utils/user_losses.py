@@ -46,8 +46,9 @@ class FunctionLoss(_ClassificationLoss):
                 ref = float(self.fn(torch.zeros(self.num_classes, self.num_classes),
                                     torch.arange(self.num_classes), **self.kwargs))
         if not (math.isfinite(ref) and ref > 0):
-            raise ValueError(f"loss {self.name!r}: its value at zero outputs is {ref:g}, which cannot "
-                             f"normalize it; pass reference= (a number or a function of K) to register_loss")
+            what = "its value at zero outputs" if self.reference is None else "its reference"
+            raise ValueError(f"loss {self.name!r}: {what} is {ref:g}, which cannot normalize it; pass "
+                             f"reference= (a positive number or a function of K) to register_loss")
         self._reference = float(ref)
 
     def _check(self) -> None:
@@ -57,7 +58,8 @@ class FunctionLoss(_ClassificationLoss):
         try:
             value = self.fn(outputs, torch.arange(8) % k, **self.kwargs)
         except Exception as exc:
-            raise ValueError(f"{refuse} raised {type(exc).__name__}: {exc}") from None
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            raise ValueError(f"{refuse} raised {type(exc).__name__}: {first_line}") from None
         if not isinstance(value, torch.Tensor) or value.dim() != 0:
             raise ValueError(f"{refuse} returned {getattr(value, 'shape', type(value).__name__)}, "
                              f"not a scalar tensor (return the batch mean)")

@@ -101,6 +101,7 @@ def test_a_user_loss_computes_its_function_normalized_by_its_value_at_zero_outpu
     (lambda o, y: (o * 0).sum(), "no .*gradient"),
     (lambda o, y: o[:, 99].mean(), "raised IndexError"),
     (lambda o, y: 1.0, "not a scalar tensor"),
+    (lambda o, y: exec("raise RuntimeError('first\\nsecond')"), "raised RuntimeError: first$"),
 ])
 def test_a_broken_user_loss_is_refused_in_one_line_before_training(user_loss, fn, says):
     with pytest.raises(ValueError, match=says) as caught:
