@@ -39,7 +39,7 @@ MAX_SEED = 10**13 - 1
 class TrainConfig:
     """Everything that defines one training run. Units: lr per SGD step; epochs are full passes."""
 
-    loss: str = "ce"                       # ce | ql | ccql | rescaled_square
+    loss: str = "ce"                       # a losses.LOSSES name: ce, ql, ccql, rescaled_square, squentropy, ...
     loss_options: dict = field(default_factory=dict)  # ccql: {"w": ...}; rescaled_square: {"k", "M"}
     loss_code: str | None = None           # a user's loss: the hash of its source (user_losses.py)
     classes: str | list = "random"         # random | all | mammals | [class names]
