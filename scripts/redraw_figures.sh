@@ -14,7 +14,7 @@ trap 'rm -rf "$runs"' EXIT
 # the same runs (same ids) trained again on a GPU, whose numerics differ from the CPU's that drew
 # figures/fig1_k25_random_quick; import refuses two different records of one run.
 for records in results/quick_3_seeds_records.tar.gz results/fig3_class_draws_quick_records.tar.gz \
-               results/k_sweep_quick_records.tar.gz \
+               results/k_sweep_quick_records.tar.gz results/loss_zoo_quick_records.tar.gz \
                results/loss_weights_quick_records.tar.gz results/gpu-short-h200-2026-11-27 \
                results/gpu-lease-*.tar.gz; do
     [ -e "$records" ] || continue
@@ -22,7 +22,7 @@ for records in results/quick_3_seeds_records.tar.gz results/fig3_class_draws_qui
     echo "$records: ${added%%$'\n'*}"
 done
 # quick: every training figure with the seeds it was committed with; gpu-short: the figures it has
-for nb in 01 02 03 04 05; do
+for nb in 01 02 03 04 05 06; do
     draws=(); [ "$nb" = 03 ] && draws=(--class-seeds 0,1)  # Fig 3's control: a second class draw
     "$PY" -m ccql_utils all --preset quick --seeds 0,1,2 --only "$nb" "${draws[@]}" --runs-dir "$runs" --device cpu --quiet
 done

@@ -269,10 +269,10 @@ def _ctx():
 
 def test_the_committed_zoo_records_redraw_the_committed_figure_data_without_data(
         committed_records, assert_sweep_redraws):
-    """Fig 6 at quick (K = 25 so far): 25 probe and 24 full runs, read back from the records."""
+    """Fig 6 at quick (K = 25 and 100): 50 probe and 48 full runs, read back from the records."""
     from ccql_utils.figures import FIGURES
-    runs_dir = committed_records("loss_zoo_quick_records.tar.gz", 49)
-    result = FIGURES["loss_zoo"].run(preset="quick", seeds=[0, 1, 2], k_values=[25], runs_dir=runs_dir,
+    runs_dir = committed_records("loss_zoo_quick_records.tar.gz", 98)
+    result = FIGURES["loss_zoo"].run(preset="quick", seeds=[0, 1, 2], runs_dir=runs_dir,
                                      progress=False, device="cpu", losses=list(BUILT_IN))
-    assert all(run.finished for run in result.runs.values()) and len(result.runs) == 24
+    assert all(run.finished for run in result.runs.values()) and len(result.runs) == 48
     assert_sweep_redraws(result, "fig6_loss_zoo_quick")
