@@ -63,15 +63,13 @@ def cmd_run(args) -> int:
     import pandas as pd
     figure = FIGURES[args.figure]
     resolve_device(args.device or "auto")  # also when every run is stored: a bad value is still a bad argument
-    ctx = context(args)
     draws = {"class_seeds": args.class_seeds} if args.class_seeds else {}
     if args.losses:
         if "losses" not in figure.parameters:
             raise ValueError(f"--losses: the {figure.name} figure takes no list of losses")
         draws["losses"] = args.losses
-    result = figure.run(preset=args.preset, seed=args.seed, seeds=args.seeds, **overrides(args), **draws,
-                        **{name: getattr(ctx, name) for name in ("runs_dir", "data_root", "verify_data",
-                           "progress", "executor", "address", "runs_per_gpu", "device")})
+    result = figure.run(ctx=context(args), preset=args.preset, seed=args.seed, seeds=args.seeds,
+                        **overrides(args), **draws)
     table = result.table()
     if "paper reports (WRN-28-10, 200 epochs)" in table:
         table = table.drop(columns="paper reports (WRN-28-10, 200 epochs)")

@@ -19,6 +19,7 @@ from .config import TrainConfig
 from .context import RunContext
 from .presets import get_preset, resolve_preset, seed_list
 from .runs import FINAL_STATES, Run
+from .scheduler import obtain
 
 # Every training figure's parameters: name -> (default, meaning). None given keeps the default.
 RUN_PARAMETERS = {
@@ -152,30 +153,47 @@ class Figure:
 
     def prepare(self, **given) -> tuple[str, list[int], RunContext, dict, dict]:
         """Everything checked before a run starts: (preset, seeds, context, the figure's own
-        values, the configurations). `given` over the defaults (None keeps a default); ValueError
-        names what is wrong, an unknown name among it."""
+        values, the configurations). `given` over the defaults (None keeps a default), the run
+        context built from its settings unless given as `ctx` (a RunContext); ValueError names
+        what is wrong, an unknown name among it."""
+        ctx = given.pop("ctx", None)
         unknown = sorted(set(given) - set(self.parameters))
         if unknown:
             raise ValueError(f"unknown parameter(s) {unknown} for {self.name}; valid: {', '.join(self.parameters)}")
         v = {name: default if given.get(name) is None else given[name] for name, default in self.defaults().items()}
-        ctx = RunContext.of(**{name: v.pop(name) for name in CONTEXT_PARAMETERS})
+        settings = {name: v.pop(name) for name in CONTEXT_PARAMETERS}
+        if ctx is None:
+            ctx = RunContext.of(**settings)
+        elif set(given) & set(CONTEXT_PARAMETERS):
+            raise ValueError(f"give a RunContext or its settings, not both: {sorted(set(given) & set(CONTEXT_PARAMETERS))}")
         preset = resolve_preset(v.pop("preset"), ctx.device)
         seeds = seed_list(v.pop("seeds"), v.pop("seed"))
         return preset, seeds, ctx, v, self.configs(preset, seeds, ctx, **v)
 
     def run(self, train: bool | None = None, **given) -> FigureResult:
-        """Obtain the figure's runs (stored, resumed or trained) and return them as a result."""
-        return self.obtain(*self.prepare(**given), train=train)
+        """Obtain the figure's runs (stored, resumed or trained: scheduler.obtain) and return them
+        as a result. train: None trains what is missing unless that would take hours on a CPU
+        that device 'auto' chose (a paper-scale preset on a laptop): then it draws the stored runs
+        and names the missing ones (`FigureResult.missing`); False never trains; True always does."""
+        preset, seeds, ctx, own, configs = self.prepare(**given)
+        configs, extra = self.settle(preset, seeds, ctx, own, configs, train)
+        several = len(seeds) > 1
+        runs = obtain(ctx, configs, self.name, train=train,
+                      name_of=lambda key: self.point_name(key[:-1]) + (f" (seed {key[-1]})" if several else ""))
+        return FigureResult(self, preset, ctx, configs, runs, extra)
 
     # what each figure defines
     def point_name(self, point: tuple) -> str:
         return " ".join(str(p) for p in point)
 
     def configs(self, preset: str, seeds: list[int], ctx: RunContext, **own) -> dict[tuple, TrainConfig]:
+        """(*point, seed) -> the run's configuration."""
         raise NotImplementedError
 
-    def obtain(self, preset, seeds, ctx, own, configs, train=None) -> FigureResult:
-        raise NotImplementedError
+    def settle(self, preset, seeds, ctx, own, configs, train=None) -> tuple[dict, dict]:
+        """The configurations to train and the figure's other frames (FigureResult.extra): here
+        `configs` as they are; a sweep first probes each point's LRs and settles on one."""
+        return configs, {}
 
     def sizes(self, result: FigureResult) -> str:
         """The model, data and schedule for the caption."""

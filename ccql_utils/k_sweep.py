@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 
 from .config import TrainConfig
-from .figure import TRAIN_METRICS_NOTE, Figure, FigureResult
+from .figure import TRAIN_METRICS_NOTE, Figure
 from .losses import LOSSES, default_ccql_weight
 from .presets import K_SWEEP, get_preset
-from .sweep import final_numbers, probe_then_train
+from .sweep import final_numbers, probe
 
 
 def trained_as(loss: str, k: int) -> str:
@@ -55,13 +55,11 @@ class SweepFigure(Figure):
     def grid(self, preset: str, point: tuple) -> tuple:
         raise NotImplementedError
 
-    def obtain(self, preset, seeds, ctx, own, configs, train=None) -> FigureResult:
-        """Probe every point's LRs, then train each at the chosen LR for every seed (stored runs
-        are read back, so a second call redraws without training)."""
+    def settle(self, preset, seeds, ctx, own, configs, train=None):
+        """Probe every point's LRs (`sweep.probe`); the full runs at the chosen LR, once per seed."""
         grids = {point: self.grid(preset, point) for point in configs}
-        table, full, runs = probe_then_train(ctx, configs, grids, K_SWEEP[preset].probe_epochs, seeds,
-                                             self.point_name, self.name)
-        return FigureResult(self, preset, ctx, full, runs, extra={"lr_table": self.probe_table(table)})
+        table, full = probe(ctx, configs, grids, K_SWEEP[preset].probe_epochs, seeds, self.point_name, train)
+        return full, {"lr_table": self.probe_table(table)}
 
     def probe_table(self, table: pd.DataFrame) -> pd.DataFrame:
         """The probe's table (one row per point and LR, the point in `point`) as saved."""
@@ -130,11 +128,10 @@ class KSweepFigure(SweepFigure):
     def grid(self, preset, point):
         return K_SWEEP[preset].lr_grid[trained_as(*point)]
 
-    def obtain(self, preset, seeds, ctx, own, configs, train=None):
-        result = super().obtain(preset, seeds, ctx, own, configs, train)
-        ks = sorted({k for _, k, _ in result.configs})
-        result.extra["theory"] = theory_min_losses(ks, own.get("theory_d", 64), own.get("theory_sigma", 0.3))
-        return result
+    def settle(self, preset, seeds, ctx, own, configs, train=None):
+        full, extra = super().settle(preset, seeds, ctx, own, configs, train)
+        ks = sorted({k for _, k in configs})
+        return full, {**extra, "theory": theory_min_losses(ks, own.get("theory_d", 64), own.get("theory_sigma", 0.3))}
 
     def probe_table(self, table):
         table.insert(1, "K", table.point.map(lambda key: key[1]))

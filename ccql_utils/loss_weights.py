@@ -7,7 +7,7 @@ rescaled square loss with k = 1 + w, M = 1, so that setting differs from CCQL on
 gradient's scale, which a swept LR absorbs (up to the weight decay's relative size). This
 notebook trains, at each K of the preset's `LOSS_WEIGHTS` entry (presets.py), CE, CCQL at every w
 (w = 0 is QL) and the rescaled square loss at every (k, M), each at its own LR from a short probe
-(sweep.probe_then_train), on the K sweep's sizes and classes.
+(sweep.probe), on the K sweep's sizes and classes.
 
 LR grids (one place: `lr_grid`): CE, QL and default-w CCQL probe the K sweep's grids (they are
 the K sweep's own runs). Every other variant probes the K sweep's CCQL grid rescaled by the

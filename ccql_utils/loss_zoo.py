@@ -3,7 +3,7 @@
 CE, QL and CCQL beside squentropy (Hui, Belkin and Wright 2023), CE with label smoothing, the
 focal loss, the Brier score and Hui & Belkin's rescaled square loss, and any loss a user registers
 (`user_losses.register_loss`): at each K of the preset's `LOSS_ZOO` entry, every loss at its own
-LR from a short probe (`sweep.probe_then_train`), on the K sweep's sizes and classes (presets
+LR from a short probe (`sweep.probe`), on the K sweep's sizes and classes (presets
 K_SWEEP). A loss's probe grid is the K sweep's grid of its `lr_like` loss times its `lr_scale`
 (losses.LOSSES); the rescaled square loss's is the weight sweep's rule (loss_weights.lr_grid).
 

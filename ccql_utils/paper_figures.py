@@ -4,17 +4,11 @@ what the paper reports. The runs of each figure and the paper's report: presets.
 """
 from __future__ import annotations
 
-import sys
-
 import pandas as pd
 
-from .estimates import check_cpu_time
 from .figure import TRAIN_METRICS_NOTE, Figure, FigureResult
 from .losses import colour_of
 from .presets import OVERRIDES, experiment_configs, get_experiment, seed_list
-from .progress import progress_mode
-from .runs import FINAL_STATES
-from .scheduler import obtain
 
 # The preset's values a paper figure may override ({name: (default, meaning)}; None keeps the preset's)
 OVERRIDE_PARAMETERS = {name: (None, "override of the preset") for name in OVERRIDES if name != "device"}
@@ -68,30 +62,6 @@ class PaperFigure(Figure):
                 if c.classes == "random"}
             configs.update({(f"{label}{DRAW}{d})", s): c for (label, s), c in more.items()})
         return configs
-
-    def obtain(self, preset, seeds, ctx, own, configs, train=None) -> FigureResult:
-        """train: None trains what is missing unless that would take hours on a CPU that device
-        'auto' chose (a paper-scale preset on a laptop): then it draws the stored runs and names
-        the missing ones (`FigureResult.missing`); False never trains; True always does."""
-        several = len(seeds) > 1
-        if train is not True:
-            stored = {key: ctx.store.load(c) for key, c in configs.items()}
-            todo = [c for key, c in configs.items() if stored[key].state not in FINAL_STATES]
-            if train is None and todo:
-                try:
-                    check_cpu_time(todo)
-                except ValueError as exc:
-                    train = False
-                    print(f"[{self.name}] {exc}.", file=sys.stderr)
-            if train is False:
-                result = FigureResult(self, preset, ctx, configs, stored)
-                if todo and progress_mode(ctx.progress) != "off":
-                    print(f"[{self.name}] drawing the {len(configs) - len(todo)} stored run(s); missing: "
-                          f"{', '.join(result.missing())}", file=sys.stderr)
-                return result
-        runs = obtain(ctx, configs, self.name,
-                      lambda key: f"{key[0]} (seed {key[1]})" if several else key[0])
-        return FigureResult(self, preset, ctx, configs, runs)
 
     def describe(self, result):
         return {"experiment": self.name}

@@ -40,22 +40,35 @@ class ExecutorError(RuntimeError):
     """The executor cannot start (Ray missing, cluster unreachable, no GPU); the message says the fix."""
 
 
-def obtain(ctx: RunContext, configs: dict, name: str = "", name_of: Callable = str) -> dict[object, Run]:
+def obtain(ctx: RunContext, configs: dict, name: str = "", name_of: Callable = str,
+           train: bool | None = True) -> dict[object, Run]:
     """The run of every configuration in `configs`, under the same keys (any hashable: a label,
     (label, seed), (loss, K, seed), ...), from `ctx.store`, trained where needed by `ctx.executor`.
 
     Runs that would take hours on a CPU that device 'auto' chose are refused before anything
-    trains (estimates.check_cpu_time). name: the set's name in progress lines, name_of(key) a
-    run's. A diverged run is returned as such, never as finished. Raises RunError for damaged
-    runs and failed writes, RunInterrupted on Ctrl-C (the runs resume on the next call),
-    ExecutorError when Ray cannot start.
+    trains (estimates.check_cpu_time): with train=True a ValueError, with train=None the stored
+    runs are returned as they are and the missing ones named on stderr; train=False never
+    trains. name: the set's name in progress lines, name_of(key) a run's. A diverged run is
+    returned as such, never as finished. Raises RunError for damaged runs and failed writes,
+    RunInterrupted on Ctrl-C (the runs resume on the next call), ExecutorError when Ray cannot start.
     """
     store = ctx.store
     resolved = {key: store.resolve(c) for key, c in configs.items()}
     stored = {key: load_run(store.runs_dir / c.run_id()) for key, c in resolved.items()}
     todo = {key: c for key, c in resolved.items() if stored[key].state not in FINAL_STATES}
-    check_cpu_time(todo.values())
     names = {key: name_of(key) for key in configs}
+    if todo and train is None:
+        try:
+            check_cpu_time(todo.values())
+        except ValueError as exc:
+            print(f"[{name}] {exc}.", file=sys.stderr)
+            train = False
+    if todo and train is False:
+        if progress_mode(store.progress) != "off":
+            print(f"[{name}] drawing the {len(configs) - len(todo)} stored run(s); missing: "
+                  f"{', '.join(names[key] for key in todo)}", file=sys.stderr)
+        return stored
+    check_cpu_time(todo.values())
     if ctx.executor == "ray":
         placements = _train_on_ray(ctx, todo, names, name) if todo else {}
         runs = {key: load_run(store.runs_dir / c.run_id()) for key, c in resolved.items()}

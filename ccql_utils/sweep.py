@@ -30,11 +30,12 @@ def sweep_lr(config: TrainConfig, lrs: Sequence[float], ctx: RunContext,
     return sweep_lr_grid({config.loss: (config, lrs)}, ctx, tolerance).drop(columns="point")
 
 
-def sweep_lr_grid(points: dict, ctx: RunContext, tolerance: float = TOLERANCE, name_of=str) -> pd.DataFrame:
+def sweep_lr_grid(points: dict, ctx: RunContext, tolerance: float = TOLERANCE, name_of=str,
+                  train: bool | None = True) -> pd.DataFrame:
     """Several sweeps obtained at once: `points` maps a key to (config, LRs).
 
     One row per (point, LR), columns as `sweep_lr`'s plus `point` (the key); the best marked per
-    point. name_of(key) names a point in progress lines.
+    point. name_of(key) names a point in progress lines; train as scheduler.obtain's.
     """
     configs = {}
     for point, (config, lrs) in points.items():
@@ -46,7 +47,7 @@ def sweep_lr_grid(points: dict, ctx: RunContext, tolerance: float = TOLERANCE, n
             raise ValueError(f"{point}: learning rates must be positive numbers, got {bad}")
         for lr in lrs:
             configs[point, lr] = dataclasses.replace(config, lr=lr).resolved()
-    runs = obtain(ctx, configs, "sweep-lr", lambda key: f"{name_of(key[0])} lr {key[1]}")
+    runs = obtain(ctx, configs, "sweep-lr", lambda key: f"{name_of(key[0])} lr {key[1]}", train)
     rows = []
     for key, c in configs.items():
         run = runs[key]
@@ -60,23 +61,20 @@ def sweep_lr_grid(points: dict, ctx: RunContext, tolerance: float = TOLERANCE, n
                      ignore_index=True)
 
 
-def probe_then_train(ctx: RunContext, base: dict, grids: dict, probe_epochs: int, seeds,
-                     name_of=str, name: str = ""):
-    """What the sweep notebooks (04, 05) do at every point of their grid: probe, then train.
+def probe(ctx: RunContext, base: dict, grids: dict, probe_epochs: int, seeds, name_of=str, train=True):
+    """What the sweep figures (notebooks 04-06) do at every point of their grid before training.
 
-    base: key -> config (any LR); grids: key -> LRs. Every key is first trained for
-    `probe_epochs` at each of its LRs (all probes obtained at once), `mark_best`
-    picks the LR, then the full config trains at that LR once per seed (all at once). A key whose
-    probes all diverged trains nothing. Returns (the probe table, one row per (key, LR) with the
-    key in `point`; configs and runs, both keyed by (*key, seed)).
+    base: key -> config (any LR); grids: key -> LRs. Every key is trained for `probe_epochs` at
+    each of its LRs (all probes obtained at once; train as scheduler.obtain's), `mark_best` picks
+    the LR. Returns (the probe table, one row per (key, LR) with the key in `point`; the full
+    configs at the chosen LRs keyed by (*key, seed)). A key whose probes all diverged (or are
+    not trained) gets no full config.
     """
     points = {key: (dataclasses.replace(c, epochs=probe_epochs), grids[key]) for key, c in base.items()}
-    table = sweep_lr_grid(points, ctx, name_of=name_of)
+    table = sweep_lr_grid(points, ctx, name_of=name_of, train=train)
     best = {row.point: row.lr for row in table[table.best].itertuples()}
-    configs = {(*key, s): dataclasses.replace(c, seed=s, lr=float(best[key])).resolved()
-               for key, c in base.items() if key in best for s in seeds}
-    runs = obtain(ctx, configs, name, lambda key: f"{name_of(key[:-1])} seed {key[-1]}")
-    return table, configs, runs
+    return table, {(*key, s): dataclasses.replace(c, seed=s, lr=float(best[key])).resolved()
+                   for key, c in base.items() if key in best for s in seeds}
 
 
 def final_numbers(run) -> dict:
