@@ -18,7 +18,7 @@ Parts (--parts), each adding rows to tables of one record (units in the column n
   sweep        Fig 1's runs through the run store: CE seed 0 alone, then all stacked as run_all.sh does
 A variant is how the trainer runs, words joined by '+': eager; compile (torch.compile, default mode);
 reduce-overhead (CUDA graphs); dynamic (dynamic=None, not train.COMPILE_DYNAMIC); fused (fused SGD);
-optimizer (the SGD step compiled too). Runs: ccql_utils.presets' K = 25 random-class runs (class
+optimizer (the SGD step compiled too). Runs: ccql_utils.figures.presets' K = 25 random-class runs (class
 seed 0). Times: perf_counter between device synchronisations; medians of repeats after a warm-up.
 The record is rewritten after every part (Record.part). Commands and records: benchmarks/README.md.
 """
@@ -46,18 +46,18 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from ccql_utils import train  # noqa: E402
-from ccql_utils.context import RunContext  # noqa: E402
-from ccql_utils.data import (CIFAR100_MEAN, CIFAR100_STD, data_source, load_cifar100,  # noqa: E402
+from ccql_utils.core import train  # noqa: E402
+from ccql_utils.execution.context import RunContext  # noqa: E402
+from ccql_utils.core.data import (CIFAR100_MEAN, CIFAR100_STD, data_source, load_cifar100,  # noqa: E402
                              make_subset, select_classes, write_synthetic_cifar100)
-from ccql_utils.loader import DeviceLoader, StackedLoader  # noqa: E402
-from ccql_utils.presets import experiment_configs, resolve_preset  # noqa: E402
+from ccql_utils.core.loader import DeviceLoader, StackedLoader  # noqa: E402
+from ccql_utils.figures.presets import experiment_configs, resolve_preset  # noqa: E402
 from ccql_utils.provenance import atomic_write_text, describe_device, environment_record  # noqa: E402
-from ccql_utils.records import export_records  # noqa: E402
-from ccql_utils.scheduler import obtain  # noqa: E402
-from ccql_utils.stacked import StackedTrainer  # noqa: E402
-from ccql_utils.train import Trainer  # noqa: E402
-from ccql_utils.wrn import WideResNet, count_parameters  # noqa: E402
+from ccql_utils.execution.records import export_records  # noqa: E402
+from ccql_utils.execution.scheduler import obtain  # noqa: E402
+from ccql_utils.core.stacked import StackedTrainer  # noqa: E402
+from ccql_utils.core.train import Trainer  # noqa: E402
+from ccql_utils.core.wrn import WideResNet, count_parameters  # noqa: E402
 
 PARTS = ("device", "flops", "throughput", "data", "overhead", "epochs", "profile", "stacked", "concurrency",
          "compile", "sweep")

@@ -1,23 +1,34 @@
 """ccql_utils: reproduction of "Exploring the Role of Loss Functions in Multiclass Classification".
 
+The layout is the architecture; each layer imports only from those above it in this list:
+- provenance, progress, reference: what every layer shares (paths, records of how a file was
+  made, progress lines, the paper's bibliography)
+- core/:      the science of one run: losses, the WideResNet, CIFAR-100 subsets, `TrainConfig`, the
+              `Trainer` (and several small ones stacked as one program)
+- theory/:    the linear mixture model of Sections 3-4 (numpy only)
+- execution/: where runs live and how they are obtained: the run store and its records, the run
+              context, the scheduler (here, stacked, or on Ray), LR sweeps
+- figures/:   the experiments and presets, one `Figure` protocol and its instances, the notebooks
+- cli/:       `python -m ccql_utils`
+
 The public API the notebooks and tests use:
-- losses:  `make_loss(name, num_classes, **options)`, `register_loss` (user_losses.py: bring your own)
+- losses:  `make_loss(name, num_classes, **options)`, `register_loss` (core/user_losses.py: bring your own)
 - model:   `WideResNet(depth, widen_factor, num_classes, dropout)`
 - data:    `load_cifar100`, `select_classes`, `make_subset`, `DeviceLoader`
-- a run:   `TrainConfig` (config.py), `Trainer` (train.py)
-- runs:    `RunStore` (the run folders), `load_run`, `scheduler.obtain` (train, resume or read back)
-- figures: `figures.FIGURES[name].run(preset=..., seeds=...)` -> a result to plot, save, tabulate
+- a run:   `TrainConfig` (core/config.py), `Trainer` (core/train.py)
+- runs:    `RunStore` (the run folders), `load_run`, `execution.scheduler.obtain` (train, resume or read back)
+- figures: `figures.registry.FIGURES[name].run(preset=..., seeds=...)` -> a result to plot, save, tabulate
 
 Names are imported on first use, so that `import ccql_utils` (and the numpy-only theory) does not
 load torch.
 """
 import importlib
 
-_HOMES = {"TrainConfig": "config", "DataError": "data", "load_cifar100": "data", "make_subset": "data",
-          "select_classes": "data", "DeviceLoader": "loader", "default_ccql_weight": "losses",
-          "make_loss": "losses", "register_loss": "user_losses", "Run": "runs", "RunStore": "runs",
-          "load_run": "runs", "RunError": "train", "RunDiverged": "train", "Trainer": "train",
-          "WideResNet": "wrn", "count_parameters": "wrn"}
+_HOMES = {"TrainConfig": "core.config", "DataError": "core.data", "load_cifar100": "core.data", "make_subset": "core.data",
+          "select_classes": "core.data", "DeviceLoader": "core.loader", "default_ccql_weight": "core.losses",
+          "make_loss": "core.losses", "register_loss": "core.user_losses", "Run": "execution.store", "RunStore": "execution.store",
+          "load_run": "execution.store", "RunError": "core.train", "RunDiverged": "core.train", "Trainer": "core.train",
+          "WideResNet": "core.wrn", "count_parameters": "core.wrn"}
 __all__ = sorted(_HOMES)
 
 

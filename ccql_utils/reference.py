@@ -1,4 +1,4 @@
-"""The closed forms the network losses (losses.py) and the numpy theory (theory*.py) share, in a
+"""The closed forms the network losses (losses.py) and the numpy theory (theory/) share, in a
 module without torch: CCQL's default weight and each loss's value at zero outputs, the reference
 of the normalized losses."""
 from __future__ import annotations

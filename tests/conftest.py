@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ccql_utils import TrainConfig
-from ccql_utils.data import DATA_ROOT_ENV, DataError, load_cifar100, write_synthetic_cifar100
+from ccql_utils.core.data import DATA_ROOT_ENV, DataError, load_cifar100, write_synthetic_cifar100
 
 
 def tiny_config(**overrides) -> TrainConfig:
@@ -21,14 +21,14 @@ def tiny_config(**overrides) -> TrainConfig:
 def run_context(runs_dir, data, **settings):
     """A RunContext whose runs train on `data` (loaded again from its folder, in milliseconds for
     the stand-in; its run ids are those of a store given `data` itself), silent unless told."""
-    from ccql_utils.context import RunContext
+    from ccql_utils.execution.context import RunContext
     return RunContext.of(runs_dir=runs_dir, data_root=data.folder, verify_data=data.verified,
                          **{"progress": False, **settings})
 
 
 def obtain_one(ctx, config, label: str = "run"):
     """The one run of `config` through the scheduler (stored, resumed or trained)."""
-    from ccql_utils.scheduler import obtain
+    from ccql_utils.execution.scheduler import obtain
     return obtain(ctx, {label: config})[label]
 
 
@@ -109,7 +109,8 @@ def synthetic_data(synthetic_root):
 def committed_records(tmp_path, monkeypatch):
     """load(archive, count) -> a run store holding results/<archive> (count records expected), in
     which loading CIFAR-100 fails: whatever is drawn from it must come from the records alone."""
-    from ccql_utils import records, runs
+    from ccql_utils.execution import records
+    from ccql_utils.execution import store as runs
 
     def no_data(*args, **kwargs):
         raise AssertionError("data loaded to redraw finished runs")

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 import torch
 
-from ccql_utils import train
-from ccql_utils.data import load_cifar100, make_subset, random_classes, write_synthetic_cifar100
-from ccql_utils.packs import pack_subset
-from ccql_utils.presets import experiment_configs
+from ccql_utils.core import train
+from ccql_utils.core.data import load_cifar100, make_subset, random_classes, write_synthetic_cifar100
+from ccql_utils.core.packs import pack_subset
+from ccql_utils.figures.presets import experiment_configs
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench.py"
 spec = importlib.util.spec_from_file_location("bench", BENCH)
@@ -214,7 +214,7 @@ def test_worker_processes_train_until_one_stop_time(tmp_path, monkeypatch):
 def test_baseline_dataset_serves_what_torchvisions_cifar100_serves(small_data):
     import torchvision
     import torchvision.transforms as T
-    from ccql_utils.data import CIFAR100_MEAN, CIFAR100_STD
+    from ccql_utils.core.data import CIFAR100_MEAN, CIFAR100_STD
     subset = make_subset(small_data, range(25))
     dataset = bench.baseline_loader(subset, 4, 0, torch.device("cpu")).dataset
     # torchvision's own __getitem__ on the attributes its CIFAR100 sets (HWC uint8 data, int targets),

@@ -166,7 +166,7 @@ def data_lines(tmp_path_factory):
     user's does), else a synthetic stand-in's folder with verify_data = False."""
     if os.environ.get("CCQL_DATA_ROOT"):
         return {}
-    from ccql_utils.data import write_synthetic_cifar100
+    from ccql_utils.core.data import write_synthetic_cifar100
     root = tmp_path_factory.mktemp("synthetic")
     write_synthetic_cifar100(root, train_per_class=12, test_per_class=6)
     return {"data_root": repr(str(root)), "verify_data": "False"}

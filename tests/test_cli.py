@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ccql_utils import cli
-from ccql_utils.cli import main
-from ccql_utils.data import write_synthetic_cifar100
+from ccql_utils.cli import main as cli
+from ccql_utils.cli.main import main
+from ccql_utils.core.data import write_synthetic_cifar100
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TINY_RUN = ["--loss", "ce", "--k", "5", "--epochs", "1", "--depth", "10", "--width", "1"]
@@ -119,8 +119,9 @@ def test_run_all_exits_3_when_a_run_diverged_and_draws_it_as_diverged(tmp_path):
 def test_run_all_on_a_cluster_hands_every_figures_runs_to_the_executor_at_once(tmp_path, monkeypatch):
     """With --executor ray, all runs of all figures are submitted in one call before any notebook
     runs (so a cluster trains them side by side), each shared run once."""
-    from ccql_utils import context, notebooks
-    from ccql_utils.figures import figure_of_notebook
+    from ccql_utils.execution import context
+    from ccql_utils.figures import notebooks
+    from ccql_utils.figures.registry import figure_of_notebook
     calls = []
     monkeypatch.setattr(cli, "obtain", lambda ctx, configs, *a, **kw: calls.append(
         ("train", dict(configs), {"executor": ctx.executor, "runs_per_gpu": ctx.runs_per_gpu})))
@@ -151,8 +152,8 @@ def test_run_all_on_a_cluster_hands_every_figures_runs_to_the_executor_at_once(t
 def test_train_defaults_to_the_paper_presets_lr_for_the_loss_and_k():
     """`train --loss ql --classes all` is the paper's protocol: its LR is the paper preset's for
     QL at K = 100, not TrainConfig's 0.1; a given --lr wins; a K without a measured LR keeps 0.1."""
-    from ccql_utils.cli_options import config_from_args
-    from ccql_utils.presets import PAPER_LRS
+    from ccql_utils.cli.options import config_from_args
+    from ccql_utils.figures.presets import PAPER_LRS
     parse = cli.build_parser().parse_args
     assert config_from_args(parse(["train", "--loss", "ql", "--classes", "all"])).lr == PAPER_LRS[100]["ql"] == 0.01
     assert config_from_args(parse(["train", "--loss", "ccql", "--k", "25"])).lr == PAPER_LRS[25]["ccql"]

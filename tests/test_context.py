@@ -1,10 +1,10 @@
 """One run context: every command and notebook reads and writes the same folders, wherever it starts."""
 import pytest
 
-from ccql_utils.cli import build_parser, main
-from ccql_utils.cli_options import context
-from ccql_utils.context import RunContext
-from ccql_utils.figures import FIGURES, TRAINING_FIGURES
+from ccql_utils.cli.main import build_parser, main
+from ccql_utils.cli.options import context
+from ccql_utils.execution.context import RunContext
+from ccql_utils.figures.registry import FIGURES, TRAINING_FIGURES
 from ccql_utils.provenance import PROJECT_ROOT
 
 COMMANDS = (["train", "--loss", "ce", "--k", "5"], ["run", "k25_random"], ["run", "k_sweep"], ["all"],
@@ -50,7 +50,7 @@ def test_the_package_and_the_theory_notebooks_imports_do_not_load_torch():
     """The theory is numpy only: its notebook (and `import ccql_utils`) starts without torch."""
     import subprocess
     import sys
-    code = ("import sys, ccql_utils, ccql_utils.theory_figures, ccql_utils.theory_lemmas, "
-            "ccql_utils.notebook_parameters, ccql_utils.provenance; print('torch' in sys.modules)")
+    code = ("import sys, ccql_utils, ccql_utils.theory.figures, ccql_utils.theory.lemmas, "
+            "ccql_utils.figures.notebook_parameters, ccql_utils.provenance; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

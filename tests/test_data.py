@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from ccql_utils import data as D
-from ccql_utils.loader import DeviceLoader, StackedLoader
-from ccql_utils.data import (DataError, load_cifar100, locate_cifar100, make_subset,
+from ccql_utils.core import data as D
+from ccql_utils.core.loader import DeviceLoader, StackedLoader
+from ccql_utils.core.data import (DataError, load_cifar100, locate_cifar100, make_subset,
                              random_classes, select_classes, write_synthetic_cifar100)
 
 MAMMALS = ["bear", "beaver", "camel", "cattle", "chimpanzee", "dolphin", "elephant", "fox",
@@ -275,7 +275,7 @@ def test_synthetic_writer_produces_torchvision_layout(tmp_path):
 
 # ----------------------------------------------------------------------------- packed subsets
 def test_a_packed_subset_gives_the_same_subset_and_run_ids_as_the_full_data(synthetic_data, tmp_path):
-    from ccql_utils.packs import load_packed, pack_subset
+    from ccql_utils.core.packs import load_packed, pack_subset
     classes = random_classes(25, 0)
     path = pack_subset(synthetic_data, tmp_path / "k25.npz", classes)
     loaded = D.load_cifar100(str(path))  # a .npz data root is a packed subset
@@ -292,7 +292,7 @@ def test_a_packed_subset_gives_the_same_subset_and_run_ids_as_the_full_data(synt
 
 
 def test_a_packed_subset_refuses_classes_it_lacks_and_altered_pixels(real_data, tmp_path):
-    from ccql_utils.packs import load_packed, pack_subset
+    from ccql_utils.core.packs import load_packed, pack_subset
     path = pack_subset(real_data, tmp_path / "all100.npz", range(100), 100, 20)
     assert path.stat().st_size < 40 * 2**20  # the K = 100 LR-probe subset fits a 64 MiB transfer
     packed = load_packed(path)

@@ -4,9 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ccql_utils.figures import FIGURES
-from ccql_utils.paper_figures import class_names
-from ccql_utils.presets import EXPERIMENTS, PRESETS, experiment_configs, resolve_preset
+from ccql_utils.figures.registry import FIGURES
+from ccql_utils.figures.paper_figures import class_names
+from ccql_utils.figures.presets import EXPERIMENTS, PRESETS, experiment_configs, resolve_preset
 
 
 def test_paper_preset_is_the_papers_protocol():
@@ -57,7 +57,7 @@ def test_resolve_preset():
 
 
 def test_every_figure_is_one_registry_entry_with_its_own_notebook_and_stem():
-    from ccql_utils.notebook_parameters import NOTEBOOKS_DIR
+    from ccql_utils.figures.notebook_parameters import NOTEBOOKS_DIR
     assert len({f.notebook for f in FIGURES.values()}) == len(FIGURES) == 7
     assert sorted(f.notebook for f in FIGURES.values()) == sorted(p.name for p in NOTEBOOKS_DIR.glob("*.ipynb"))
     assert len({f.stem for f in FIGURES.values()}) == len(FIGURES)
@@ -87,7 +87,7 @@ def test_run_experiment_table_figure_and_provenance(synthetic_root, tmp_path):
 
 
 def test_finished_experiment_is_read_back_without_loading_data(synthetic_root, tmp_path, monkeypatch):
-    from ccql_utils import runs
+    from ccql_utils.execution import store as runs
     kwargs = dict(preset="tiny", data_root=synthetic_root, runs_dir=tmp_path / "runs",
                   verify_data=False, progress=False, device="cpu", epochs=1)
     first = FIGURES["mammals_vs_random"].run(**kwargs)
@@ -101,7 +101,7 @@ def test_finished_experiment_is_read_back_without_loading_data(synthetic_root, t
 
 def test_sweep_marks_the_smallest_lr_within_tolerance_of_the_best(synthetic_data, tmp_path):
     from ccql_utils import TrainConfig
-    from ccql_utils.sweep import sweep_lr
+    from ccql_utils.execution.sweep import sweep_lr
     from conftest import run_context
     config = TrainConfig(loss="ql", num_classes=5, depth=10, width=1, epochs=1, batch_size=16,
                          train_per_class=20, device="cpu")
@@ -146,8 +146,8 @@ def test_a_bad_seed_list_is_refused_by_name(seeds):
 
 QUICK_SEED_FIGURES = {"k25_random": "fig1_k25_random_quick", "k100": "fig2_k100_quick",
                       "mammals_vs_random": "fig3_mammals_vs_random_quick"}
-# Fig 3 at quick also draws its class-draw control: the random classes of draw 1 (9 runs)
-DRAWS = {"mammals_vs_random": ("fig3_class_draws_quick_records.tar.gz", 9, [0, 1])}
+# Fig 3 at quick also draws its class-draw control: the random classes of draws 1 and 2 (18 runs)
+DRAWS = {"mammals_vs_random": ("fig3_class_draws_quick_records.tar.gz", 18, [0, 1, 2])}
 
 
 @pytest.mark.parametrize("experiment", sorted(QUICK_SEED_FIGURES))
@@ -211,7 +211,7 @@ def test_provenance_pins_the_code_and_keeps_no_machine_paths(tmp_path):
 
 
 def test_fig3_class_draws_are_pooled_in_the_curves_and_paired_by_seed_in_the_mammal_gap(synthetic_root, tmp_path):
-    from ccql_utils.paper_figures import subset_gaps, tidy_histories
+    from ccql_utils.figures.paper_figures import subset_gaps, tidy_histories
     kwargs = dict(preset="tiny", data_root=synthetic_root, runs_dir=tmp_path / "runs", verify_data=False,
                   figures_dir=tmp_path / "figures", progress=False, device="cpu", epochs=1)
     with pytest.raises(ValueError, match="class_seeds must start with the first draw, 0"):

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ccql_utils.data import load_cifar100, random_classes, write_synthetic_cifar100
-from ccql_utils.packs import pack_subset
-from ccql_utils.records import import_records
+from ccql_utils.core.data import load_cifar100, random_classes, write_synthetic_cifar100
+from ccql_utils.core.packs import pack_subset
+from ccql_utils.execution.records import import_records
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,8 +31,8 @@ def test_gpu_job_dry_run_leaves_records_that_redraw_elsewhere(tmp_path, monkeypa
     assert len(names) == 9 and all(n.split("/")[1] in ("config.json", "metrics.csv", "status.json")
                                    for n in names)  # three runs, no checkpoints
 
-    from ccql_utils import runs
-    from ccql_utils.figures import FIGURES
+    from ccql_utils.execution import store as runs
+    from ccql_utils.figures.registry import FIGURES
     laptop = tmp_path / "laptop"
     assert len(import_records(out / "records.tar.gz", laptop)) == 3
 
@@ -54,8 +54,8 @@ GPU_RECORDS = PROJECT_ROOT / "results" / "gpu-short-h200-2026-11-27"
                                                 ("mammals_vs_random", "fig3_mammals_vs_random_gpu-short")])
 def test_committed_gpu_records_redraw_the_committed_figure_data_without_training_or_data(
         experiment, figure, tmp_path, monkeypatch):
-    from ccql_utils import runs
-    from ccql_utils.figures import FIGURES
+    from ccql_utils.execution import store as runs
+    from ccql_utils.figures.registry import FIGURES
     import_records(GPU_RECORDS, tmp_path / "runs")
 
     def no_data(*args, **kwargs):

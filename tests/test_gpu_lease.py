@@ -12,14 +12,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ccql_utils import data as D, packs as P
-from ccql_utils.cli_remote import DRY_RUN
-from ccql_utils.context import RunContext
-from ccql_utils.estimates import check_cpu_time, estimate_seconds
-from ccql_utils.gpu_queue import QUEUE, plan
-from ccql_utils.presets import experiment_configs
-from ccql_utils.records import import_records
-from ccql_utils.runs import RunStore
+from ccql_utils.core import data as D
+from ccql_utils.core import packs as P
+from ccql_utils.cli.remote import DRY_RUN
+from ccql_utils.execution.context import RunContext
+from ccql_utils.core.estimates import check_cpu_time, estimate_seconds
+from ccql_utils.cli.gpu_queue import QUEUE, plan
+from ccql_utils.figures.presets import experiment_configs
+from ccql_utils.execution.records import import_records
+from ccql_utils.execution.store import RunStore
 
 from conftest import obtain_one, run_context
 
@@ -137,8 +138,8 @@ def test_a_whole_lease_rehearsed_on_the_cpu_returns_records_that_redraw_fig2_els
     laptop = tmp_path / "laptop"
     added = import_records(out / "records.tar.gz", laptop)
     assert len(added) == 1 and added[0].startswith("ql-all100-wrn10-1-")
-    from ccql_utils import runs
-    from ccql_utils.figures import FIGURES
+    from ccql_utils.execution import store as runs
+    from ccql_utils.figures.registry import FIGURES
 
     def no_data(*args, **kwargs):
         raise AssertionError("data loaded to redraw finished runs")

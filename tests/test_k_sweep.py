@@ -1,12 +1,12 @@
 """The K sweep (notebook 04): its class draws, its configurations and its parameters."""
 import pytest
 
-from ccql_utils.context import RunContext
-from ccql_utils.data import random_classes
-from ccql_utils.notebook_parameters import NOTEBOOKS_DIR
-from ccql_utils.k_sweep import K_SWEEP_FIGURE, theory_min_losses
-from ccql_utils.notebooks import check_parameters
-from ccql_utils.presets import K_SWEEP
+from ccql_utils.execution.context import RunContext
+from ccql_utils.core.data import random_classes
+from ccql_utils.figures.notebook_parameters import NOTEBOOKS_DIR
+from ccql_utils.figures.k_sweep import K_SWEEP_FIGURE, theory_min_losses
+from ccql_utils.figures.notebooks import check_parameters
+from ccql_utils.figures.presets import K_SWEEP
 
 
 def k_sweep_configs(preset, class_seed=0):

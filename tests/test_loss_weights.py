@@ -1,13 +1,13 @@
 """The loss-weight sweep (notebook 05): its variants, their LR grids, shared runs and parameters."""
 import pytest
 
-from ccql_utils.context import RunContext
-from ccql_utils.notebook_parameters import NOTEBOOKS_DIR
-from ccql_utils.k_sweep import K_SWEEP_FIGURE
-from ccql_utils.loss_weights import WEIGHT_SWEEP_FIGURE, lr_grid, variants
-from ccql_utils.losses import default_ccql_weight
-from ccql_utils.notebooks import check_parameters
-from ccql_utils.presets import K_SWEEP, LOSS_WEIGHTS
+from ccql_utils.execution.context import RunContext
+from ccql_utils.figures.notebook_parameters import NOTEBOOKS_DIR
+from ccql_utils.figures.k_sweep import K_SWEEP_FIGURE
+from ccql_utils.figures.loss_weights import WEIGHT_SWEEP_FIGURE, lr_grid, variants
+from ccql_utils.core.losses import default_ccql_weight
+from ccql_utils.figures.notebooks import check_parameters
+from ccql_utils.figures.presets import K_SWEEP, LOSS_WEIGHTS
 
 
 def k_sweep_configs(preset):

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from ccql_utils import TrainConfig, Trainer
-from ccql_utils.losses import BUILT_IN, LOSSES, make_loss
-from ccql_utils.train import EpochSums
-from ccql_utils.user_losses import register_loss, source_hash
+from ccql_utils.core.losses import BUILT_IN, LOSSES, make_loss
+from ccql_utils.core.train import EpochSums
+from ccql_utils.core.user_losses import register_loss, source_hash
 from conftest import obtain_one, run_context, tiny_config
 
 # Two samples, K = 3: outputs and labels small enough to compute by hand
@@ -166,7 +166,7 @@ def test_a_user_loss_trains_resumes_and_stacks_as_a_built_in_one(user_loss, synt
     history = pd.DataFrame(resumed.run()).drop(columns="seconds")
     pd.testing.assert_frame_equal(history, alone.history.drop(columns="seconds"), check_dtype=False)
 
-    from ccql_utils.scheduler import obtain
+    from ccql_utils.execution.scheduler import obtain
     pair = {"mine": config, "ce": tiny_config(loss="ce", epochs=3, calibration_bins=10)}
     stacked = obtain(run_context(tmp_path / "stacked", synthetic_data, runs_per_gpu=2), pair)
     assert [r.status.get("stacked_runs") for r in stacked.values()] == [2, 2]
@@ -203,13 +203,13 @@ def test_calibration_bins_add_the_test_ece_to_every_epoch_and_to_the_identity(sy
 
 NOTEBOOK_CELLS = [
     """import torch.nn.functional as F
-from ccql_utils.user_losses import register_loss
+from ccql_utils.core.user_losses import register_loss
 
 def cell_loss(outputs, labels, beta=0.2):
     return F.cross_entropy(outputs, labels) + beta * outputs.pow(2).mean()
 
 register_loss("cell_loss", cell_loss, label="CE + cell", beta=0.2)""",
-    """from ccql_utils.figures import FIGURES
+    """from ccql_utils.figures.registry import FIGURES
 result = FIGURES["loss_zoo"].run(preset="tiny", losses=["ce", "cell_loss"], data_root={root!r},
                                  verify_data=False, runs_dir={runs!r}, figures_dir={figures!r},
                                  device="cpu", progress=False)
@@ -235,7 +235,7 @@ def test_a_loss_defined_in_a_notebook_cell_appears_in_the_zoo_figure(synthetic_r
 
 def test_the_command_line_trains_a_loss_from_a_module(tmp_path, synthetic_root):
     module = tmp_path / "my_losses.py"
-    module.write_text("import torch.nn.functional as F\nfrom ccql_utils.user_losses import register_loss\n\n"
+    module.write_text("import torch.nn.functional as F\nfrom ccql_utils.core.user_losses import register_loss\n\n"
                       "def cli_loss(outputs, labels, beta=0.1):\n"
                       "    return F.cross_entropy(outputs, labels) + beta * outputs.pow(2).mean()\n\n"
                       "register_loss('cli_loss', cli_loss, beta=0.1)\n")
@@ -252,8 +252,8 @@ def test_the_command_line_trains_a_loss_from_a_module(tmp_path, synthetic_root):
 
 
 def test_the_zoo_probes_each_loss_from_its_related_grid():
-    from ccql_utils.loss_zoo import LOSS_ZOO_FIGURE
-    from ccql_utils.presets import K_SWEEP
+    from ccql_utils.figures.loss_zoo import LOSS_ZOO_FIGURE
+    from ccql_utils.figures.presets import K_SWEEP
     grids = K_SWEEP["quick"].lr_grid
     assert LOSS_ZOO_FIGURE.grid("quick", ("focal", 25)) == tuple(grids["ce"])
     assert LOSS_ZOO_FIGURE.grid("quick", ("brier", 100)) == tuple(np.round(np.array(grids["ce"]) * 10, 6))
@@ -263,14 +263,14 @@ def test_the_zoo_probes_each_loss_from_its_related_grid():
 
 
 def _ctx():
-    from ccql_utils.context import RunContext
+    from ccql_utils.execution.context import RunContext
     return RunContext.of(device="cpu")
 
 
 def test_the_committed_zoo_records_redraw_the_committed_figure_data_without_data(
         committed_records, assert_sweep_redraws):
     """Fig 6 at quick (K = 25 and 100): 50 probe and 48 full runs, read back from the records."""
-    from ccql_utils.figures import FIGURES
+    from ccql_utils.figures.registry import FIGURES
     runs_dir = committed_records("loss_zoo_quick_records.tar.gz", 98)
     result = FIGURES["loss_zoo"].run(preset="quick", seeds=[0, 1, 2], runs_dir=runs_dir,
                                      progress=False, device="cpu", losses=list(BUILT_IN))

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from ccql_utils.notebook_parameters import NOTEBOOKS_DIR, declared_names, parameters_set_in
-from ccql_utils.figures import FIGURES, figure_of_notebook
-from ccql_utils.notebooks import check_parameters, execute_notebook, trains
-from ccql_utils.paper_figures import PaperFigure
+from ccql_utils.figures.notebook_parameters import NOTEBOOKS_DIR, declared_names, parameters_set_in
+from ccql_utils.figures.registry import FIGURES, figure_of_notebook
+from ccql_utils.figures.notebooks import check_parameters, execute_notebook, trains
+from ccql_utils.figures.paper_figures import PaperFigure
 
 ALL_NOTEBOOKS = sorted(p.name for p in NOTEBOOKS_DIR.glob("*.ipynb"))
 PAPER_NOTEBOOKS = [f.notebook for f in FIGURES.values() if isinstance(f, PaperFigure)]
@@ -31,7 +31,7 @@ def data_parameters(tmp_path_factory):
     root = os.environ.get("CCQL_DATA_ROOT")
     if root:
         return {"data_root": str(Path(root).resolve()), "verify_data": True}
-    from ccql_utils.data import write_synthetic_cifar100
+    from ccql_utils.core.data import write_synthetic_cifar100
     synthetic = tmp_path_factory.mktemp("synthetic")
     write_synthetic_cifar100(synthetic, train_per_class=12, test_per_class=6)
     return {"data_root": str(synthetic), "verify_data": False}

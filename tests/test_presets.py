@@ -4,8 +4,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ccql_utils.presets import PRESETS, experiment_configs
-from ccql_utils.sweep import probe_summary
+from ccql_utils.figures.presets import PRESETS, experiment_configs
+from ccql_utils.execution.sweep import probe_summary
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 

@@ -3,7 +3,7 @@ terminals and notebooks, and a stored run said to be read back rather than train
 import pytest
 
 from ccql_utils import TrainConfig
-from ccql_utils.scheduler import obtain
+from ccql_utils.execution.scheduler import obtain
 from ccql_utils.progress import EpochProgress, progress_mode
 from conftest import run_context
 

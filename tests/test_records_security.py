@@ -22,10 +22,10 @@ import pytest
 import torch
 
 from ccql_utils import RunError, TrainConfig, load_run
-from ccql_utils import records as records_module
-from ccql_utils.records import export_records, import_records
-from ccql_utils.runs import RECORD_FILES
-from ccql_utils.train import Trainer
+from ccql_utils.execution import records as records_module
+from ccql_utils.execution.records import export_records, import_records
+from ccql_utils.execution.store import RECORD_FILES
+from ccql_utils.core.train import Trainer
 import conftest
 
 IMPORT_FIX = "re-export it on the machine that trained it"
@@ -463,7 +463,7 @@ def test_an_export_killed_at_random_moments_never_leaves_a_partial_archive(runs,
     start = time.perf_counter()
     export_records(dirs, tmp_path / "timed.tar.gz")
     seconds = time.perf_counter() - start
-    script = ("import sys; from ccql_utils.records import export_records; print('ready', flush=True); "
+    script = ("import sys; from ccql_utils.execution.records import export_records; print('ready', flush=True); "
               "export_records(sys.argv[2:], sys.argv[1]); print('done', flush=True)")
     rng, outcomes = random.Random(28), []
     for _ in range(5):

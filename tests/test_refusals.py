@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from ccql_utils import packs as P
-from ccql_utils.cli import main
-from ccql_utils.train import EpochSums
+from ccql_utils.core import packs as P
+from ccql_utils.cli.main import main
+from ccql_utils.core.train import EpochSums
 
 
 def run_cli(capsys, argv):
@@ -119,7 +119,7 @@ def test_a_figure_whose_write_fails_leaves_the_previous_files_whole(tmp_path, mo
 
 def test_import_refuses_a_different_record_of_a_stored_run_unless_replace(capsys, synthetic_data, tmp_path):
     import pandas as pd
-    from ccql_utils.records import export_records
+    from ccql_utils.execution.records import export_records
     from tests.conftest import obtain_one, run_context, tiny_config
     run = obtain_one(run_context(tmp_path / "a", synthetic_data), tiny_config(epochs=1, train_per_class=10))
     export_records([run.run_dir], tmp_path / "one.tar.gz")

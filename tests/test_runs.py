@@ -16,7 +16,7 @@ import torch
 
 from ccql_utils import RunError, TrainConfig, load_run
 from ccql_utils import provenance
-from ccql_utils.records import export_records, import_records
+from ccql_utils.execution.records import export_records, import_records
 from conftest import obtain_one, run_context
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -250,8 +250,8 @@ def test_a_run_interrupted_in_its_first_epoch_resumes_to_the_uninterrupted_resul
 @pytest.mark.parametrize("archive", [True, False])
 def test_exported_records_redraw_the_experiment_elsewhere_without_training_or_data(
         synthetic_root, tmp_path, monkeypatch, archive):
-    from ccql_utils import runs
-    from ccql_utils.figures import FIGURES
+    from ccql_utils.execution import store as runs
+    from ccql_utils.figures.registry import FIGURES
     kwargs = dict(preset="tiny", data_root=synthetic_root, verify_data=False, progress=False,
                   device="cpu", epochs=1)
     trained = FIGURES["mammals_vs_random"].run(runs_dir=tmp_path / "gpu_node", **kwargs)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from ccql_utils import TrainConfig, load_run
-from ccql_utils.scheduler import ExecutorError, connect, obtain
+from ccql_utils.execution.scheduler import ExecutorError, connect, obtain
 from conftest import run_context
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[cluster]'")
@@ -149,8 +149,8 @@ def test_a_loss_registered_in_the_driver_trains_on_the_workers_with_the_local_re
         local_ray, synthetic_data, tmp_path):
     """A loss defined in a notebook (module __main__, not importable by the workers) is shipped
     with the task by value, under the code hash its run id names."""
-    from ccql_utils.losses import LOSSES
-    from ccql_utils.user_losses import register_loss
+    from ccql_utils.core.losses import LOSSES
+    from ccql_utils.core.user_losses import register_loss
     notebook = {"__name__": "__main__"}
     exec("import torch.nn.functional as F\n\ndef ray_loss(outputs, labels, beta=0.1):\n"
          "    return F.cross_entropy(outputs, labels) + beta * outputs.pow(2).mean()\n", notebook)

@@ -1,17 +1,18 @@
-"""Stacked runs (ccql_utils/stacked.py): N small models trained as one program give the runs that
+"""Stacked runs (ccql_utils/core/stacked.py): N small models trained as one program give the runs that
 training them one by one gives, in the same run store, checkpoints included."""
 import pandas as pd
 import pytest
 import torch
 
-from ccql_utils import load_run, scheduler
-from ccql_utils import runs as runs_module
-from ccql_utils.loader import DeviceLoader
-from ccql_utils.scheduler import obtain
-from ccql_utils.stacked import (StackedSGD, StackedTrainer, plan_stacks, stack_models, stack_tensors,
+from ccql_utils import load_run
+from ccql_utils.execution import scheduler
+from ccql_utils.execution import store as runs_module
+from ccql_utils.core.loader import DeviceLoader
+from ccql_utils.execution.scheduler import obtain
+from ccql_utils.core.stacked import (StackedSGD, StackedTrainer, plan_stacks, stack_models, stack_tensors,
                                 unstack_tensor)
-from ccql_utils.train import Trainer
-from ccql_utils.wrn import WideResNet
+from ccql_utils.core.train import Trainer
+from ccql_utils.core.wrn import WideResNet
 import conftest
 
 

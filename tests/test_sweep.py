@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ccql_utils.sweep import mark_best
+from ccql_utils.execution.sweep import mark_best
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 

@@ -1,4 +1,4 @@
-"""Tests of ccql_utils.theory: every closed form against brute force, bad parameters, GD."""
+"""Tests of ccql_utils.theory.model: every closed form against brute force, bad parameters, GD."""
 import math
 
 import numpy as np
@@ -6,18 +6,18 @@ import pytest
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
-from ccql_utils.losses import default_ccql_weight, make_loss
-from ccql_utils.theory import (
+from ccql_utils.core.losses import default_ccql_weight, make_loss
+from ccql_utils.theory.model import (
     ccql_large_w_limit, ccql_normalized_min, ccql_population_min, ccql_population_min_generic,
     ccql_population_optimum, center_margin, numerical_rank, population_quadratic_grad,
     population_quadratic_loss, ql_normalized_min, ql_population_min, ql_population_minimizer,
     ql_rank_bound, sample_centers, sample_mixture,
 )
-from ccql_utils.theory_empirical import (
+from ccql_utils.theory.empirical import (
     accuracy, ccql_least_squares, ce_fit_norm_budget, class_means, empirical_loss,
     gradient_descent, loss_and_grad, output_statistics, per_sample_loss, ql_least_squares,
 )
-from ccql_utils.theory_lemmas import (
+from ccql_utils.theory.lemmas import (
     adversarial_noise, ccql_at_centers, ce_lemma32_bound, ce_lemma32_construction,
     ce_lemma32_radius, lemma33_monte_carlo, lemma33_success_bound, lemma35_printed_bound,
     lemma35_printed_holds_below,

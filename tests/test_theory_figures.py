@@ -1,4 +1,4 @@
-"""Tests of ccql_utils.theory_figures (small sizes) and of notebook 00's text against its output."""
+"""Tests of ccql_utils.theory.figures (small sizes) and of notebook 00's text against its output."""
 import re
 from pathlib import Path
 
@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from ccql_utils.theory_figures import (
+from ccql_utils.theory.figures import (
     STREAMS, ccql_vs_w_frame, gd_dynamics_frame, least_squares_accuracy_vs_n, min_loss_vs_k_frame,
     one_blas_thread, plot_ccql_vs_w, plot_gd_dynamics, plot_min_loss_vs_k, record_iterations,
 )
-from ccql_utils.theory_lemmas import format_verification_table, verification_table
+from ccql_utils.theory.lemmas import format_verification_table, verification_table
 
 matplotlib.use("Agg")
 THEORY_NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "00_theory.ipynb"

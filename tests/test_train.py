@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from ccql_utils import TrainConfig, load_run
-from ccql_utils import scheduler
-from ccql_utils.config import lr_at_epoch
+from ccql_utils.execution import scheduler
+from ccql_utils.core.config import lr_at_epoch
 from conftest import obtain_one, run_context, tiny_config
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +71,7 @@ def test_from_dict_rejects_unknown_fields():
 def test_trainer_compiles_in_the_configured_mode_and_marks_each_cuda_graph_step(
         synthetic_data, tmp_path, monkeypatch, compile, mode, step_marks):
     import torch
-    from ccql_utils import train
+    from ccql_utils.core import train
     asked, marks, forwards = [], [], []
     monkeypatch.setattr(torch, "compile", lambda model, **kw: asked.append(kw) or model)
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(len(forwards)))
@@ -231,7 +231,7 @@ def test_output_means_tell_an_all_ones_network_from_a_one_hot_one(synthetic_data
     correct class and on the others. A network whose last layer outputs 1 everywhere gives 1 and 1;
     one whose outputs are the one-hot labels would give 1 and 0."""
     import torch
-    from ccql_utils.train import Trainer
+    from ccql_utils.core.train import Trainer
     from tests.conftest import tiny_config
     trainer = Trainer(tiny_config(epochs=1, train_per_class=10), synthetic_data, tmp_path, progress=False)
     with torch.no_grad():

@@ -23,7 +23,7 @@ import numpy as np
 from .cifar100 import (COARSE_NAMES, DATA_ROOT_ENV, FINE_NAMES, FINE_TO_COARSE, FOLDER_NAME,
                        IMAGES_PER_CLASS, Cifar100, DataError, how_to_point, read_folder, resolve_cap)
 from .packs import MANIFEST, is_pack, load_packed
-from .provenance import PROJECT_ROOT
+from ..provenance import PROJECT_ROOT
 
 DEFAULT_DATA_ROOT = PROJECT_ROOT / "data"
 
@@ -192,7 +192,7 @@ def check_class_names(names: Sequence[str], valid: Sequence[str] = FINE_NAMES) -
     unknown = [n for n in names if n not in valid]
     if unknown:
         raise ValueError(f"unknown CIFAR-100 class names {unknown}; valid names are in "
-                         f"ccql_utils.data.FINE_NAMES")
+                         f"ccql_utils.core.data.FINE_NAMES")
     if len(set(names)) != len(names) or len(names) < 2:
         raise ValueError(f"an explicit class list needs >= 2 distinct names, got {names}")
     return names

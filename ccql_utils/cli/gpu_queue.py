@@ -17,12 +17,12 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .config import TrainConfig
-from .data import FINE_NAMES, published_class_indices
-from .estimates import estimate_seconds
-from .packs import is_pack, pack_contents
-from .presets import experiment_configs
-from .provenance import PROJECT_ROOT
+from ..core.config import TrainConfig
+from ..core.data import FINE_NAMES, published_class_indices
+from ..core.estimates import estimate_seconds
+from ..core.packs import is_pack, pack_contents
+from ..figures.presets import experiment_configs
+from ..provenance import PROJECT_ROOT
 
 RESULTS_DIR = PROJECT_ROOT / "results"
 
@@ -159,8 +159,8 @@ def lease(ctx, budget_s: float, output: str | Path, device: str = "cuda",
     `device`, exporting the records of every finished or diverged run of this lease to
     `output`/records.tar.gz after each (atomically), and passing over a run that no longer fits
     the time left. Returns the CLI's exit code: 0, or 3 if a run diverged."""
-    from .records import export_records
-    from .scheduler import obtain
+    from ..execution.records import export_records
+    from ..execution.scheduler import obtain
     store = ctx.store
     start = time.monotonic()
     the_plan = plan(budget_s, store, store.data_root, overrides=overrides)

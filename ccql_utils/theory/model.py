@@ -13,8 +13,8 @@ classifiers under CE, QL and CCQL (numpy float64), as corrected in docs/protocol
   A_i = (1/K) sum_k (1 + w [k = i]) (mu_k mu_k^T + sigma^2 I_d), b_i = ((1 + w)/K) mu_i;
   as w -> inf, normalized min CCQL -> sigma^2 / (1 + sigma^2).
 
-`theory_empirical` holds the sample losses, fits and gradient descent, `theory_lemmas` Lemmas
-3.2, 3.3 and 3.5 and the checks of notebook 00, `theory_figures` its figures. Everything is
+`theory.empirical` holds the sample losses, fits and gradient descent, `theory.lemmas` Lemmas
+3.2, 3.3 and 3.5 and the checks of notebook 00, `theory.figures` its figures. Everything is
 seeded through numpy Generators; nothing touches global random state.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ import math
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .reference import zero_output_loss
+from ..reference import zero_output_loss
 
 LOSSES = ("ce", "ql", "ccql")
 NOISE_KINDS = ("gaussian", "bounded")

@@ -7,11 +7,11 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from .config import COMPILE_MODES, PRECISIONS, TrainConfig, resolve_device
-from .context import EXECUTORS, RunContext
-from .data import SUBSET_KINDS
-from .losses import loss_names
-from .presets import OVERRIDES, PAPER_LRS
+from ..core.config import COMPILE_MODES, PRECISIONS, TrainConfig, resolve_device
+from ..execution.context import EXECUTORS, RunContext
+from ..core.data import SUBSET_KINDS
+from ..core.losses import loss_names
+from ..figures.presets import OVERRIDES, PAPER_LRS
 
 EXIT_DIVERGED = 3
 

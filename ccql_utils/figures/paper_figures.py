@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .figure import TRAIN_METRICS_NOTE, Figure, FigureResult
-from .losses import colour_of
+from ..core.losses import colour_of
 from .presets import OVERRIDES, experiment_configs, get_experiment, seed_list
 
 # The preset's values a paper figure may override ({name: (default, meaning)}; None keeps the preset's)

@@ -15,12 +15,12 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .reference import default_ccql_weight, zero_output_loss
-from .theory import (_check_K, _check_M, _check_sigma, _check_w, _rng, ccql_population_min,
+from ..reference import default_ccql_weight, zero_output_loss
+from .model import (_check_K, _check_M, _check_sigma, _check_w, _rng, ccql_population_min,
                      ccql_population_min_generic, center_margin, numerical_rank, one_blas_thread,
                      population_quadratic_loss, ql_population_min, ql_population_minimizer,
                      ql_rank_bound, sample_centers, sample_mixture)
-from .theory_empirical import empirical_loss, per_sample_loss, ql_least_squares
+from .empirical import empirical_loss, per_sample_loss, ql_least_squares
 
 
 def ccql_at_centers(M: np.ndarray, sigma: float, w: float) -> float:

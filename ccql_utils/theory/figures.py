@@ -2,12 +2,12 @@
 figure) and a plot of it: `min_loss_vs_k_frame` / `plot_min_loss_vs_k` (normalized minimal loss
 vs K at fixed d), `ccql_vs_w_frame` / `plot_ccql_vs_w` (the exact CCQL optimum as w grows),
 `gd_dynamics_frame` / `plot_gd_dynamics` (full-batch GD of the three losses), with
-`least_squares_accuracy_vs_n` beside the last. The notebook's tables are in `theory_lemmas`.
+`least_squares_accuracy_vs_n` beside the last. The notebook's tables are in `lemmas.py`.
 
 Randomness: every draw uses its own named stream, `np.random.default_rng([seed, STREAMS[name],
 *key])`, so adding a K or a sample size to one sweep leaves every other draw unchanged, and the
 figures that share centers or test sets name the same stream. These keys are what the committed
-figures were drawn with; changing one changes them. (Row 1 of `theory_lemmas.verification_table`
+figures were drawn with; changing one changes them. (Row 1 of `theory.lemmas.verification_table`
 also draws from [seed, 1], for something else, which is harmless.)
 """
 from __future__ import annotations
@@ -18,14 +18,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .reference import default_ccql_weight, zero_output_loss
-from .theory import (LOSSES, ccql_large_w_limit, ccql_normalized_min, ccql_population_optimum,
+from ..reference import default_ccql_weight, zero_output_loss
+from .model import (LOSSES, ccql_large_w_limit, ccql_normalized_min, ccql_population_optimum,
                      one_blas_thread, population_quadratic_loss, ql_normalized_min,
                      ql_population_minimizer, ql_rank_bound, sample_centers, sample_mixture)
-from .theory_empirical import (accuracy, ccql_least_squares, ce_fit_norm_budget, class_means,
+from .empirical import (accuracy, ccql_least_squares, ce_fit_norm_budget, class_means,
                                empirical_loss, gradient_descent, output_statistics,
                                ql_least_squares)
-from .theory_lemmas import ccql_at_centers, ce_lemma32_construction
+from .lemmas import ccql_at_centers, ce_lemma32_construction
 
 STREAMS = {
     "loss_vs_k_centers": 1,   # min_loss_vs_k_frame: centers (one draw per rho, nested in K)

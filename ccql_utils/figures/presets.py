@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .config import TrainConfig
-from .losses import LOSSES
+from ..core.config import TrainConfig
+from ..core.losses import LOSSES
 
 
 @dataclass(frozen=True)

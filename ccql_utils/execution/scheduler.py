@@ -1,6 +1,6 @@
 """Obtaining runs: `obtain(ctx, configs)` is the one way to get the runs of a set of configurations.
 
-Finished and diverged runs are read from the store (runs.py) without loading data; the others
+Finished and diverged runs are read from the store (store.py) without loading data; the others
 resume from their checkpoints or train, here one after another (executor `local`) or as tasks on
 a Ray cluster (`ray`, one GPU per task, else one CPU). Small models that differ only in loss, LR,
 seed or classes train up to `runs_per_gpu` at a time as one stacked program (stacked.py: 10x one
@@ -23,15 +23,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
-from .config import TrainConfig
+from ..core.config import TrainConfig
 from .context import RunContext
-from .data import DataError, data_source
-from .estimates import check_cpu_time
-from .losses import LOSSES
-from .progress import progress_mode
-from .runs import FINAL_STATES, Run, RunInterrupted, RunStore, _exclusive_lock, _RunFiles, load_run
-from .stacked import StackedTrainer, plan_stacks
-from .train import RunDiverged, RunError, Trainer
+from ..core.data import DataError, data_source
+from ..core.estimates import check_cpu_time
+from ..core.losses import LOSSES
+from ..progress import progress_mode
+from .store import FINAL_STATES, Run, RunInterrupted, RunStore, _exclusive_lock, _RunFiles, load_run
+from ..core.stacked import StackedTrainer, plan_stacks
+from ..core.train import RunDiverged, RunError, Trainer
 
 TASK_RETRIES = 3  # Ray re-runs a task whose worker died this often; each retry resumes the run
 

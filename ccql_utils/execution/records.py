@@ -21,10 +21,10 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from .config import TrainConfig
-from .provenance import atomic_open
-from .runs import FINAL_STATES, HISTORY_COLUMNS, RECORD_FILES, Run, _is_locked, load_run
-from .train import RunError
+from ..core.config import TrainConfig
+from ..provenance import atomic_open
+from .store import FINAL_STATES, HISTORY_COLUMNS, RECORD_FILES, Run, _is_locked, load_run
+from ..core.train import RunError
 
 MAX_RECORD_FILE_BYTES = 64 * 2**20  # per record file (a 200-epoch metrics.csv is ~40 KB)
 IMPORT_FIX = "re-export it on the machine that trained it"

@@ -20,7 +20,7 @@ import dataclasses
 
 from .k_sweep import SweepFigure, sweep_configs
 from .loss_weights import Variant, _round, lr_grid
-from .losses import BUILT_IN, LOSSES, loss_spec
+from ..core.losses import BUILT_IN, LOSSES, loss_spec
 from .presets import K_SWEEP, LOSS_ZOO
 
 CALIBRATION_BINS = 15

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .provenance import PROJECT_ROOT
-from .runs import RunStore
+from ..provenance import PROJECT_ROOT
+from .store import RunStore
 
 EXECUTORS = ("local", "ray")
 
@@ -46,7 +46,7 @@ class RunContext:
             raise ValueError(f"runs_per_gpu must be an integer >= 1, got {r!r}")
         if not isinstance(self.verify_data, bool):
             raise ValueError(f"verify_data must be true or false, got {self.verify_data!r}")
-        from .progress import progress_mode
+        from ..progress import progress_mode
         progress_mode(self.progress)
 
     @classmethod
@@ -60,7 +60,7 @@ class RunContext:
 
     @property
     def store(self):
-        """The run store of runs_dir (runs.RunStore), made once."""
+        """The run store of runs_dir (store.RunStore), made once."""
         if "store" not in self._store:
             self._store["store"] = RunStore(self.runs_dir, data_root=self.data_root,
                                             verify_data=self.verify_data, progress=self.progress)

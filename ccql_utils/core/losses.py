@@ -17,7 +17,7 @@ Every loss maps (outputs [B, K] float, labels [B] int64) to the batch mean of a 
 
 `reference_value` is used for normalized losses (loss / reference_value starts near 1). The
 default weight (`default_ccql_weight`) and the references of CE, QL and CCQL (`zero_output_loss`)
-are defined here once; the numpy theory (`theory.py`, `theory_figures.py`) uses them too.
+are defined here once; the numpy theory (`theory/model.py`, `theory/figures.py`) uses them too.
 CCQL(w) equals K/2 times the rescaled square loss with k = 1 + w, M = 1. `LOSSES` is the one
 table keyed by a loss's name; `user_losses.register_loss` adds a user's loss to it.
 """
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .reference import default_ccql_weight, zero_output_loss  # noqa: F401  (here for users of losses)
+from ..reference import default_ccql_weight, zero_output_loss  # noqa: F401  (here for users of losses)
 
 
 def _check_inputs(outputs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from .cifar100 import (COARSE_NAMES, FINE_NAMES, FINE_TO_COARSE, Cifar100, DataError, array_sha256,
                        resolve_cap)
-from .provenance import atomic_write_bytes
+from ..provenance import atomic_write_bytes
 
 PACKED_ARRAYS = ("train_images", "train_fine", "train_coarse", "test_images", "test_fine", "test_coarse")
 INDEX_FILE = Path(__file__).with_name("cifar100_index.npz")

@@ -32,9 +32,9 @@ import torch
 from .config import TrainConfig, clean_eval_due, lr_at_epoch, resolve_device
 from .data import Cifar100, make_subset, select_classes
 from .loader import DeviceLoader
-from .progress import EpochProgress
+from ..progress import EpochProgress
 from .losses import at_least_float32, make_loss
-from .provenance import atomic_write_bytes
+from ..provenance import atomic_write_bytes
 from .wrn import WideResNet
 
 # torch.compile's `dynamic`. False: each batch shape (train 128 and the epoch's last batch; eval

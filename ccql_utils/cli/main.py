@@ -22,19 +22,19 @@ import sys
 import time
 from pathlib import Path
 
-from . import cli_remote
-from .cli_options import (Parser, _floats, _ints, _lr, add_config_arguments, add_executor_arguments,
+from . import remote
+from .options import (Parser, _floats, _ints, _lr, add_config_arguments, add_executor_arguments,
                           add_override_arguments, add_store_arguments, config_from_args, context,
                           load_loss_modules, report_diverged)
-from .config import resolve_device
-from .data import DataError
-from .figure import RUN_PARAMETERS
-from .figures import FIGURES, TRAINING_FIGURES, figure_of_notebook
-from .presets import EXPERIMENTS, OVERRIDES, PRESETS, get_preset, resolve_preset
-from .provenance import PROJECT_ROOT, atomic_write_text
-from .scheduler import ExecutorError, obtain
-from .sweep import TOLERANCE
-from .train import RunError
+from ..core.config import resolve_device
+from ..core.data import DataError
+from ..figures.figure import RUN_PARAMETERS
+from ..figures.registry import FIGURES, TRAINING_FIGURES, figure_of_notebook
+from ..figures.presets import EXPERIMENTS, OVERRIDES, PRESETS, get_preset, resolve_preset
+from ..provenance import PROJECT_ROOT, atomic_write_text
+from ..execution.scheduler import ExecutorError, obtain
+from ..execution.sweep import TOLERANCE
+from ..core.train import RunError
 
 PRESET = RUN_PARAMETERS["preset"][0]
 CLASS_SEEDS_HELP = "draws of the random classes, e.g. 0,1,2 (the first: the seeds' own draw)"
@@ -84,8 +84,8 @@ def cmd_run(args) -> int:
 
 def cmd_sweep_lr(args) -> int:
     import pandas as pd
-    from .presets import experiment_configs
-    from .sweep import sweep_lr
+    from ..figures.presets import experiment_configs
+    from ..execution.sweep import sweep_lr
     if args.experiment:
         configs = list(experiment_configs(args.experiment, args.preset, seed=getattr(args, "seed", 0),
                                           device=getattr(args, "device", None), **overrides(args)).values())
@@ -104,7 +104,7 @@ def cmd_sweep_lr(args) -> int:
 
 
 def cmd_notebook(args) -> int:
-    from .notebooks import execute_notebook, parse_parameter, trains
+    from ..figures.notebooks import execute_notebook, parse_parameter, trains
     parameters = {name: parse_parameter(value) for name, value in args.parameter}
     # Paths on the command line are relative to where the command runs (the notebook runs in
     # its own folder), so make them absolute.
@@ -122,8 +122,8 @@ def cmd_notebook(args) -> int:
 
 def cmd_all(args) -> int:
     """What run_all.sh does: every notebook at one preset, then the summary."""
-    from .notebook_parameters import NOTEBOOKS_DIR
-    from .notebooks import execute_notebook
+    from ..figures.notebook_parameters import NOTEBOOKS_DIR
+    from ..figures.notebooks import execute_notebook
     if args.data_root is not None and not Path(args.data_root).exists():
         raise ValueError(f"--data-root {args.data_root} does not exist")
     resolve_device(args.device)
@@ -181,7 +181,7 @@ def _train_all_at_once(args, preset: str, figures: list) -> None:
 
 def summarise(figures_dir: Path, runs_dir: Path, preset: str | None = None) -> int:
     """Each figure's path (from its provenance record) and each run's state and final test accuracy."""
-    from .runs import load_run
+    from ..execution.store import load_run
     records = sorted(Path(figures_dir).glob("*.provenance.json"))
     records = [(r, json.loads(r.read_text())) for r in records]
     if preset:
@@ -272,7 +272,7 @@ def build_parser() -> Parser:
     add_executor_arguments(p)
     p.set_defaults(func=cmd_sweep_lr)
 
-    cli_remote.add_commands(sub)
+    remote.add_commands(sub)
     return parser
 
 
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     except Exception as exc:
-        from .notebooks import NotebookFailed
+        from ..figures.notebooks import NotebookFailed
         if isinstance(exc, NotebookFailed):
             print(f"error: {exc}", file=sys.stderr)
             return 1

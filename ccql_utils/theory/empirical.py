@@ -10,8 +10,8 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .reference import zero_output_loss
-from .theory import _check_K, _check_loss, _check_w
+from ..reference import zero_output_loss
+from .model import _check_K, _check_loss, _check_w
 
 
 def _logsumexp(F: np.ndarray) -> np.ndarray:

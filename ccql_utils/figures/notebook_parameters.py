@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .provenance import PROJECT_ROOT
+from ..provenance import PROJECT_ROOT
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 # Names IPython itself puts in a notebook's namespace (underscore names are skipped anyway).

@@ -17,11 +17,11 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from .config import TrainConfig
+from ..core.config import TrainConfig
 from .figure import TRAIN_METRICS_NOTE, Figure
-from .losses import LOSSES, default_ccql_weight
+from ..core.losses import LOSSES, default_ccql_weight
 from .presets import K_SWEEP, get_preset
-from .sweep import final_numbers, probe
+from ..execution.sweep import final_numbers, probe
 
 
 def trained_as(loss: str, k: int) -> str:
@@ -144,7 +144,7 @@ class KSweepFigure(SweepFigure):
     def describe(self, result):
         theory = result.extra.get("theory")
         return {"experiment": "k_sweep", **super().describe(result), "theory": None if theory is None else {
-            "what": "minimum normalized population QL / CCQL of the linear mixture model (theory.py), "
+            "what": "minimum normalized population QL / CCQL of the linear mixture model (theory/model.py), "
                     "a qualitative comparison", **theory.attrs}}
 
     def plot(self, result):
@@ -165,9 +165,9 @@ def sweep_configs(preset: str, class_seed: int, device: str, k_values, losses) -
 
 def theory_min_losses(k_values, d: int, sigma: float, seed: int = 0) -> pd.DataFrame:
     """The linear model's minimum normalized population QL and CCQL (w = sqrt(K-1) - 1) against K
-    (theory.py; random unit centers in d dimensions, nested in K, Gaussian noise sigma). A
+    (theory/model.py; random unit centers in d dimensions, nested in K, Gaussian noise sigma). A
     qualitative stand-in: the network is not that model; d stands for its feature dimension."""
-    from .theory import ccql_normalized_min, ql_normalized_min, sample_centers
+    from ..theory.model import ccql_normalized_min, ql_normalized_min, sample_centers
     M = sample_centers(max(k_values), d, 0.0, "random", seed=seed)
     rows = []
     for k in k_values:

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from .config import TrainConfig
+from ..core.config import TrainConfig
 from .context import RunContext
 from .scheduler import obtain
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import sys
 
-from .cli_options import _classes, add_store_arguments, context
-from .config import TrainConfig, resolve_device
-from .presets import EXPERIMENTS, PRESETS, resolve_preset
+from .options import _classes, add_store_arguments, context
+from ..core.config import TrainConfig, resolve_device
+from ..figures.presets import EXPERIMENTS, PRESETS, resolve_preset
 
 
 def cmd_export(args) -> int:
-    from .presets import experiment_configs
-    from .records import export_records
-    from .runs import RunStore
+    from ..figures.presets import experiment_configs
+    from ..execution.records import export_records
+    from ..execution.store import RunStore
     runs_dir = context(args).runs_dir
     if args.experiment:
         store = RunStore(runs_dir)
@@ -29,7 +29,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from .records import import_records
+    from ..execution.records import import_records
     runs_dir = context(args).runs_dir
     added = import_records(args.source, runs_dir, replace=args.replace)
     print(f"added {len(added)} run(s) to {runs_dir}" + "".join(f"\n    {a}" for a in added),
@@ -38,8 +38,8 @@ def cmd_import(args) -> int:
 
 
 def cmd_pack(args) -> int:
-    from .data import load_cifar100, select_classes
-    from .packs import pack_subset
+    from ..core.data import load_cifar100, select_classes
+    from ..core.packs import pack_subset
     data = load_cifar100(args.data_root, verify=not args.unverified_data, download=False)
     config = TrainConfig(classes=args.classes, num_classes=args.k, seed=args.class_seed,
                          train_per_class=args.train_per_class, test_per_class=args.test_per_class).resolved()
@@ -55,7 +55,7 @@ def cmd_pack(args) -> int:
 
 
 def cmd_verify_pack(args) -> int:
-    from .packs import load_packed
+    from ..core.packs import load_packed
     data = load_packed(args.path)  # DataError names a missing or damaged part
     print(f"{args.path}: complete, {len(data.train_images)} training and {len(data.test_images)} test "
           f"images, " + ("the real CIFAR-100 (checked image by image)" if data.verified else

@@ -29,7 +29,7 @@ from torch import nn
 from .config import TrainConfig, clean_eval_due, lr_at_epoch, resolve_device
 from .loader import StackedLoader
 from .losses import at_least_float32
-from .progress import EpochProgress
+from ..progress import EpochProgress
 from .train import EpochSums, RunDiverged, Trainer, compiled_forward
 from .wrn import WideResNet, count_parameters
 

@@ -2,7 +2,7 @@
 
 papermill passes parameters that a notebook does not declare silently (a typo such as `epoch=5`
 would run the preset's default), and a bad value would only fail deep inside a cell.
-`execute_notebook` checks every name against the notebook's figure (figures.FIGURES) or, for the
+`execute_notebook` checks every name against the notebook's figure (registry.FIGURES) or, for the
 theory notebook, its `parameters` cell, and builds the run configurations from the values first;
 either problem is a ValueError naming the parameter.
 """
@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .config import resolve_device
+from ..core.config import resolve_device
 from .notebook_parameters import declared_names
-from .figures import figure_of_notebook
+from .registry import figure_of_notebook
 
 
 class NotebookFailed(RuntimeError):

@@ -29,10 +29,10 @@ from typing import Any
 
 import pandas as pd
 
-from .config import TrainConfig
-from .data import Cifar100, DataError, content_fingerprint, load_cifar100
-from .provenance import atomic_write_text, describe_device
-from .train import RunDiverged, RunError, Trainer, load_checkpoint
+from ..core.config import TrainConfig
+from ..core.data import Cifar100, DataError, content_fingerprint, load_cifar100
+from ..provenance import atomic_write_text, describe_device
+from ..core.train import RunDiverged, RunError, Trainer, load_checkpoint
 
 FINAL_STATES = ("finished", "diverged")
 RECORD_FILES = ("config.json", "metrics.csv", "status.json")  # all a finished run needs

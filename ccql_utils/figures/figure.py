@@ -2,7 +2,7 @@
 goes with them; a `FigureResult` holds the runs and owns seeds, caption, provenance and saving.
 
 Figs 1-3 (paper_figures.py), the K sweep (k_sweep.py), the weight sweep (loss_weights.py) and the
-theory notebook (figures.py) are instances; `figures.FIGURES` is the registry the CLI, `all`, the
+theory notebook (registry.py) are instances; `registry.FIGURES` is the registry the CLI, `all`, the
 notebooks and the tests read. A new figure is one new instance.
 
 Runs are keyed by (*point, seed): a point is what a figure compares (a legend label, or a loss
@@ -15,11 +15,11 @@ from typing import Any
 
 import pandas as pd
 
-from .config import TrainConfig
-from .context import RunContext
+from ..core.config import TrainConfig
+from ..execution.context import RunContext
 from .presets import get_preset, resolve_preset, seed_list
-from .runs import FINAL_STATES, Run
-from .scheduler import obtain
+from ..execution.store import FINAL_STATES, Run
+from ..execution.scheduler import obtain
 
 # Every training figure's parameters: name -> (default, meaning). None given keeps the default.
 RUN_PARAMETERS = {
@@ -119,7 +119,7 @@ class FigureResult:
     def save(self, fig, extra: dict | None = None) -> dict:
         """PNG + PDF + the figure's data as CSV + provenance as <stem>_<preset> in the context's
         figures folder, and the figure's other frames beside it as <stem>_<preset>_<name>.csv."""
-        from .provenance import atomic_write_text, save_figure
+        from ..provenance import atomic_write_text, save_figure
         stem = f"{self.figure.stem}_{self.preset}"
         paths = save_figure(fig, stem, data=self.figure.data(self), caption=self.caption(),
                             params={**self.provenance(), **(extra or {})},

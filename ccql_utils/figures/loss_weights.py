@@ -23,7 +23,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from .k_sweep import SweepFigure, sweep_configs
-from .losses import LOSSES, default_ccql_weight
+from ..core.losses import LOSSES, default_ccql_weight
 from .presets import K_SWEEP, K_WEIGHTS, LOSS_WEIGHTS
 
 
