@@ -9,9 +9,9 @@ import argparse
 
 import pandas as pd
 
-from ccql_utils.data import load_cifar100
-from ccql_utils.figures import FIGURES
-from ccql_utils.train import Trainer
+from ccql_utils.core.data import load_cifar100
+from ccql_utils.figures.registry import FIGURES
+from ccql_utils.core.train import Trainer
 
 VARIANTS = ("CCQL w = K-2", "CCQL w = 10K")
 

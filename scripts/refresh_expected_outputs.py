@@ -12,7 +12,8 @@ from pathlib import Path
 
 import nbformat
 
-from ccql_utils.notebooks import NOTEBOOKS_DIR, execute_notebook, trains
+from ccql_utils.figures.notebook_parameters import NOTEBOOKS_DIR
+from ccql_utils.figures.notebooks import execute_notebook, trains
 
 CHECK_TAG = "nbval-check-output"
 
