@@ -56,9 +56,12 @@ class SweepFigure(Figure):
         raise NotImplementedError
 
     def settle(self, preset, seeds, ctx, own, configs, train=None):
-        """Probe every point's LRs (`sweep.probe`); the full runs at the chosen LR, once per seed."""
+        """Probe every point's LRs (`sweep.probe`); the full runs at the chosen LR, once per seed.
+        Probes that would take hours on a CPU that device 'auto' chose are refused (ValueError)
+        unless train=False, which reads the stored probes only (a point without one is left out)."""
         grids = {point: self.grid(preset, point) for point in configs}
-        table, full = probe(ctx, configs, grids, K_SWEEP[preset].probe_epochs, seeds, self.point_name, train)
+        table, full = probe(ctx, configs, grids, K_SWEEP[preset].probe_epochs, seeds, self.point_name,
+                            train=train is not False)
         return full, {"lr_table": self.probe_table(table)}
 
     def probe_table(self, table: pd.DataFrame) -> pd.DataFrame:
