@@ -87,7 +87,11 @@ class _ClassificationLoss(nn.Module):
         _check_inputs(outputs, labels, self.num_classes)
         if self.validate:
             _check_label_range(labels, self.num_classes)
-        return self.per_sample(outputs, labels.long()).mean()
+        return self.batch_mean(outputs, labels.long())
+
+    def batch_mean(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The checked batch's mean loss (a loss without per-sample values overrides this)."""
+        return self.per_sample(outputs, labels).mean()
 
     def batch_means(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """N stacked models' batch means [N] from outputs [B, N, K] and labels [B, N] (stacked.py)."""

@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from .losses import BUILT_IN, LOSSES, LossSpec, _check_inputs, _check_label_range, _ClassificationLoss, at_least_float32
+from .losses import BUILT_IN, LOSSES, LossSpec, _ClassificationLoss, at_least_float32
 
 
 class FunctionLoss(_ClassificationLoss):
@@ -73,11 +73,8 @@ class FunctionLoss(_ClassificationLoss):
     def reference_value(self) -> float:
         return self._reference
 
-    def forward(self, outputs, labels):
-        _check_inputs(outputs, labels, self.num_classes)
-        if self.validate:
-            _check_label_range(labels, self.num_classes)
-        return self.fn(at_least_float32(outputs), labels.long(), **self.kwargs)
+    def batch_mean(self, outputs, labels):
+        return self.fn(at_least_float32(outputs), labels, **self.kwargs)
 
     def batch_means(self, outputs, labels):
         outputs = at_least_float32(outputs)
