@@ -101,10 +101,11 @@ class SweepFigure(Figure):
         gap to CE in test accuracy (points, mean of per-seed gaps)."""
         t, by = self.data(result), self.point_column
         extra = {"w": ("w", "first")} if "w" in t else {}
+        ece = {"test_ece": ("test_ece", "mean")} if "test_ece" in t else {}  # the loss zoo's calibration
         out = t.groupby([by, "K"], sort=False).agg(
             **extra, lr=("lr", "first"), n=("test_acc", "count"), test_acc=("test_acc", "mean"),
             test_acc_sd=("test_acc", "std"), train_acc=("train_acc", "mean"),
-            train_loss_norm=("train_loss_norm", "mean")).reset_index()
+            train_loss_norm=("train_loss_norm", "mean"), **ece).reset_index()
         ce = t[t[by] == "CE"].set_index(["K", "seed"]).test_acc
         gaps = t.assign(gap=100 * (t.set_index(["K", "seed"]).index.map(ce) - t.test_acc))
         out["gap_to_ce_points"] = gaps.groupby([by, "K"], sort=False).gap.mean().values

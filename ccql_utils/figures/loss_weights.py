@@ -66,8 +66,9 @@ def variants(preset: str, num_classes: int) -> list[Variant]:
     return out
 
 
-def _round(x: float) -> float:
-    return float(f"{x:.3g}")
+def scaled_grid(lrs, scale: float) -> tuple:
+    """Each LR times `scale`, to 3 significant digits (the probed values read as typed)."""
+    return tuple(float(f"{lr * scale:.3g}") for lr in lrs)
 
 
 def lr_grid(preset: str, variant: Variant, num_classes: int) -> tuple:
@@ -81,7 +82,7 @@ def lr_grid(preset: str, variant: Variant, num_classes: int) -> tuple:
     else:  # one step lower too: M > 1 multiplies the first steps' gradient by M
         step = base[1] / base[0] if len(base) > 1 else 10 ** 0.5
         scale, base = (1 + w_star) / variant.k * num_classes / 2, (base[0] / step, *base)
-    return tuple(_round(lr * scale) for lr in base)
+    return scaled_grid(base, scale)
 
 
 class WeightSweepFigure(SweepFigure):

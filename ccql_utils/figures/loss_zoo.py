@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 
 from .k_sweep import SweepFigure, sweep_configs
-from .loss_weights import Variant, _round, lr_grid
+from .loss_weights import Variant, lr_grid, scaled_grid
 from ..core.losses import BUILT_IN, LOSSES, loss_spec
 from .presets import K_SWEEP, LOSS_ZOO
 
@@ -61,7 +61,7 @@ class LossZooFigure(SweepFigure):
         if name == "rescaled_square":
             return lr_grid(preset, Variant("RS", name, RS_OPTIONS, k=RS_OPTIONS["k"], M=RS_OPTIONS["M"]), k)
         spec = LOSSES[name]
-        return tuple(_round(lr * spec.lr_scale) for lr in K_SWEEP[preset].lr_grid[spec.lr_like])
+        return scaled_grid(K_SWEEP[preset].lr_grid[spec.lr_like], spec.lr_scale)
 
     def point_name(self, point):
         return f"{LOSSES[point[0]].label} K={point[1]}"
@@ -79,13 +79,6 @@ class LossZooFigure(SweepFigure):
         frame["test_ece"] = [run.final().get("test_ece") if run.finished else None
                              for run in result.runs.values()]
         return frame
-
-    def table(self, result):
-        out = super().table(result)
-        ece = self.data(result).groupby(["loss", "K"], sort=False).test_ece.mean()
-        out.insert(out.columns.get_loc("train_loss_norm") + 1, "test_ece",
-                   [ece.get((loss, k)) for loss, k in zip(out.loss, out.K)])
-        return out
 
     def describe(self, result):
         names = list(dict.fromkeys(key[0] for key in result.configs))
