@@ -23,7 +23,7 @@ for records in results/quick_3_seeds_records.tar.gz results/fig3_class_draws_qui
 done
 # quick: every training figure with the seeds it was committed with; gpu-short: the figures it has
 for nb in 01 02 03 04 05 06; do
-    draws=(); [ "$nb" = 03 ] && draws=(--class-seeds 0,1)  # Fig 3's control: a second class draw
+    draws=(); [ "$nb" = 03 ] && draws=(--class-seeds 0,1,2)  # Fig 3's control: two more class draws
     "$PY" -m ccql_utils all --preset quick --seeds 0,1,2 --only "$nb" "${draws[@]}" --runs-dir "$runs" --device cpu --quiet
 done
 for nb in 01 03; do
