@@ -57,10 +57,12 @@ def obtain(ctx: RunContext, configs: dict, name: str = "", name_of: Callable = s
     stored = {key: load_run(store.runs_dir / c.run_id()) for key, c in resolved.items()}
     todo = {key: c for key, c in resolved.items() if stored[key].state not in FINAL_STATES}
     names = {key: name_of(key) for key in configs}
-    if todo and train is None:
+    if todo and train is not False:
         try:
             check_cpu_time(todo.values())
         except ValueError as exc:
+            if train:
+                raise
             print(f"[{name}] {exc}.", file=sys.stderr)
             train = False
     if todo and train is False:
@@ -68,7 +70,6 @@ def obtain(ctx: RunContext, configs: dict, name: str = "", name_of: Callable = s
             print(f"[{name}] drawing the {len(configs) - len(todo)} stored run(s); missing: "
                   f"{', '.join(names[key] for key in todo)}", file=sys.stderr)
         return stored
-    check_cpu_time(todo.values())
     if ctx.executor == "ray":
         placements = _train_on_ray(ctx, todo, names, name) if todo else {}
         runs = {key: load_run(store.runs_dir / c.run_id()) for key, c in resolved.items()}
