@@ -66,6 +66,7 @@ class _ClassificationLoss(nn.Module):
     """Common checks; subclasses implement `per_sample(outputs, labels) -> [B]`."""
 
     name = ""
+    options: tuple = ()  # its keyword options, attributes of the same names
 
     def __init__(self, num_classes: int, validate: bool = True):
         super().__init__()
@@ -98,7 +99,8 @@ class _ClassificationLoss(nn.Module):
         return self.per_sample(outputs.flatten(0, 1), labels.flatten()).view(labels.shape).mean(0)
 
     def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}"
+        shown = [f"{n}={getattr(self, n):.4g}" for n in self.options]
+        return ", ".join([f"num_classes={self.num_classes}", *shown])
 
 
 class CrossEntropyLoss(_ClassificationLoss):
@@ -116,6 +118,7 @@ class RescaledSquareLoss(_ClassificationLoss):
     """Hui & Belkin (ICLR 2021): (1/K) [k (f_y - M)^2 + sum_{i != y} f_i^2] per sample."""
 
     name = "rescaled_square"
+    options = ("k", "M")
 
     def __init__(self, num_classes: int, k: float = 1.0, M: float = 1.0, validate: bool = True):
         super().__init__(num_classes, validate)
@@ -133,14 +136,12 @@ class RescaledSquareLoss(_ClassificationLoss):
         f_y, others = _correct_output_and_rest(outputs, labels)
         return (self.k * (f_y - self.M).pow(2) + others) / self.num_classes
 
-    def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, k={self.k}, M={self.M}"
-
 
 class CorrectClassQuadraticLoss(_ClassificationLoss):
     """CCQL(w) = 1/2 [(1 + w)(f_y - 1)^2 + sum_{i != y} f_i^2]; w = 0 is QL."""
 
     name = "ccql"
+    options = ("w",)
 
     def __init__(self, num_classes: int, w: float | None = None, validate: bool = True):
         super().__init__(num_classes, validate)
@@ -158,20 +159,15 @@ class CorrectClassQuadraticLoss(_ClassificationLoss):
         f_y, others = _correct_output_and_rest(outputs, labels)
         return 0.5 * ((1.0 + self.w) * (f_y - 1.0).pow(2) + others)
 
-    def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, w={self.w:.4g}"
-
 
 class QuadraticLoss(CorrectClassQuadraticLoss):
     """QL = 1/2 ||onehot(y) - f||^2 on raw outputs (CCQL with w = 0)."""
 
     name = "ql"
+    options = ()
 
     def __init__(self, num_classes: int, validate: bool = True):
         super().__init__(num_classes, w=0.0, validate=validate)
-
-    def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}"
 
 
 class Squentropy(_ClassificationLoss):
@@ -194,6 +190,7 @@ class LabelSmoothingLoss(_ClassificationLoss):
     the Inception architecture", CVPR 2016; torch's `label_smoothing`)."""
 
     name = "label_smoothing"
+    options = ("eps",)
 
     def __init__(self, num_classes: int, eps: float = 0.1, validate: bool = True):
         super().__init__(num_classes, validate)
@@ -208,15 +205,13 @@ class LabelSmoothingLoss(_ClassificationLoss):
     def per_sample(self, outputs, labels):
         return F.cross_entropy(at_least_float32(outputs), labels, reduction="none", label_smoothing=self.eps)
 
-    def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, eps={self.eps:g}"
-
 
 class FocalLoss(_ClassificationLoss):
     """-(1 - p_y)^gamma log p_y, p = softmax(f) (Lin et al., "Focal loss for dense object
     detection", ICCV 2017); gamma = 0 is CE."""
 
     name = "focal"
+    options = ("gamma",)
 
     def __init__(self, num_classes: int, gamma: float = 2.0, validate: bool = True):
         super().__init__(num_classes, validate)
@@ -231,9 +226,6 @@ class FocalLoss(_ClassificationLoss):
     def per_sample(self, outputs, labels):
         log_p = F.log_softmax(at_least_float32(outputs), 1).gather(1, labels[:, None]).squeeze(1)
         return -(1 - log_p.exp()).pow(self.gamma) * log_p
-
-    def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, gamma={self.gamma:g}"
 
 
 class BrierLoss(_ClassificationLoss):
@@ -260,7 +252,6 @@ class LossSpec:
 
     name: str
     cls: type
-    options: tuple = ()
     label: str = ""
     colour: str = "tab:grey"
     light: str = "lightgrey"
@@ -270,22 +261,26 @@ class LossSpec:
     lr_scale: float = 1.0
     code: str | None = None
 
+    @property
+    def options(self) -> tuple:
+        return self.cls.options
+
 
 LOSSES: dict[str, LossSpec] = {}
 
 # Brier's gradient on the outputs is about 2/K of CE's at the start (softmax(f) near 1/K, each
 # term scaled by p_i (1 - p_i)), so its probe starts from CE's grid times 10.
-for _spec in (LossSpec("ce", CrossEntropyLoss, (), "CE", "tab:blue", "lightskyblue", "CE"),
-              LossSpec("ql", QuadraticLoss, (), "QL", "tab:red", "lightsalmon", "CCQL", lr_like="ql"),
-              LossSpec("ccql", CorrectClassQuadraticLoss, ("w",), "CCQL", "tab:green", "yellowgreen", "CCQL",
+for _spec in (LossSpec("ce", CrossEntropyLoss, "CE", "tab:blue", "lightskyblue", "CE"),
+              LossSpec("ql", QuadraticLoss, "QL", "tab:red", "lightsalmon", "CCQL", lr_like="ql"),
+              LossSpec("ccql", CorrectClassQuadraticLoss, "CCQL", "tab:green", "yellowgreen", "CCQL",
                        lr_like="ccql"),
-              LossSpec("rescaled_square", RescaledSquareLoss, ("k", "M"), "Rescaled square", "tab:purple",
+              LossSpec("rescaled_square", RescaledSquareLoss, "Rescaled square", "tab:purple",
                        "plum", "rescaled square", lr_like="ccql"),
-              LossSpec("squentropy", Squentropy, (), "Squentropy", "tab:cyan", "paleturquoise", "CE"),
-              LossSpec("label_smoothing", LabelSmoothingLoss, ("eps",), "Label smoothing", "tab:olive",
+              LossSpec("squentropy", Squentropy, "Squentropy", "tab:cyan", "paleturquoise", "CE"),
+              LossSpec("label_smoothing", LabelSmoothingLoss, "Label smoothing", "tab:olive",
                        "khaki", "CE", {"eps": 0.1}),
-              LossSpec("focal", FocalLoss, ("gamma",), "Focal", "tab:orange", "navajowhite", "CE", {"gamma": 2.0}),
-              LossSpec("brier", BrierLoss, (), "Brier", "tab:brown", "tan", "Brier", lr_scale=10.0)):
+              LossSpec("focal", FocalLoss, "Focal", "tab:orange", "navajowhite", "CE", {"gamma": 2.0}),
+              LossSpec("brier", BrierLoss, "Brier", "tab:brown", "tan", "Brier", lr_scale=10.0)):
     LOSSES[_spec.name] = _spec
 BUILT_IN = tuple(LOSSES)
 

@@ -113,10 +113,11 @@ def register_loss(name: str, fn, *, label: str | None = None, colour: str = "tab
         raise ValueError(f"loss {name!r}: fn must be a function of (outputs, labels, **params)")
     if lr_like not in BUILT_IN or not lr_scale > 0:
         raise ValueError(f"lr_like must be one of {', '.join(BUILT_IN)} and lr_scale > 0")
-    cls = type(f"UserLoss_{name}", (FunctionLoss,), {"name": name, "fn": staticmethod(fn),
-                                                     "params": dict(params), "reference": reference})
+    cls = type(f"UserLoss_{name}", (FunctionLoss,), {
+        "name": name, "fn": staticmethod(fn), "options": tuple(params), "params": dict(params),
+        "reference": reference})
     cls(10)  # the checks, before anything trains (at K = 10; each run checks its own K)
-    spec = LossSpec(name, cls, tuple(params), label or name, colour, colour, "user", dict(params),
+    spec = LossSpec(name, cls, label or name, colour, colour, "user", dict(params),
                     lr_like, float(lr_scale), source_hash(fn))
     LOSSES[name] = spec
     return spec

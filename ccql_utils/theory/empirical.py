@@ -14,25 +14,31 @@ from ..reference import zero_output_loss
 from .model import _check_K, _check_loss, _check_w
 
 
-def _logsumexp(F: np.ndarray) -> np.ndarray:
-    m = F.max(axis=1, keepdims=True)
-    return (m + np.log(np.exp(F - m).sum(axis=1, keepdims=True)))[:, 0]
+def _loss_terms(Theta: np.ndarray, X: np.ndarray, y: np.ndarray, loss: str,
+                w: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample loss (n,) and its gradient in the outputs f = Theta x (n x K)."""
+    _check_loss(loss)
+    F = X @ Theta.T
+    idx = np.arange(len(y))
+    if loss == "ce":
+        m = F.max(axis=1, keepdims=True)
+        lse = m + np.log(np.exp(F - m).sum(axis=1, keepdims=True))   # stable log-sum-exp
+        G = np.exp(F - lse)
+        G[idx, y] -= 1.0
+        return lse[:, 0] - F[idx, y], G
+    G = F.copy()
+    G[idx, y] -= 1.0
+    value = 0.5 * np.sum(G ** 2, axis=1)
+    if loss == "ccql":
+        value = value + 0.5 * w * G[idx, y] ** 2
+        G[idx, y] *= (1.0 + w)
+    return value, G
 
 
 def per_sample_loss(Theta: np.ndarray, X: np.ndarray, y: np.ndarray, loss: str,
                     w: float = 0.0) -> np.ndarray:
     """Per-sample loss (n,) of f(x) = Theta x on samples X (n x d), labels y (n,)."""
-    _check_loss(loss)
-    F = X @ Theta.T
-    idx = np.arange(len(y))
-    if loss == "ce":
-        return _logsumexp(F) - F[idx, y]
-    E = F.copy()
-    E[idx, y] -= 1.0
-    value = 0.5 * np.sum(E ** 2, axis=1)
-    if loss == "ccql":
-        value = value + 0.5 * w * E[idx, y] ** 2
-    return value
+    return _loss_terms(Theta, X, y, loss, w)[0]
 
 
 def empirical_loss(Theta, X, y, loss: str, w: float = 0.0, normalized: bool = False) -> float:
@@ -44,24 +50,8 @@ def empirical_loss(Theta, X, y, loss: str, w: float = 0.0, normalized: bool = Fa
 def loss_and_grad(Theta: np.ndarray, X: np.ndarray, y: np.ndarray, loss: str,
                   w: float = 0.0) -> tuple[float, np.ndarray]:
     """Mean loss and its gradient (K x d) with respect to Theta (K x d) on samples X (n x d)."""
-    _check_loss(loss)
-    n = len(y)
-    F = X @ Theta.T
-    idx = np.arange(n)
-    if loss == "ce":
-        lse = _logsumexp(F)
-        value = float(np.mean(lse - F[idx, y]))
-        G = np.exp(F - lse[:, None])
-        G[idx, y] -= 1.0
-    else:
-        G = F.copy()
-        G[idx, y] -= 1.0
-        value = 0.5 * np.sum(G ** 2, axis=1)
-        if loss == "ccql":
-            value = value + 0.5 * w * G[idx, y] ** 2
-            G[idx, y] *= (1.0 + w)
-        value = float(np.mean(value))
-    return value, G.T @ X / n
+    value, G = _loss_terms(Theta, X, y, loss, w)
+    return float(np.mean(value)), G.T @ X / len(y)
 
 
 def _outputs(Theta: np.ndarray, X: np.ndarray) -> np.ndarray:
@@ -77,20 +67,16 @@ def accuracy(Theta: np.ndarray, X: np.ndarray, y: np.ndarray) -> float:
 
 
 def output_statistics(Theta: np.ndarray, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """Mean margin f_y - max_{i != y} f_i and mean wrong-class output f_i (i != y) over samples.
-
-    Theta is K x d or K x (d + 1) (last column a bias). An all-ones classifier has margin 0 and
-    wrong-class output 1.
-    """
+    """Mean margin f_y - max_{i != y} f_i and mean wrong-class output f_i (i != y) over samples
+    (Theta may carry a bias column); an all-ones classifier has margin 0 and wrong-class output 1."""
     F = _outputs(Theta, X)
     n, K = F.shape
     idx = np.arange(n)
     correct = F[idx, y]
     others = F.copy()
     others[idx, y] = -np.inf
-    off_mean = (F.sum(axis=1) - correct) / (K - 1)
     return {"margin": float(np.mean(correct - others.max(axis=1))),
-            "wrong_class_output": float(np.mean(off_mean))}
+            "wrong_class_output": float(np.mean((F.sum(axis=1) - correct) / (K - 1)))}
 
 
 def ql_least_squares(X: np.ndarray, y: np.ndarray, K: int) -> np.ndarray:
@@ -102,9 +88,8 @@ def ql_least_squares(X: np.ndarray, y: np.ndarray, K: int) -> np.ndarray:
 def ccql_least_squares(X: np.ndarray, y: np.ndarray, K: int, w: float) -> np.ndarray:
     """Empirical CCQL(w) minimiser Theta (K x d): row i is LS with weight 1 + w on class-i samples."""
     K, w = _check_K(K), _check_w(w)
-    n, d = X.shape
     base = X.T @ X
-    Theta = np.empty((K, d))
+    Theta = np.empty((K, X.shape[1]))
     for i in range(K):
         Xi = X[y == i]
         A = base + w * Xi.T @ Xi
@@ -123,11 +108,9 @@ def class_means(X: np.ndarray, y: np.ndarray, K: int) -> np.ndarray:
 
 
 def smoothness(X: np.ndarray, y: np.ndarray, K: int, loss: str, w: float = 0.0) -> float:
-    """Upper bound L on the Hessian of the mean loss in Theta, so GD with step 1/L is monotone.
-
+    """Upper bound L on the Hessian of the mean loss in Theta, so GD with step 1/L is monotone:
     QL: lambda_max(X^T X / n); CCQL: max_i lambda_max((X^T X + w X_i^T X_i)/n);
-    CE: lambda_max(X^T X / n) / 2 (softmax Hessian <= I/2 in logit space).
-    """
+    CE: lambda_max(X^T X / n) / 2 (softmax Hessian <= I/2 in logit space)."""
     _check_loss(loss)
     n = len(y)
     S = X.T @ X / n
@@ -142,10 +125,8 @@ def smoothness(X: np.ndarray, y: np.ndarray, K: int, loss: str, w: float = 0.0) 
 
 def ce_fit_norm_budget(X: np.ndarray, y: np.ndarray, K: int, R: float, iters: int = 200,
                        Theta0: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """CE trained within the norm budget ||Theta||_F <= R sqrt(K): projected GD, step 1/L.
-
-    Returns (Theta, losses) with losses (iters + 1,) the mean CE per step (non-increasing).
-    """
+    """CE trained within the norm budget ||Theta||_F <= R sqrt(K) by projected GD, step 1/L:
+    returns (Theta, losses), losses (iters + 1,) the mean CE per step (non-increasing)."""
     K = _check_K(K)
     radius = float(R) * math.sqrt(K)
     Theta = np.zeros((K, X.shape[1])) if Theta0 is None else np.array(Theta0, dtype=float)
@@ -168,7 +149,6 @@ def gradient_descent(X: np.ndarray, y: np.ndarray, K: int, loss: str, iters: int
     """Full-batch GD on f = Theta x from Theta = 0 for one loss, step 1/L (see `smoothness`).
     Records the iterations in record_at (default: every one): columns iteration, train_loss,
     train_loss_norm (/ `zero_output_loss`), train_acc, test_acc (NaN without test data)."""
-    _check_loss(loss)
     K = _check_K(K)
     w = _check_w(w) if loss == "ccql" else 0.0
     step = 1.0 / smoothness(X, y, K, loss, w)

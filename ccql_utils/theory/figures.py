@@ -1,14 +1,12 @@
 """The three figures of notebooks/00_theory.ipynb, each a tidy frame (the CSV saved beside the
-figure) and a plot of it: `min_loss_vs_k_frame` / `plot_min_loss_vs_k` (normalized minimal loss
-vs K at fixed d), `ccql_vs_w_frame` / `plot_ccql_vs_w` (the exact CCQL optimum as w grows),
-`gd_dynamics_frame` / `plot_gd_dynamics` (full-batch GD of the three losses), with
-`least_squares_accuracy_vs_n` beside the last. The notebook's tables are in `lemmas.py`.
+figure) and a plot of it: the normalized minimal loss vs K at fixed d, the exact CCQL optimum as
+w grows, and full-batch GD of the three losses (with `least_squares_accuracy_vs_n` beside it).
 
 Randomness: every draw uses its own named stream, `np.random.default_rng([seed, STREAMS[name],
 *key])`, so adding a K or a sample size to one sweep leaves every other draw unchanged, and the
 figures that share centers or test sets name the same stream. These keys are what the committed
-figures were drawn with; changing one changes them. (Row 1 of `theory.lemmas.verification_table`
-also draws from [seed, 1], for something else, which is harmless.)
+figures were drawn with; changing one changes them. (Row 1 of `lemmas.verification_table` also
+draws from [seed, 1], for something else, which is harmless.)
 """
 from __future__ import annotations
 
@@ -23,8 +21,7 @@ from .model import (LOSSES, ccql_large_w_limit, ccql_normalized_min, ccql_popula
                      one_blas_thread, population_quadratic_loss, ql_normalized_min,
                      ql_population_minimizer, ql_rank_bound, sample_centers, sample_mixture)
 from .empirical import (accuracy, ccql_least_squares, ce_fit_norm_budget, class_means,
-                               empirical_loss, gradient_descent, output_statistics,
-                               ql_least_squares)
+                        empirical_loss, gradient_descent, output_statistics, ql_least_squares)
 from .lemmas import ccql_at_centers, ce_lemma32_construction
 
 STREAMS = {
@@ -54,8 +51,7 @@ def min_loss_vs_k_frame(d: int, Ks: Sequence[int], sigmas: Sequence[float],
     Long frame, columns: K, sigma, rho, quantity, value. Quantities: 'ql_min' (closed form),
     'rank_bound' (1 - rank/K; sigma NaN), 'ccql_min' (exact, w = sqrt(K-1) - 1), 'ccql_at_M'
     (Lemma 3.5, normalized), 'ce_at_RM' (mean CE at Theta = R M on n Gaussian samples, / log K),
-    and with ce_iters > 0 'ce_budget' (CE after projected GD within ||Theta||_F <= R sqrt K
-    from R M).
+    and with ce_iters > 0 'ce_budget' (CE after projected GD from R M within ||Theta||_F <= R sqrt K).
     """
     rows = []
     for rho in rhos:
@@ -71,8 +67,7 @@ def min_loss_vs_k_frame(d: int, Ks: Sequence[int], sigmas: Sequence[float],
                 add("ql_min", ql_normalized_min(M, sigma))
                 add("ccql_min", ccql_normalized_min(M, sigma, w))
                 add("ccql_at_M", ccql_at_centers(M, sigma, w) / zero_output_loss("ccql", K, w))
-                X, y = sample_mixture(M, n, sigma, "gaussian",
-                                      seed=stream(seed, "loss_vs_k_samples", K))
+                X, y = sample_mixture(M, n, sigma, seed=stream(seed, "loss_vs_k_samples", K))
                 Theta_RM = ce_lemma32_construction(M, R)
                 add("ce_at_RM", empirical_loss(Theta_RM, X, y, "ce", normalized=True))
                 if ce_iters > 0:
@@ -89,8 +84,7 @@ def plot_min_loss_vs_k(frame: pd.DataFrame, d: int, R: float):
     colors = dict(zip(sigmas, plt.cm.viridis(np.linspace(0.0, 0.85, len(sigmas)))))
     styles = {"ql_min": ("-", "QL min"), "ccql_min": ("--", "CCQL min, w = sqrt(K-1) - 1"),
               "ce_budget": (":", f"CE, ||Theta||_F <= {R:g} sqrt(K)")}
-    fig, axes = plt.subplots(1, len(rhos), figsize=(6 * len(rhos), 5.5), sharey=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(1, len(rhos), figsize=(6 * len(rhos), 5.5), sharey=True, squeeze=False)
     for ax, rho in zip(axes[0], rhos):
         sub = frame[frame.rho == rho]
         bound = sub[sub.quantity == "rank_bound"]
@@ -105,8 +99,7 @@ def plot_min_loss_vs_k(frame: pd.DataFrame, d: int, R: float):
         ax.set_xlabel(f"number of classes K (d = {d}, vertical line K = d)")
         ax.set_title(f"random unit centers, shared component rho = {rho:g}")
     axes[0, 0].set_ylabel("normalized minimal loss (loss / loss at Theta = 0)")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.12, 1, 1))
     return fig
 
@@ -126,7 +119,7 @@ def ccql_vs_w_frame(d: int, Ks: Sequence[int], sigma: float, rho: float,
     rows = []
     for K in Ks:
         M = sample_centers(K, d, rho, "random", seed=stream(seed, "ccql_vs_w_centers"))
-        X, y = sample_mixture(M, n_test, sigma, "gaussian", seed=stream(seed, "ccql_vs_w_test", K))
+        X, y = sample_mixture(M, n_test, sigma, seed=stream(seed, "ccql_vs_w_test", K))
         nearest = accuracy(M, X, y)
         for w in ws:
             for model, intercept in (("linear", False), ("affine", True)):
@@ -193,26 +186,24 @@ def record_iterations(iters: int, n_points: int = 40) -> np.ndarray:
 @one_blas_thread
 def gd_dynamics_frame(d: int, Ks: Sequence[int], sigma: float, rho: float, n_train: int,
                       n_test: int, iters: int, n_record: int = 40, seed: int = 0) -> pd.DataFrame:
-    """GD dynamics of linear classifiers with CE, QL, CCQL (w = sqrt(K-1) - 1) for each K.
+    """Full-batch GD (`gradient_descent`) of CE, QL and CCQL (w = sqrt(K-1) - 1) for each K on the
+    same n_train samples, recorded at ~n_record log-spaced iterations.
 
-    Each loss runs full-batch GD from Theta = 0 at step 1/L (its own smoothness bound) on the
-    same n_train samples, recorded at ~n_record log-spaced iterations. Columns: K, loss,
-    iteration, train_loss, train_loss_norm, train_acc, test_acc. Reference rows (iteration =
-    iters): 'ql_ls_optimum' and 'ccql_ls_optimum' (exact empirical minimisers),
+    Columns: K, loss, iteration, train_loss, train_loss_norm, train_acc, test_acc. Reference rows
+    (iteration = iters): 'ql_ls_optimum' and 'ccql_ls_optimum' (exact empirical minimisers),
     'ql_population_optimum' and 'ccql_population_optimum' (closed forms; loss = population loss),
-    'nearest_center' (oracle Theta = M, argmax_k mu_k^T x) and 'class_means' (Theta rows = the
-    training class means); for these two the loss columns hold QL values.
+    'nearest_center' (oracle Theta = M) and 'class_means' (Theta rows = the training class
+    means); for these two the loss columns hold QL values.
     """
     frames = []
     record_at = record_iterations(iters, n_record)
     for K in Ks:
         M = sample_centers(K, d, rho, "random", seed=stream(seed, "gd_centers"))
-        X, y = sample_mixture(M, n_train, sigma, "gaussian", seed=stream(seed, "gd_train", K))
-        Xt, yt = sample_mixture(M, n_test, sigma, "gaussian", seed=stream(seed, "gd_test", K))
+        X, y = sample_mixture(M, n_train, sigma, seed=stream(seed, "gd_train", K))
+        Xt, yt = sample_mixture(M, n_test, sigma, seed=stream(seed, "gd_test", K))
         w = default_ccql_weight(K)
         for loss in LOSSES:
-            df = gradient_descent(X, y, K, loss, iters, w=w, X_test=Xt, y_test=yt,
-                                  record_at=record_at)
+            df = gradient_descent(X, y, K, loss, iters, w=w, X_test=Xt, y_test=yt, record_at=record_at)
             df.insert(0, "loss", loss)
             df.insert(0, "K", K)
             frames.append(df)
@@ -225,10 +216,8 @@ def gd_dynamics_frame(d: int, Ks: Sequence[int], sigma: float, rho: float, n_tra
             ("class_means", "ql", class_means(X, y, K)))
         for name, loss, Theta in references:
             loss_w = w if loss == "ccql" else 0.0
-            if name.endswith("population_optimum"):   # exact population loss
-                value = population_quadratic_loss(Theta, M, sigma, loss_w)
-            else:
-                value = empirical_loss(Theta, X, y, loss, w)
+            value = (population_quadratic_loss(Theta, M, sigma, loss_w) if name.endswith("population_optimum")
+                     else empirical_loss(Theta, X, y, loss, w))
             frames.append(pd.DataFrame([{
                 "K": K, "loss": name, "iteration": iters, "train_loss": value,
                 "train_loss_norm": value / zero_output_loss(loss, K, loss_w),
@@ -252,19 +241,17 @@ def plot_gd_dynamics(frame: pd.DataFrame, d: int, n_train: int, sigma: float):
             axes[0, j].plot(s.iteration, s.train_loss_norm, color=color, label=loss.upper())
             axes[1, j].plot(s.iteration, s.test_acc, color=color, label=loss.upper())
             if loss != "ce":
-                axes[1, j].axhline(ref.loc[f"{loss}_population_optimum", "test_acc"],
-                                   color=color, ls=":", lw=1,
-                                   label=f"{loss.upper()} population optimum")
+                axes[1, j].axhline(ref.loc[f"{loss}_population_optimum", "test_acc"], color=color,
+                                   ls=":", lw=1, label=f"{loss.upper()} population optimum")
         axes[0, j].axhline(1 - d / K if K > d else 0, color="k", ls=":", lw=1, label="1 - rank/K")
         axes[1, j].axhline(ref.loc["nearest_center", "test_acc"], color="gray", ls="--", lw=1,
                            label="nearest center (Theta = M)")
         axes[0, j].set_title(f"K = {K}, d = {d}, n = {n_train}, sigma = {sigma:g}")
-        for ax in axes[:, j]:
+        for ax, top in zip(axes[:, j], (1.05, 1.02)):
             ax.set_xscale("symlog", linthresh=1)
             ax.set_xlim(0, iters)
+            ax.set_ylim(0, top)
             ax.set_xlabel("GD iteration (step 1/L per loss)")
-        axes[0, j].set_ylim(0, 1.05)
-        axes[1, j].set_ylim(0, 1.02)
     axes[0, 0].set_ylabel("normalized train loss")
     axes[1, 0].set_ylabel("test accuracy")
     axes[0, 0].legend(fontsize=8)
@@ -278,22 +265,18 @@ def least_squares_accuracy_vs_n(d: int, K: int, sigma: float, rho: float, ns: Se
                                 n_test: int, seed: int = 0) -> pd.DataFrame:
     """Test accuracy of the empirical QL and CCQL (w = sqrt(K-1) - 1) minimisers vs sample size.
 
-    Same centers and test set as `gd_dynamics_frame` for this K and seed; the population
-    optima are given as an n = inf row. Columns: n, samples_per_class, ql_acc, ccql_acc,
-    nearest_center_acc.
+    Same centers and test set as `gd_dynamics_frame` for this K and seed; the population optima
+    are an n = inf row. Columns: n, samples_per_class, ql_acc, ccql_acc, nearest_center_acc.
     """
     M = sample_centers(K, d, rho, "random", seed=stream(seed, "gd_centers"))
-    Xt, yt = sample_mixture(M, n_test, sigma, "gaussian", seed=stream(seed, "gd_test", K))
+    Xt, yt = sample_mixture(M, n_test, sigma, seed=stream(seed, "gd_test", K))
     w = default_ccql_weight(K)
-    rows = []
+    fits = []   # (n, QL fit, CCQL fit)
     for n in ns:
-        X, y = sample_mixture(M, n, sigma, "gaussian", seed=stream(seed, "ls_train", n))
-        rows.append({"n": n, "samples_per_class": n / K,
-                     "ql_acc": accuracy(ql_least_squares(X, y, K), Xt, yt),
-                     "ccql_acc": accuracy(ccql_least_squares(X, y, K, w), Xt, yt)})
-    rows.append({"n": float("inf"), "samples_per_class": float("inf"),
-                 "ql_acc": accuracy(ql_population_minimizer(M, sigma), Xt, yt),
-                 "ccql_acc": accuracy(ccql_population_optimum(M, sigma, w)[0], Xt, yt)})
-    frame = pd.DataFrame(rows)
+        X, y = sample_mixture(M, n, sigma, seed=stream(seed, "ls_train", n))
+        fits.append((n, ql_least_squares(X, y, K), ccql_least_squares(X, y, K, w)))
+    fits.append((float("inf"), ql_population_minimizer(M, sigma), ccql_population_optimum(M, sigma, w)[0]))
+    frame = pd.DataFrame([{"n": n, "samples_per_class": n / K, "ql_acc": accuracy(ql, Xt, yt),
+                           "ccql_acc": accuracy(ccql, Xt, yt)} for n, ql, ccql in fits])
     frame["nearest_center_acc"] = accuracy(M, Xt, yt)
     return frame

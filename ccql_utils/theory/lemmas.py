@@ -1,11 +1,8 @@
 """Lemmas 3.2, 3.3 and 3.5 of the paper (CE can be made small; its high-probability form; the
 CCQL bound at Theta = M), the paper's printed forms beside the corrected ones, and the checks of
 every closed form that notebook 00 prints (`verification_table`, `printed_vs_corrected`).
-
-* Lemma 3.2: Theta = R M; on a bounded mixture with margin gamma (|mu_i^T mu_j| <= 1 - 3 gamma,
-  ||z|| <= gamma) every sample has CE <= log(1 + (K - 1) exp(-R gamma)).
-* Lemma 3.5 (with the 1/2): CCQL at Theta = M is
-  1/2 (||M M^T - I_K||_F^2 / K + K sigma^2) + (w/2) sigma^2.
+Lemma 3.2's setting: a bounded mixture with margin gamma (|mu_i^T mu_j| <= 1 - 3 gamma,
+||z|| <= gamma).
 """
 from __future__ import annotations
 
@@ -24,15 +21,10 @@ from .empirical import empirical_loss, per_sample_loss, ql_least_squares
 
 
 def ccql_at_centers(M: np.ndarray, sigma: float, w: float) -> float:
-    """Population CCQL(w) at Theta = M (Lemma 3.5): 1/2 (||MM^T - I||_F^2/K + K sigma^2) + w sigma^2/2.
-
-    Exact for unit-norm centers (the noise term uses ||M||_F^2 = K).
-    """
-    M, sigma, w = _check_M(M), _check_sigma(sigma), _check_w(w)
-    K = M.shape[0]
-    off = np.linalg.norm(M @ M.T - np.eye(K)) ** 2
-    return float(0.5 * (off / K + K * sigma ** 2) + 0.5 * w * sigma ** 2)
-
+    """Population CCQL(w) at Theta = M (Lemma 3.5): 1/2 (||MM^T - I||_F^2/K + K sigma^2) + w sigma^2/2;
+    exact for unit-norm centers (the noise term uses ||M||_F^2 = K)."""
+    w = _check_w(w)
+    return 0.5 * lemma35_printed_bound(M, sigma) + 0.5 * w * float(sigma) ** 2
 
 
 def ce_lemma32_construction(M: np.ndarray, R: float) -> np.ndarray:
@@ -69,11 +61,10 @@ def adversarial_noise(M: np.ndarray, y: np.ndarray, gamma: float) -> np.ndarray:
 
 
 def lemma33_success_bound(K: int, n: int, gamma: float, sigma: float) -> float:
-    """Lemma 3.3 with its constant for Gaussian noise N(0, sigma^2 I): the margin event
-    |z^T mu_k| <= gamma fails for one (sample, class) with probability 2 Phi(-gamma/sigma) <=
-    2 exp(-gamma^2 / (2 sigma^2)), so by the union bound all n samples keep CE <=
-    log(1 + (K - 1) exp(-R gamma)) with probability >= 1 - 2 K n exp(-gamma^2 / (2 sigma^2))
-    (the paper's 1 - K n exp(-c gamma^2 / sigma^2) with c = 1/2 and the factor 2 of two tails)."""
+    """Lemma 3.3 for Gaussian noise N(0, sigma^2 I): the margin event |z^T mu_k| <= gamma fails for
+    one (sample, class) with probability 2 Phi(-gamma/sigma) <= 2 exp(-gamma^2 / (2 sigma^2)), so
+    by the union bound all n samples keep Lemma 3.2's CE bound with probability >= 1 - 2 K n
+    exp(-gamma^2 / (2 sigma^2)) (the paper's 1 - K n exp(-c gamma^2 / sigma^2), c = 1/2, two tails)."""
     K, sigma = _check_K(K), _check_sigma(sigma)
     if sigma == 0:
         return 1.0
@@ -111,9 +102,8 @@ def lemma35_printed_bound(M: np.ndarray, sigma: float) -> float:
 
 def lemma35_printed_holds_below(M: np.ndarray, sigma: float, w_max: float = 1e8) -> float:
     """The largest w at which min CCQL(w) <= the printed Lemma 3.5 bound (inf if it holds up to
-    w_max). min CCQL grows with w (it adds (w/2)(1 - f_y)^2 >= 0) toward sigma^2 w / (2 (1 +
-    sigma^2)) + ..., while the printed bound has no w: for sigma > 0 it fails for large w, so
-    the bound is true only below this weight."""
+    w_max): min CCQL grows with w (like sigma^2 w / (2 (1 + sigma^2))) while the printed bound has
+    no w, so for sigma > 0 it fails above some weight."""
     M, sigma = _check_M(M), _check_sigma(sigma)
     bound = lemma35_printed_bound(M, sigma)
     holds = lambda w: ccql_population_min(M, sigma, w) <= bound
@@ -144,17 +134,14 @@ TABLE_CONFIGS = (
 @one_blas_thread
 def verification_table(configs: Iterable[Sequence] = TABLE_CONFIGS, n: int = 20000,
                        seed: int = 0, ce_eps: float = 0.01, n_ce: int = 2000) -> pd.DataFrame:
-    """One row per (K, d, sigma, rho, kind): closed forms vs independent computations.
-
-    Columns: ql_closed (eigenvalue formula), ql_normal_eq (population loss at the normal-equation
-    solution), ql_mc (in-sample min QL of an n-sample LS fit), their relative errors,
-    ql_bound (1/2 (1 - rank/K)); gamma, R = log(K/eps)/gamma, ce_bound and ce_max (largest
-    per-sample CE at Theta = R M on n_ce samples whose noise of norm gamma points at the nearest
-    center, the worst case of Lemma 3.2); ccql_exact, ccql_generic (L-BFGS) at w = sqrt(K-1) - 1
-    and their relative error; ccql_at_M (Lemma 3.5) and ccql_reference ((w + 1)/2, the loss at
-    Theta = 0). Losses are not normalized. Row j draws from `default_rng([seed, j])`, the keys
-    the notebook's printed numbers were drawn with.
-    """
+    """One row per (K, d, sigma, rho, kind): closed forms vs independent computations (losses not
+    normalized). Columns: ql_closed (eigenvalue formula), ql_normal_eq (population loss at the
+    normal-equation solution), ql_mc (in-sample min QL of an n-sample LS fit), their relative
+    errors, ql_bound (1/2 (1 - rank/K)); gamma, R = log(K/eps)/gamma, ce_bound and ce_max (largest
+    per-sample CE at Theta = R M on n_ce samples under `adversarial_noise`, Lemma 3.2's worst
+    case); ccql_exact, ccql_generic (L-BFGS) at w = sqrt(K-1) - 1 and their relative error;
+    ccql_at_M (Lemma 3.5) and ccql_reference ((w + 1)/2, the loss at Theta = 0). Row j draws from
+    `default_rng([seed, j])`, the keys the notebook's printed numbers were drawn with."""
     rows = []
     for j, (K, d, sigma, rho, kind) in enumerate(configs):
         rng = np.random.default_rng([seed, j])
@@ -174,8 +161,7 @@ def verification_table(configs: Iterable[Sequence] = TABLE_CONFIGS, n: int = 200
         rows.append({
             "K": K, "d": d, "sigma": sigma, "rho": rho, "centers": kind, "rank": numerical_rank(M),
             "ql_closed": closed, "ql_normal_eq": normal, "ql_mc": mc,
-            "relerr_normal_eq": abs(normal - closed) / closed,
-            "relerr_mc": abs(mc - closed) / closed,
+            "relerr_normal_eq": abs(normal - closed) / closed, "relerr_mc": abs(mc - closed) / closed,
             "ql_bound": 0.5 * ql_rank_bound(M),
             "gamma": gamma, "R": R, "ce_bound": ce_lemma32_bound(K, R, gamma), "ce_max": ce_max,
             "w": w, "ccql_exact": ccql_exact, "ccql_generic": ccql_generic,
@@ -190,29 +176,20 @@ def format_verification_table(table: pd.DataFrame) -> pd.DataFrame:
     """Strings stable across BLAS/thread counts: 4 significant digits; relative errors below
     1e-10 (normal equations) / 1e-6 (L-BFGS) shown as '< 1e-10' / '< 1e-6', Monte Carlo rounded
     to 1 significant digit; bound checks as 'yes'/'NO'."""
-    def sig(x, digits=4):
-        return f"{x:.{digits}g}"
-
-    def small(x, threshold, label):
-        return label if x < threshold else f"{x:.1g}"
-
+    sig = "{:.4g}".format
     return pd.DataFrame({
-        "K": table["K"], "d": table["d"], "sigma": table["sigma"], "rho": table["rho"],
-        "centers": table["centers"], "rank": table["rank"],
-        "QL closed": table["ql_closed"].map(sig),
-        "QL normal eq": table["ql_normal_eq"].map(sig),
+        **{column: table[column] for column in ("K", "d", "sigma", "rho", "centers", "rank")},
+        "QL closed": table["ql_closed"].map(sig), "QL normal eq": table["ql_normal_eq"].map(sig),
         "QL Monte Carlo": table["ql_mc"].map(sig),
-        "rel err NE": table["relerr_normal_eq"].map(lambda x: small(x, 1e-10, "< 1e-10")),
+        "rel err NE": table["relerr_normal_eq"].map(lambda x: "< 1e-10" if x < 1e-10 else f"{x:.1g}"),
         "rel err MC": table["relerr_mc"].map(lambda x: f"{x:.0e}" if x >= 1e-3 else "< 1e-3"),
         "QL >= bound": np.where(table["ql_closed"] >= table["ql_bound"] - 1e-12, "yes", "NO"),
         "bound": table["ql_bound"].map(sig),
-        "CE bound": table["ce_bound"].map(lambda x: sig(x, 3)),
+        "CE bound": table["ce_bound"].map("{:.3g}".format),
         "CE max <= bound": np.where(table["ce_max"] <= table["ce_bound"], "yes", "NO"),
-        "CCQL exact": table["ccql_exact"].map(sig),
-        "CCQL L-BFGS": table["ccql_generic"].map(sig),
-        "rel err CCQL": table["relerr_ccql"].map(lambda x: small(x, 1e-6, "< 1e-6")),
-        "CCQL at M": table["ccql_at_M"].map(sig),
-        "CCQL at 0": table["ccql_reference"].map(sig),
+        "CCQL exact": table["ccql_exact"].map(sig), "CCQL L-BFGS": table["ccql_generic"].map(sig),
+        "rel err CCQL": table["relerr_ccql"].map(lambda x: "< 1e-6" if x < 1e-6 else f"{x:.1g}"),
+        "CCQL at M": table["ccql_at_M"].map(sig), "CCQL at 0": table["ccql_reference"].map(sig),
     })
 
 
@@ -227,22 +204,23 @@ def printed_vs_corrected(K: int = 10, d: int = 20, sigma: float = 0.3, n: int = 
     gamma, w = center_margin(M), default_ccql_weight(K)
     R = ce_lemma32_radius(K, gamma, 0.01)
     y = np.arange(K).repeat(20)
-    ce_worst = float(per_sample_loss(ce_lemma32_construction(M, R), M[y] + adversarial_noise(M, y, gamma),
-                                     y, "ce").max())
+    Xb = M[y] + adversarial_noise(M, y, gamma)
+    ce_worst, ce_bound = float(per_sample_loss(R * M, Xb, y, "ce").max()), ce_lemma32_bound(K, R, gamma)
     sigma33 = gamma / math.sqrt(2 * math.log(4 * K * n))  # where Lemma 3.3's bound is 0.5
     mc = lemma33_monte_carlo(M, n, sigma33, R, trials, seed=rng)
-    closed, normal = ql_population_min(M, sigma), population_quadratic_loss(ql_population_minimizer(M, sigma), M, sigma)
+    p33 = lemma33_success_bound(K, n, gamma, sigma33)
+    closed = ql_population_min(M, sigma)
+    normal = population_quadratic_loss(ql_population_minimizer(M, sigma), M, sigma)
     printed, w_star = lemma35_printed_bound(M, sigma), lemma35_printed_holds_below(M, sigma)
     rows = [
         ("3.2 CE", "row k of Theta = R mu_k (printed: column); CE <= log(1 + (K-1) e^(-R gamma))",
          "unchanged (rows: Theta is K x d)",
          f"worst noise (toward the nearest center), R = {R:.3g}: max CE {ce_worst:.3g} <= bound "
-         f"{ce_lemma32_bound(K, R, gamma):.3g}", ce_worst <= ce_lemma32_bound(K, R, gamma)),
+         f"{ce_bound:.3g}", ce_worst <= ce_bound),
         ("3.3 CE, sub-Gaussian", "P >= 1 - K n exp(-c gamma^2 / sigma^2), c unstated",
          "Gaussian noise: P >= 1 - 2 K n exp(-gamma^2 / (2 sigma^2))",
          f"n = {n}, sigma = {sigma33:.3g}: margin event in {mc['event']:.2f} of {trials} draws >= "
-         f"bound {lemma33_success_bound(K, n, gamma, sigma33):.2f}",
-         mc["event"] >= lemma33_success_bound(K, n, gamma, sigma33) - 3 * math.sqrt(0.25 / trials)),
+         f"bound {p33:.2f}", mc["event"] >= p33 - 3 * math.sqrt(0.25 / trials)),
         ("3.4 QL", "Theta* = M (M^T M + sigma^2 I_K)^-1 (sizes do not match); min without the 1/2",
          "Theta* = M (M^T M + K sigma^2 I_d)^-1; min = 1/2 sum_k sigma^2 / (lambda_k + K sigma^2)",
          f"sigma = {sigma}: closed form {closed:.4g}, loss at the normal equations' solution "

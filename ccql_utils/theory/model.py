@@ -2,20 +2,13 @@
 classifiers under CE, QL and CCQL (numpy float64), as corrected in docs/protocol.md, section 3.
 
 * Mixture (Def. 3.1): M is K x d, row k = mu_k, ||mu_k|| = 1; y uniform on {0..K-1},
-  x = mu_y + z, E z = 0, Cov z = sigma^2 I_d ("bounded" noise: uniform on the sphere of radius
-  sigma sqrt(d)). Classifier f(x) = Theta x, Theta K x d (an intercept column optional).
+  x = mu_y + z, E z = 0, Cov z = sigma^2 I_d. Classifier f(x) = Theta x, Theta K x d (an
+  intercept column optional).
 * Losses: CE = -log softmax(f)[y]; QL = 1/2 ||onehot(y) - f||^2; CCQL(w) = QL + (w/2)(1 - f_y)^2;
-  a normalized loss is divided by its value at f = 0 (`losses.zero_output_loss`).
-* QL (Lemma 3.4, corrected): Theta* = M (M^T M + K sigma^2 I_d)^{-1},
-  min QL = 1/2 sum_k sigma^2 / (lambda_k + K sigma^2), lambda_k the eigenvalues of M M^T;
-  normalized min >= 1 - rank(M)/K.
-* Exact CCQL optimum (not in the paper): rows decouple, theta_i = A_i^{-1} b_i with
-  A_i = (1/K) sum_k (1 + w [k = i]) (mu_k mu_k^T + sigma^2 I_d), b_i = ((1 + w)/K) mu_i;
-  as w -> inf, normalized min CCQL -> sigma^2 / (1 + sigma^2).
+  a normalized loss is divided by its value at f = 0 (`reference.zero_output_loss`).
+* Closed forms (at their functions): QL's optimum (Lemma 3.4, corrected), CCQL's (not in the paper).
 
-`theory.empirical` holds the sample losses, fits and gradient descent, `theory.lemmas` Lemmas
-3.2, 3.3 and 3.5 and the checks of notebook 00, `theory.figures` its figures. Everything is
-seeded through numpy Generators; nothing touches global random state.
+Everything is seeded through numpy Generators; nothing touches global random state.
 """
 from __future__ import annotations
 
@@ -47,24 +40,11 @@ def _check_real(value, name: str, high: float = math.inf) -> float:
     return value
 
 
-def _check_K(K) -> int:
-    return _check_int(K, 2, "number of classes K")
-
-
-def _check_d(d) -> int:
-    return _check_int(d, 1, "dimension d")
-
-
-def _check_sigma(sigma) -> float:
-    return _check_real(sigma, "noise level sigma")
-
-
-def _check_rho(rho) -> float:
-    return _check_real(rho, "center correlation rho", high=1.0)
-
-
-def _check_w(w) -> float:
-    return _check_real(w, "CCQL weight w")
+_check_K = functools.partial(_check_int, low=2, name="number of classes K")
+_check_d = functools.partial(_check_int, low=1, name="dimension d")
+_check_sigma = functools.partial(_check_real, name="noise level sigma")
+_check_rho = functools.partial(_check_real, name="center correlation rho", high=1.0)
+_check_w = functools.partial(_check_real, name="CCQL weight w")
 
 
 def _check_M(M) -> np.ndarray:
@@ -87,9 +67,8 @@ def _rng(seed) -> np.random.Generator:
 
 
 def one_blas_thread(function):
-    """Run `function` with BLAS capped at one thread: the matrices here are small (K, d <= a few
-    hundred, n <= 20,000), where BLAS threads only add overhead, and on a CPU shared with other
-    jobs a spinning thread pool can make them ten times slower."""
+    """Run `function` with BLAS capped at one thread: on these small matrices BLAS threads only
+    add overhead, and on a shared CPU a spinning thread pool can make them ten times slower."""
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         with threadpool_limits(limits=1, user_api="blas"):
@@ -100,7 +79,7 @@ def one_blas_thread(function):
 # --- Mixture sampling ------------------------------------------------------------------------
 def sample_centers(K: int, d: int, rho: float = 0.0, kind: str = "random",
                    seed=0) -> np.ndarray:
-    """Unit class centers, returned as M (K x d, float64), rows mu_k with ||mu_k|| = 1.
+    """Unit class centers M (K x d, float64), rows mu_k with ||mu_k|| = 1.
 
     kind="random": mu_k = normalize(sqrt(rho) u + sqrt(1 - rho) g_k), g_k uniform on the unit
       sphere, u a shared unit vector; pairwise correlations scatter around rho (exactly 0 in
@@ -130,19 +109,14 @@ def sample_centers(K: int, d: int, rho: float = 0.0, kind: str = "random",
 
 def sample_mixture(M: np.ndarray, n: int, sigma: float, noise: str = "gaussian",
                    seed=0) -> tuple[np.ndarray, np.ndarray]:
-    """n samples of the mixture with centers M (K x d): returns X (n x d) and labels y (n,).
-
+    """n samples of the mixture with centers M (K x d): X (n x d) and iid uniform labels y (n,).
     noise="gaussian": z ~ N(0, sigma^2 I_d); noise="bounded": z uniform on the sphere of radius
-    sigma sqrt(d) (same covariance, ||z|| = sigma sqrt(d)). Labels are iid uniform.
-    """
-    M = _check_M(M)
-    sigma = _check_sigma(sigma)
-    if int(n) != n or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    sigma sqrt(d) (the same covariance)."""
+    M, sigma, n = _check_M(M), _check_sigma(sigma), _check_int(n, 1, "sample count n")
     K, d = M.shape
     rng = _rng(seed)
-    y = rng.integers(0, K, size=int(n))
-    g = rng.standard_normal((int(n), d))
+    y = rng.integers(0, K, size=n)
+    g = rng.standard_normal((n, d))
     if noise == "gaussian":
         z = sigma * g
     elif noise == "bounded":
@@ -163,11 +137,8 @@ def center_margin(M: np.ndarray) -> float:
 # --- Population losses and closed forms ------------------------------------------------------
 def population_quadratic_loss(Theta: np.ndarray, M: np.ndarray, sigma: float,
                               w: float = 0.0) -> float:
-    """Population CCQL(w) of the linear classifier Theta (K x d); w = 0 gives QL. Exact.
-
-    = 1/(2K) sum_{i,k} c_ik [(delta_ik - theta_i^T mu_k)^2 + sigma^2 ||theta_i||^2],
-    c_ik = 1 + w [i = k].
-    """
+    """Exact population CCQL(w) of the linear classifier Theta (K x d); w = 0 gives QL:
+    1/(2K) sum_{i,k} c_ik [(delta_ik - theta_i^T mu_k)^2 + sigma^2 ||theta_i||^2], c_ik = 1 + w [i = k]."""
     M, sigma, w = _check_M(M), _check_sigma(sigma), _check_w(w)
     K = M.shape[0]
     R = np.eye(K) - Theta @ M.T                       # R[i, k] = delta_ik - theta_i^T mu_k
@@ -200,10 +171,8 @@ def ql_population_minimizer(M: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def ql_population_min(M: np.ndarray, sigma: float) -> float:
-    """min_Theta population QL = 1/2 sum_k sigma^2 / (lambda_k + K sigma^2) (Lemma 3.4, corrected).
-
-    lambda_k: eigenvalues of M M^T (K x K). For sigma = 0 the limit 1/2 (1 - rank(M)/K).
-    """
+    """min_Theta population QL = 1/2 sum_k sigma^2 / (lambda_k + K sigma^2) (Lemma 3.4, corrected),
+    lambda_k the eigenvalues of M M^T (K x K); for sigma = 0 the limit 1/2 (1 - rank(M)/K)."""
     M, sigma = _check_M(M), _check_sigma(sigma)
     K = M.shape[0]
     if sigma == 0.0:
@@ -223,43 +192,31 @@ def ql_rank_bound(M: np.ndarray) -> float:
     return 1.0 - numerical_rank(M) / M.shape[0]
 
 
-def _ccql_row_systems(M: np.ndarray, sigma: float, w: float, intercept: bool):
-    """Row-decoupled normal equations: A (K x p x p), b (K x p), c_t (scalar E[c t^2] per row).
-
-    p = d (+1 with an intercept feature fixed to 1). Row i minimises
-    1/2 E[c_i (t_i - theta_i^T x)^2] = 1/2 (c_t - 2 b_i^T theta_i + theta_i^T A_i theta_i).
-    """
-    K, d = M.shape
-    if intercept:
-        Mx = np.hstack([M, np.ones((K, 1))])
-        noise = np.diag(np.r_[np.full(d, sigma ** 2), 0.0])
-    else:
-        Mx = M
-        noise = sigma ** 2 * np.eye(d)
-    p = Mx.shape[1]
-    second = Mx[:, :, None] * Mx[:, None, :] + noise[None]   # K x p x p: E[x x^T | k]
-    base = second.sum(axis=0)                                 # sum over classes
-    A = (base[None] + w * second) / K
-    b = (1.0 + w) / K * Mx
-    c_t = (1.0 + w) / K
-    return A, b, c_t, p
-
-
 def ccql_population_optimum(M: np.ndarray, sigma: float, w: float,
                             intercept: bool = False) -> tuple[np.ndarray, float]:
     """Exact population CCQL(w) minimiser and minimum: (Theta (K x d, or K x (d+1)), min loss).
 
-    Rows decouple: theta_i = A_i^{-1} b_i (weighted least squares). With intercept=True the
-    classifier is f(x) = Theta [x; 1] (last column = bias), which can output all-ones exactly.
-    For singular A_i (sigma = 0, K < d) the min-norm solution (lstsq) is returned.
+    Rows decouple (weighted least squares): theta_i = A_i^{-1} b_i with
+    A_i = (1/K) sum_k (1 + w [k = i]) (mu_k mu_k^T + sigma^2 I_d), b_i = ((1 + w)/K) mu_i, and
+    min = 1/2 sum_i ((1 + w)/K - b_i^T theta_i). With intercept=True, f(x) = Theta [x; 1] (last
+    column = bias), which can output all-ones exactly. Singular A_i (sigma = 0, K < d): min-norm
+    solution (lstsq).
     """
     M, sigma, w = _check_M(M), _check_sigma(sigma), _check_w(w)
-    A, b, c_t, p = _ccql_row_systems(M, sigma, w, intercept)
+    K, d = M.shape
+    if intercept:   # a feature fixed to 1, without noise
+        M = np.hstack([M, np.ones((K, 1))])
+        noise = np.diag(np.r_[np.full(d, sigma ** 2), 0.0])
+    else:
+        noise = sigma ** 2 * np.eye(d)
+    second = M[:, :, None] * M[:, None, :] + noise[None]     # K x p x p: E[x x^T | k]
+    A = (second.sum(axis=0)[None] + w * second) / K
+    b = (1.0 + w) / K * M
     if sigma > 0.0:   # every A_i is positive definite
         Theta = np.linalg.solve(A, b[:, :, None])[:, :, 0]
     else:
-        Theta = np.stack([np.linalg.lstsq(A[i], b[i], rcond=None)[0] for i in range(len(b))])
-    per_row = 0.5 * (c_t - np.einsum("ip,ip->i", b, Theta))
+        Theta = np.stack([np.linalg.lstsq(A[i], b[i], rcond=None)[0] for i in range(K)])
+    per_row = 0.5 * ((1.0 + w) / K - np.einsum("ip,ip->i", b, Theta))
     return Theta, float(np.sum(per_row))
 
 
@@ -275,10 +232,8 @@ def ccql_normalized_min(M: np.ndarray, sigma: float, w: float, intercept: bool =
 
 
 def ccql_large_w_limit(sigma: float) -> float:
-    """Limit of normalized min CCQL as w -> inf for f = Theta x (no intercept): sigma^2/(1+sigma^2).
-
-    Each row tends to mu_i/(1 + sigma^2), the best linear predictor of 1 on class i alone.
-    """
+    """Limit of normalized min CCQL as w -> inf for f = Theta x (no intercept): sigma^2/(1+sigma^2);
+    each row tends to mu_i/(1 + sigma^2), the best linear predictor of 1 on class i alone."""
     sigma = _check_sigma(sigma)
     return sigma ** 2 / (1.0 + sigma ** 2)
 
@@ -289,13 +244,12 @@ def ccql_population_min_generic(M: np.ndarray, sigma: float, w: float) -> tuple[
     from scipy.optimize import minimize
     M, sigma, w = _check_M(M), _check_sigma(sigma), _check_w(w)
     K, d = M.shape
-    x0 = np.zeros(K * d)
 
     def fun(v):
         T = v.reshape(K, d)
         return (population_quadratic_loss(T, M, sigma, w),
                 population_quadratic_grad(T, M, sigma, w).ravel())
 
-    res = minimize(fun, x0, jac=True, method="L-BFGS-B",
+    res = minimize(fun, np.zeros(K * d), jac=True, method="L-BFGS-B",
                    options={"maxiter": 20000, "gtol": 1e-13, "ftol": 1e-15, "maxcor": 30})
     return res.x.reshape(K, d), float(res.fun)
