@@ -1,13 +1,7 @@
-"""The queue of paper-scale GPU runs still wanted, the plan that fits one lease, and the lease.
-
-GPU time comes in short leases (about 15 minutes of one GPU, start-up included, at most 10
-minutes per command: docs/gpu.md), and a WRN-28-10 checkpoint (~290 MB) cannot come back, so
-every run must finish inside one command. `QUEUE` lists, in order of value, the runs the paper-scale figures
-still need; `plan(budget_s)` takes the next ones that fit a budget (greedy in that order, then
-shorter runs to fill the rest), skipping runs whose records are committed under results/ or final
-in the runs folder, and runs whose classes the data at hand lacks. `lease` trains a plan one run
-after another and exports the records of every finished run after each, so a command cut short
-still returns what finished. docs/gpu.md walks through a lease.
+"""The queue of paper-scale GPU runs still wanted, the plan that fits one lease, and the lease
+(docs/gpu.md). Every run must finish inside one command of a lease (its checkpoint cannot come
+back), so `plan` takes only runs whose estimate fits, and `lease` exports the records of every
+finished run after each, so that a command cut short still returns what finished.
 """
 from __future__ import annotations
 
@@ -15,6 +9,7 @@ import sys
 import tarfile
 import time
 from dataclasses import dataclass, replace
+from itertools import accumulate
 from pathlib import Path
 
 from ..core.config import TrainConfig
@@ -25,6 +20,7 @@ from ..figures.presets import experiment_configs
 from ..provenance import PROJECT_ROOT
 
 RESULTS_DIR = PROJECT_ROOT / "results"
+
 
 @dataclass(frozen=True)
 class Wanted:
@@ -39,27 +35,27 @@ class Wanted:
     def run_id(self) -> str:
         return self.config.run_id()
 
+    def row(self) -> str:
+        return f"  {self.priority}. {self.why:<42} {self.label:<26}"
+
 
 def _queue() -> list[Wanted]:
-    k100 = experiment_configs("k100", "gpu-short")
-    paper = experiment_configs("k25_random", "paper")
-    seeds = {(label, s): c for name in ("k25_random", "mammals_vs_random") for s in (0, 1, 2)  # one class draw
-             for label, c in experiment_configs(name, "gpu-short", s, class_seed=0).items()}
-    second_draw = experiment_configs("k25_random", "gpu-short", class_seed=1)
-    wanted = [Wanted(1, "Fig 2 at gpu-short", label, k100[label]) for label in ("QL", "CE", "CCQL")]
-    wanted += [Wanted(2, "Fig 1 at paper (200 epochs)", label,
-                      paper[label]) for label in ("QL", "CCQL", "CE")]
-    fig3 = experiment_configs("mammals_vs_random", "gpu-short")
-    wanted += [Wanted(3, "control: mammals with CE, CCQL (gpu-short)", label, fig3[label])
-               for label in ("CE, mammals", "CCQL, mammals")]
-    wanted += [Wanted(4, "Fig 1, Fig 3 at gpu-short: seeds 1, 2", f"{label} (seed {seed})", config)
-               for seed in (1, 2) for (label, s), config in seeds.items() if s == seed
-               and not label.endswith(", random")]  # Fig 3's random-class runs are Fig 1's
-    wanted += [Wanted(4, "Fig 1 at gpu-short: a second class draw", f"{label} (class seed 1)",
-                      second_draw[label]) for label in ("CE", "QL", "CCQL")]
-    wanted += [Wanted(5, "Fig 2 at gpu-short: QL at 0.5x, 2x its LR", f"QL lr {lr}",
-                      experiment_configs("k100", "gpu-short", lr={"ql": lr})["QL"]) for lr in (0.005, 0.02)]
-    return wanted
+    """The runs in order of value (docs/gpu.md, section 2, says why each)."""
+    def runs(priority, why, experiment, preset, labels, suffix="", **kwargs):
+        configs = experiment_configs(experiment, preset, **kwargs)
+        return [Wanted(priority, why, label + suffix, configs[label]) for label in labels]
+    return [*runs(1, "Fig 2 at gpu-short", "k100", "gpu-short", ("QL", "CE", "CCQL")),
+            *runs(2, "Fig 1 at paper (200 epochs)", "k25_random", "paper", ("QL", "CCQL", "CE")),
+            *runs(3, "control: mammals with CE, CCQL (gpu-short)", "mammals_vs_random", "gpu-short",
+                  ("CE, mammals", "CCQL, mammals")),
+            *(Wanted(4, "Fig 1, Fig 3 at gpu-short: seeds 1, 2", f"{label} (seed {seed})", config)
+              for seed in (1, 2) for name in ("k25_random", "mammals_vs_random")
+              for label, config in experiment_configs(name, "gpu-short", seed, class_seed=0).items()
+              if not label.endswith(", random")),  # Fig 3's random-class runs are Fig 1's
+            *runs(4, "Fig 1 at gpu-short: a second class draw", "k25_random", "gpu-short",
+                  ("CE", "QL", "CCQL"), " (class seed 1)", class_seed=1),
+            *(Wanted(5, "Fig 2 at gpu-short: QL at 0.5x, 2x its LR", f"QL lr {lr}",
+                     experiment_configs("k100", "gpu-short", lr={"ql": lr})["QL"]) for lr in (0.005, 0.02))]
 
 
 QUEUE = _queue()
@@ -103,21 +99,18 @@ class Plan:
     seconds: dict
 
     def describe(self) -> str:
-        lines = [f"plan for a budget of {self.budget_s:.0f} s (estimates: "
-                 f"estimates.H200_WRN28_10): {len(self.runs)} run(s), about {self.total_s:.0f} s"]
-        total = 0.0
-        for w in self.runs:
-            total += self.seconds[w.run_id]
-            lines.append(f"  {w.priority}. {w.why:<42} {w.label:<26} {w.run_id}  "
-                         f"~{self.seconds[w.run_id]:.0f} s (until {total:.0f} s)")
-        left = sum(self.seconds[w.run_id] for w in self.waiting)
-        lines.append(f"still in the queue after it: {len(self.waiting)} run(s), about {left / 60:.0f} min"
-                     + "".join(f"\n  {w.priority}. {w.why:<42} {w.label:<26} ~{self.seconds[w.run_id]:.0f} s"
-                               for w in self.waiting))
-        if self.unserved:
-            lines.append("not served by this data (pack their classes): "
-                         + ", ".join(f"{w.label} [{w.why}]" for w in self.unserved))
-        return "\n".join(lines)
+        secs = self.seconds
+        until = accumulate(secs[w.run_id] for w in self.runs)
+        unserved = ", ".join(f"{w.label} [{w.why}]" for w in self.unserved)
+        return "\n".join([
+            f"plan for a budget of {self.budget_s:.0f} s (estimates: estimates.H200_WRN28_10): "
+            f"{len(self.runs)} run(s), about {self.total_s:.0f} s",
+            *(f"{w.row()} {w.run_id}  ~{secs[w.run_id]:.0f} s (until {t:.0f} s)"
+              for w, t in zip(self.runs, until)),
+            f"still in the queue after it: {len(self.waiting)} run(s), about "
+            f"{sum(secs[w.run_id] for w in self.waiting) / 60:.0f} min",
+            *(f"{w.row()} ~{secs[w.run_id]:.0f} s" for w in self.waiting),
+            *([f"not served by this data (pack their classes): {unserved}"] if unserved else [])])
 
     @property
     def total_s(self) -> float:
@@ -125,18 +118,17 @@ class Plan:
 
 
 def plan(budget_s: float, store=None, data_root=None, results_dir: str | Path = RESULTS_DIR,
-         queue: list[Wanted] | None = None, overrides: dict | None = None) -> Plan:
+         overrides: dict | None = None) -> Plan:
     """The next runs of the queue that fit `budget_s`, greedy in queue order (a run that does not
-    fit is passed over for later, shorter ones). Done, and left out: runs committed under
-    `results_dir` or final in `store` (a RunStore, which also says how the data identifies runs).
+    fit is passed over for later, shorter ones). Left out: runs committed under `results_dir` or
+    final in `store` (a RunStore, which also says how the data identifies runs), and runs the pack
+    at `data_root` cannot serve (`Plan.unserved`).
     overrides (tests' dry runs): changes to every config, the estimates staying the real ones."""
     if not budget_s > 0:
         raise ValueError(f"the budget must be a positive number of seconds, got {budget_s}")
-    queue = QUEUE if queue is None else queue
-    seconds = {}
-    todo, unserved = [], []
+    seconds, todo, unserved = {}, [], []
     done = committed_run_ids(results_dir)
-    for w in queue:
+    for w in QUEUE:
         estimate = estimate_seconds(w.config)
         if overrides:
             w = replace(w, config=replace(w.config, **overrides).resolved())
@@ -155,15 +147,14 @@ def plan(budget_s: float, store=None, data_root=None, results_dir: str | Path = 
 
 def lease(ctx, budget_s: float, output: str | Path, device: str = "cuda",
           overrides: dict | None = None) -> int:
-    """Train `plan(budget_s)` of `ctx.store` (ctx: a context.RunContext) one run after another on
-    `device`, exporting the records of every finished or diverged run of this lease to
-    `output`/records.tar.gz after each (atomically), and passing over a run that no longer fits
-    the time left. Returns the CLI's exit code: 0, or 3 if a run diverged."""
+    """Train `plan(budget_s)` of `ctx.store` one run after another on `device`, exporting the records
+    of every finished or diverged run of this lease to `output`/records.tar.gz after each
+    (atomically), passing over a run that no longer fits the time left. Exit code: 0, or 3 if a
+    run diverged."""
     from ..execution.records import export_records
     from ..execution.scheduler import obtain
-    store = ctx.store
     start = time.monotonic()
-    the_plan = plan(budget_s, store, store.data_root, overrides=overrides)
+    the_plan = plan(budget_s, ctx.store, ctx.store.data_root, overrides=overrides)
     print(the_plan.describe(), flush=True)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -184,7 +175,3 @@ def lease(ctx, budget_s: float, output: str | Path, device: str = "cuda",
     print(f"[lease] done in {time.monotonic() - start:.0f} s: {len(finished)} finished, "
           f"{len(diverged)} diverged", flush=True)
     return 3 if diverged else 0
-
-
-__all__ = ["QUEUE", "Wanted", "Plan", "plan", "lease", "estimate_seconds", "committed_run_ids",
-           "data_serves"]

@@ -1,18 +1,8 @@
 """`python -m ccql_utils COMMAND ...`: the command line over the functions the notebooks call.
 
-    train      one run (trained, resumed or read back)    run       one figure's runs, no papermill
-    all        every notebook, i.e. every figure           notebook  one notebook with papermill
-    sweep-lr   short runs over a grid of LRs               summary   the figures and their runs
-    export     run records (no checkpoints) to a folder or .tar.gz    import  such records into a runs folder
-    pack       a class subset as one .npz or a folder of parts         verify-pack  check one
-    plan       the queue's next GPU runs that fit a budget            lease   train them (scripts/gpu_lease.sh)
-
-Every command reads and writes the same folders wherever it starts: runs/ and figures/ in the
-repository unless --runs-dir / --figures-dir say otherwise (context.py).
-
-Exit codes: 0 done, 1 data or runtime error (one line), 2 invalid arguments (one line naming the
-option), 3 a run diverged (the line names the run and its LR), 130 interrupted (rerun the same
-command to resume).
+Its commands are listed in docs/usage.md and by `--help`. Exit codes: 0 done, 1 data or runtime
+error (one line), 2 invalid arguments (one line naming the option), 3 a run diverged (the line
+names the run and its LR), 130 interrupted (rerun the same command to resume).
 """
 from __future__ import annotations
 
@@ -23,21 +13,19 @@ import time
 from pathlib import Path
 
 from . import remote
-from .options import (Parser, _floats, _ints, _lr, add_config_arguments, add_executor_arguments,
-                          add_override_arguments, add_store_arguments, config_from_args, context,
-                          load_loss_modules, report_diverged)
+from .options import (Parser, _ints, _floats, _lr, _names, add_config_arguments, add_executor_arguments,
+                      add_override_arguments, add_store_arguments, command, config_from_args, context,
+                      load_loss_modules, report_diverged)
 from ..core.config import resolve_device
 from ..core.data import DataError
-from ..figures.figure import RUN_PARAMETERS
-from ..figures.registry import FIGURES, TRAINING_FIGURES, figure_of_notebook
-from ..figures.presets import EXPERIMENTS, OVERRIDES, PRESETS, get_preset, resolve_preset
-from ..provenance import PROJECT_ROOT, atomic_write_text
+from ..core.train import RunError
 from ..execution.scheduler import ExecutorError, obtain
 from ..execution.sweep import TOLERANCE
-from ..core.train import RunError
-
-PRESET = RUN_PARAMETERS["preset"][0]
-CLASS_SEEDS_HELP = "draws of the random classes, e.g. 0,1,2 (the first: the seeds' own draw)"
+from ..figures.figure import RUN_PARAMETERS
+from ..figures.notebooks import NotebookFailed
+from ..figures.presets import EXPERIMENTS, OVERRIDES, PRESETS, get_preset, resolve_preset
+from ..figures.registry import FIGURES, TRAINING_FIGURES, figure_of_notebook
+from ..provenance import PROJECT_ROOT, atomic_write_text
 
 
 def overrides(args) -> dict:
@@ -47,9 +35,8 @@ def overrides(args) -> dict:
 
 
 def cmd_train(args) -> int:
-    config = config_from_args(args)
-    ctx = context(args)
-    run = obtain(ctx, {"run": config}, "train")["run"]
+    config = config_from_args(args)  # before the context: an invalid option is named first
+    run = obtain(context(args), {"run": config}, "train")["run"]
     final = run.final()
     if final:
         print(f"{run.describe()}: {len(run.history)} epochs; final train acc {final['train_acc']:.4f}, "
@@ -70,9 +57,7 @@ def cmd_run(args) -> int:
         draws["losses"] = args.losses
     result = figure.run(ctx=context(args), preset=args.preset, seed=args.seed, seeds=args.seeds,
                         **overrides(args), **draws)
-    table = result.table()
-    if "paper reports (WRN-28-10, 200 epochs)" in table:
-        table = table.drop(columns="paper reports (WRN-28-10, 200 epochs)")
+    table = result.table().drop(columns="paper reports (WRN-28-10, 200 epochs)", errors="ignore")
     with pd.option_context("display.width", 200, "display.max_colwidth", 60):
         print(table.to_string(index=False))
     if result.missing():
@@ -87,15 +72,15 @@ def cmd_sweep_lr(args) -> int:
     from ..figures.presets import experiment_configs
     from ..execution.sweep import sweep_lr
     if args.experiment:
-        configs = list(experiment_configs(args.experiment, args.preset, seed=getattr(args, "seed", 0),
-                                          device=getattr(args, "device", None), **overrides(args)).values())
-        if args.losses:
-            configs = [c for c in configs if c.loss in args.losses]
+        configs = [c for c in experiment_configs(args.experiment, args.preset, seed=getattr(args, "seed", 0),
+                                                 device=getattr(args, "device", None),
+                                                 **overrides(args)).values()
+                   if not args.losses or c.loss in args.losses]
     else:
         configs = [config_from_args(args)]
     ctx = context(args)
-    tables = [sweep_lr(c, args.lrs, ctx, tolerance=args.tolerance) for c in configs]
-    table = pd.concat(tables, ignore_index=True)
+    table = pd.concat([sweep_lr(c, args.lrs, ctx, tolerance=args.tolerance) for c in configs],
+                      ignore_index=True)
     print(table.drop(columns="run_dir").to_string(index=False))
     if args.output:
         atomic_write_text(Path(args.output), table.to_csv(index=False))
@@ -106,8 +91,7 @@ def cmd_sweep_lr(args) -> int:
 def cmd_notebook(args) -> int:
     from ..figures.notebooks import execute_notebook, parse_parameter, trains
     parameters = {name: parse_parameter(value) for name, value in args.parameter}
-    # Paths on the command line are relative to where the command runs (the notebook runs in
-    # its own folder), so make them absolute.
+    # a path given is relative to where the command runs, not to the notebook's folder
     for name in ("data_root", "runs_dir", "figures_dir"):
         if isinstance(parameters.get(name), str):
             parameters[name] = str(Path(parameters[name]).expanduser().resolve())
@@ -136,18 +120,25 @@ def cmd_all(args) -> int:
     if not notebooks:
         raise ValueError(f"--only {args.only!r} matches no notebook in {NOTEBOOKS_DIR}")
     figures = [figure_of_notebook(p) for p in notebooks]
+    if args.executor != "local":  # every run in one call, so that a cluster trains them side by side
+        trained, configs = [f for f in figures if f.trains and f.name in EXPERIMENTS], {}
+        for figure in trained:
+            *_, own_configs = figure.prepare(preset=preset, seeds=args.seeds, device=args.device, lr=args.lr)
+            for c in own_configs.values():
+                configs.setdefault(c.run_id(), c)  # a run two figures share (Fig 3's and Fig 1's) once
+        print(f"[all] training the {len(configs)} run(s) of {len(trained)} figure(s) at once "
+              f"(executor {args.executor})", flush=True)
+        obtain(ctx, configs, "all")
+    given = dict(preset=preset, device=args.device, runs_dir=str(ctx.runs_dir), progress="lines",
+                 data_root=None if ctx.data_root is None else str(ctx.data_root), lr=args.lr,
+                 seeds=args.seeds, class_seeds=args.class_seeds,
+                 verify_data=False if args.unverified_data else None,
+                 executor=args.executor, address=args.address, runs_per_gpu=args.runs_per_gpu)
     diverged, start = {}, time.time()
-    if args.executor != "local":
-        _train_all_at_once(args, preset, [f for f in figures if f.trains and f.name in EXPERIMENTS])
     for path, figure in zip(notebooks, figures):
-        parameters = {"figures_dir": str(figures_dir)}
-        if figure.trains:
-            given = dict(preset=preset, device=args.device, runs_dir=str(ctx.runs_dir), progress="lines",
-                         data_root=None if ctx.data_root is None else str(ctx.data_root), lr=args.lr,
-                         seeds=args.seeds, class_seeds=args.class_seeds,
-                         verify_data=False if args.unverified_data else None,
-                         executor=args.executor, address=args.address, runs_per_gpu=args.runs_per_gpu)
-            parameters.update({k: v for k, v in given.items() if v is not None and k in figure.parameters})
+        # the theory notebook takes none of the run parameters
+        parameters = {"figures_dir": str(figures_dir),
+                      **{k: v for k, v in given.items() if v is not None and k in figure.parameters}}
         print(f"[all] {time.strftime('%H:%M:%S')} {path.name} (preset {preset}) -> {out_dir / path.name}",
               flush=True)
         t0 = time.time()
@@ -165,27 +156,12 @@ def cmd_all(args) -> int:
     return report_diverged(diverged, "rerun with --lr loss=value, e.g. a third of it")
 
 
-def _train_all_at_once(args, preset: str, figures: list) -> None:
-    """Hand every run of the paper's figures to the executor in one call, so that a cluster trains
-    them side by side (the notebooks then draw from the finished runs); a run that two figures
-    share (Fig 3's random-class runs are Fig 1's) is trained once."""
-    configs = {}
-    for figure in figures:
-        *_, figure_configs = figure.prepare(preset=preset, seeds=args.seeds, device=args.device, lr=args.lr)
-        for c in figure_configs.values():
-            configs.setdefault(c.run_id(), c)
-    print(f"[all] training the {len(configs)} run(s) of {len(figures)} figure(s) at once "
-          f"(executor {args.executor})", flush=True)
-    obtain(context(args), configs, "all")
-
-
 def summarise(figures_dir: Path, runs_dir: Path, preset: str | None = None) -> int:
     """Each figure's path (from its provenance record) and each run's state and final test accuracy."""
     from ..execution.store import load_run
-    records = sorted(Path(figures_dir).glob("*.provenance.json"))
-    records = [(r, json.loads(r.read_text())) for r in records]
-    if preset:
-        records = [(r, d) for r, d in records if d["parameters"].get("preset", preset) == preset]
+    records = [(path, record) for path in sorted(Path(figures_dir).glob("*.provenance.json"))
+               for record in [json.loads(path.read_text())]
+               if not preset or record["parameters"].get("preset", preset) == preset]
     if not records:
         print(f"no figures in {figures_dir}", file=sys.stderr)
         return 1
@@ -201,83 +177,67 @@ def summarise(figures_dir: Path, runs_dir: Path, preset: str | None = None) -> i
     return 0
 
 
-def cmd_summary(args) -> int:
-    return summarise(Path(args.figures_dir or PROJECT_ROOT / "figures"), context(args).runs_dir, args.preset)
-
-
 def build_parser() -> Parser:
     parser = Parser(prog="python -m ccql_utils", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    p = sub.add_parser("train", help="train (or resume, or read back) one run")
+    p = command(sub, "train", cmd_train, "train (or resume, or read back) one run")
     add_config_arguments(p)
     add_store_arguments(p)
-    p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("run", help="every run of one figure, and its table; no papermill")
-    p.add_argument("figure", choices=TRAINING_FIGURES)
-    p.add_argument("--preset", default=PRESET, choices=(*PRESETS, "auto"), help=RUN_PARAMETERS["preset"][1])
-    p.add_argument("--seed", type=int, default=RUN_PARAMETERS["seed"][0], help=RUN_PARAMETERS["seed"][1])
-    p.add_argument("--seeds", type=_ints, default=None,
-                   help="several seeds, e.g. 0,1,2: mean +- sd over them (the classes: the first's)")
-    p.add_argument("--class-seeds", type=_ints, default=None, help=CLASS_SEEDS_HELP)
-    p.add_argument("--losses", type=lambda t: [n.strip() for n in t.split(",")], default=None,
-                   help="loss_zoo: the losses to compare, e.g. ce,focal,my_loss (with --loss-module)")
-    add_override_arguments(p)
-    add_store_arguments(p)
-    add_executor_arguments(p)
-    p.set_defaults(func=cmd_run)
+    run = command(sub, "run", cmd_run, "every run of one figure, and its table; no papermill")
+    run.add_argument("figure", choices=TRAINING_FIGURES)
+    run.add_argument("--seed", type=int, default=RUN_PARAMETERS["seed"][0], help=RUN_PARAMETERS["seed"][1])
+    run.add_argument("--losses", type=_names, default=None,
+                     help="loss_zoo: the losses to compare, e.g. ce,focal,my_loss (with --loss-module)")
+    add_override_arguments(run)
+    every = command(sub, "all", cmd_all, "execute every notebook at one preset (what run_all.sh runs)")
+    every.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    every.add_argument("--only", default="", help="only notebooks whose file name contains this")
+    every.add_argument("--lr", type=_lr, default=None,
+                       help="override the preset's LRs, e.g. ql=0.01 (the fix for a diverged run)")
+    for p in (run, every):
+        p.add_argument("--preset", default=RUN_PARAMETERS["preset"][0], choices=(*PRESETS, "auto"),
+                       help=RUN_PARAMETERS["preset"][1])
+        p.add_argument("--seeds", type=_ints, default=None,
+                       help="several seeds, e.g. 0,1,2: mean +- sd over them (the classes: the first's)")
+        p.add_argument("--class-seeds", type=_ints, default=None,
+                       help="random-class draws, e.g. 0,1,2 (the first: the seeds' own draw; Figs 1-3)")
+        add_store_arguments(p)
+        add_executor_arguments(p)
 
-    p = sub.add_parser("all", help="execute every notebook at one preset (what run_all.sh runs)")
-    p.add_argument("--preset", default=PRESET, choices=(*PRESETS, "auto"), help=RUN_PARAMETERS["preset"][1])
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--only", default="", help="only notebooks whose file name contains this")
-    p.add_argument("--lr", type=_lr, default=None,
-                   help="override the preset's LRs, e.g. ql=0.01 (the fix for a diverged run)")
-    p.add_argument("--seeds", type=_ints, default=None,
-                   help="several seeds for every figure, e.g. 0,1,2: mean +- sd bands")
-    p.add_argument("--class-seeds", type=_ints, default=None, help=CLASS_SEEDS_HELP + " (Figs 1-3)")
-    add_store_arguments(p)
-    add_executor_arguments(p)
-    p.set_defaults(func=cmd_all)
-
-    p = sub.add_parser("notebook", help="execute a notebook with papermill (unknown parameters are errors)")
+    p = command(sub, "notebook", cmd_notebook,
+                "execute a notebook with papermill (unknown parameters are errors)")
     p.add_argument("path")
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
                    metavar=("NAME", "VALUE"), help="VALUE is JSON if it parses, else a string")
     p.add_argument("--output", default=None, help="executed copy (default outputs/NAME)")
     p.add_argument("--prepare-only", action="store_true", help="inject parameters, do not run")
     p.add_argument("--quiet", action="store_true", help="do not echo cell output")
-    p.set_defaults(func=cmd_notebook)
 
-    p = sub.add_parser("summary", help="figures and the final test accuracy of their runs")
-    p.add_argument("--figures-dir", default=None, help="default: figures/ in the repository")
-    p.add_argument("--runs-dir", default=None, help="default: runs/ in the repository")
+    p = command(sub, "summary", lambda args: summarise(args.figures_dir, context(args).runs_dir, args.preset),
+                "figures and the final test accuracy of their runs")
+    p.add_argument("--figures-dir", type=Path, default=PROJECT_ROOT / "figures",
+                   help="default: figures/ in the repository")
     p.add_argument("--preset", default=None, help="only figures of this preset")
-    p.set_defaults(func=cmd_summary)
+    add_store_arguments(p, data=False)
 
-    p = sub.add_parser("sweep-lr", help="short runs over a grid of initial LRs; best by test accuracy",
-                       description="Either one run configuration (the train options) or a preset "
-                                   "experiment's runs (--experiment, --preset) with overrides.")
+    p = command(sub, "sweep-lr", cmd_sweep_lr, "short runs over a grid of initial LRs; best by test accuracy",
+                description="Either one run configuration (the train options) or a preset "
+                            "experiment's runs (--experiment, --preset) with overrides.")
     p.add_argument("--lrs", type=_floats, required=True, help="e.g. 0.01,0.03,0.1,0.3")
     p.add_argument("--experiment", choices=EXPERIMENTS, help="the runs of one of the paper's figures")
     p.add_argument("--preset", default="quick", choices=PRESETS)
-    p.add_argument("--losses", type=lambda t: t.split(","), default=None,
-                   help="with --experiment: only these losses (comma-separated)")
+    p.add_argument("--losses", type=_names, default=None, help="with --experiment: only these, e.g. ce,ql")
     p.add_argument("--tolerance", type=float, default=TOLERANCE,
                    help=f"best = the smallest LR within this much test accuracy of the top (default {TOLERANCE})")
     p.add_argument("--output", default=None, help="write the table as CSV here")
     add_config_arguments(p)
     add_store_arguments(p)
     add_executor_arguments(p)
-    p.set_defaults(func=cmd_sweep_lr)
 
     remote.add_commands(sub)
     return parser
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt  # SIGTERM takes Ctrl-C's path: the run is marked and resumable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -288,12 +248,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     parser = build_parser()
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
+    # SIGTERM takes Ctrl-C's path (KeyboardInterrupt): the run is marked and resumable
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return args.func(args)
     except ValueError as exc:  # invalid values that only the configuration can judge
         parser.exit(2, f"{parser.prog} {args.command}: error: {exc}\n")
-    except (DataError, RunError, ExecutorError) as exc:
+    except (DataError, RunError, ExecutorError, NotebookFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # a full disk, a file where a folder belongs, no permission
@@ -304,12 +265,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     except Exception as exc:
-        from ..figures.notebooks import NotebookFailed
-        if isinstance(exc, NotebookFailed):
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        if type(exc).__name__ == "OutOfMemoryError":
-            print(f"error: out of GPU memory ({exc}); lower --batch-size or free the GPU",
-                  file=sys.stderr)
-            return 1
-        raise
+        if type(exc).__name__ != "OutOfMemoryError":  # torch's, named so that torch is not imported here
+            raise
+        print(f"error: out of GPU memory ({exc}); lower --batch-size or free the GPU", file=sys.stderr)
+        return 1

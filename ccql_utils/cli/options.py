@@ -13,9 +13,6 @@ from ..core.data import SUBSET_KINDS
 from ..core.losses import loss_names
 from ..figures.presets import OVERRIDES, PAPER_LRS
 
-EXIT_DIVERGED = 3
-
-
 class Parser(argparse.ArgumentParser):
     """Invalid arguments: one line naming the option, exit 2 (argparse adds a usage block)."""
 
@@ -43,7 +40,7 @@ def _list_of(convert, what: str):
     return parse
 
 
-_floats, _ints = _list_of(float, "number"), _list_of(int, "integer")
+_floats, _ints, _names = _list_of(float, "number"), _list_of(int, "integer"), _list_of(str, "name")
 
 
 def _lr(text: str):
@@ -62,9 +59,8 @@ def _lr(text: str):
 
 # --------------------------------------------------------------------- options derived from TrainConfig
 ALIASES = {"num_classes": ["--k"], "lr_milestones": ["--milestones"]}
-SPECIAL_TYPES = {"classes": _classes, "lr_milestones": _floats, "num_classes": int,
-                 "class_seed": int, "train_per_class": int, "test_per_class": int, "calibration_bins": int}
-CHOICES = {"precision": PRECISIONS}
+# types other than the default's (a field whose default is None takes an int)
+TYPES = {"classes": _classes, "lr_milestones": _floats, "compile": str, "clean_train_eval": int}
 HELP = {"classes": "random | all | mammals | comma-separated CIFAR-100 class names",
         "num_classes": "number of classes K (required with --classes random)",
         "class_seed": "seed of the random class draw (default: --seed)",
@@ -83,23 +79,17 @@ NOT_OPTIONS = ("loss_options", "loss_code", "dataset")  # set through --w/--loss
 def _add_field_options(group, names, default=argparse.SUPPRESS) -> None:
     """One option per named TrainConfig field, typed as the field (argparse.SUPPRESS: an option
     not given is absent from the namespace)."""
-    defaults = TrainConfig()
+    choices = {"loss": loss_names(), "precision": PRECISIONS, "compile": COMPILE_MODES}
     for name in names:
-        value = getattr(defaults, name)
-        flags = [f"--{name.replace('_', '-')}", *ALIASES.get(name, [])]
-        help_text = HELP.get(name, name.replace("_", " ")) + (
-            f" (default {value})" if default is argparse.SUPPRESS and name != "lr" else "")
-        if name == "compile":  # --compile alone: True (the default mode)
-            group.add_argument(*flags, dest=name, nargs="?", const=True, default=default,
-                               choices=COMPILE_MODES, help=help_text)
-        elif name == "clean_train_eval":  # alone: every epoch; with N: every N epochs
-            group.add_argument(*flags, dest=name, nargs="?", const=True, type=int, default=default, help=help_text)
+        value = getattr(TrainConfig(), name)
+        kwargs = dict(type=TYPES.get(name, int if value is None else type(value)), choices=choices.get(name))
+        if name in ("compile", "clean_train_eval"):  # alone: True (the default mode; every epoch)
+            kwargs.update(nargs="?", const=True)
         elif isinstance(value, bool):
-            group.add_argument(*flags, dest=name, action="store_true", default=default, help=help_text)
-        else:
-            group.add_argument(*flags, dest=name, default=default, help=help_text,
-                               type=SPECIAL_TYPES.get(name, type(value)),
-                               choices=loss_names() if name == "loss" else CHOICES.get(name))
+            kwargs = dict(action="store_true")
+        shown = f" (default {value})" if default is argparse.SUPPRESS and name != "lr" else ""
+        group.add_argument(f"--{name.replace('_', '-')}", *ALIASES.get(name, []), dest=name, default=default,
+                           help=HELP.get(name, name.replace("_", " ")) + shown, **kwargs)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -137,6 +127,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def add_store_arguments(parser: argparse.ArgumentParser, data: bool = True) -> None:
     group = parser.add_argument_group("where things are")
+    group.add_argument("--runs-dir", default=None, help="the run store (default: runs/ in the repository)")
     if data:
         group.add_argument("--data-root", default=None, help="folder holding cifar-100-python/, or a "
                            "pack (default: $CCQL_DATA_ROOT, else data/ in the repository)")
@@ -144,8 +135,6 @@ def add_store_arguments(parser: argparse.ArgumentParser, data: bool = True) -> N
                            help="accept a copy whose content differs from CIFAR-100's (structure is "
                                 "still checked; such runs get their own run ids)")
         group.add_argument("--quiet", action="store_true", help="no progress output")
-    group.add_argument("--runs-dir", default=None, help="the run store (default: runs/ in the repository)")
-    if data:
         group.add_argument("--loss-module", action="append", default=[], metavar="FILE.py",
                            help="a Python file that registers your losses (user_losses.register_loss), "
                                 "run before the command; repeat for several")
@@ -195,4 +184,11 @@ def add_override_arguments(parser: argparse.ArgumentParser) -> None:
 def report_diverged(diverged: dict[str, str], how_to_fix: str) -> int:
     for label, state in diverged.items():
         print(f"error: run {label} {state}: lower its learning rate ({how_to_fix})", file=sys.stderr)
-    return EXIT_DIVERGED if diverged else 0
+    return 3 if diverged else 0  # the exit code of a diverged run
+
+
+def command(sub, name: str, func, help: str, **kwargs) -> argparse.ArgumentParser:
+    """The subcommand `name`, which runs `func(args)`."""
+    p = sub.add_parser(name, help=help, **kwargs)
+    p.set_defaults(func=func)
+    return p

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from .options import _classes, add_store_arguments, context
+from .options import _classes, add_store_arguments, command, context
 from ..core.config import TrainConfig, resolve_device
 from ..figures.presets import EXPERIMENTS, PRESETS, resolve_preset
 
@@ -13,15 +13,13 @@ from ..figures.presets import EXPERIMENTS, PRESETS, resolve_preset
 def cmd_export(args) -> int:
     from ..figures.presets import experiment_configs
     from ..execution.records import export_records
-    from ..execution.store import RunStore
-    runs_dir = context(args).runs_dir
+    ctx = context(args)
     if args.experiment:
-        store = RunStore(runs_dir)
-        dirs = [store.path(c) for e in args.experiment
+        dirs = [ctx.store.path(c) for e in args.experiment
                 for c in experiment_configs(e, resolve_preset(args.preset)).values()]
-    else:
-        dirs = (sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-                if runs_dir.is_dir() else [])  # not the hidden folders of an import or export killed midway
+    else:  # not the hidden folders of an import or export killed midway
+        dirs = (sorted(p for p in ctx.runs_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+                if ctx.runs_dir.is_dir() else [])
     exported = export_records(dirs, args.output)
     print(f"exported {len(exported)} finished or diverged run(s) of {len(dirs)} to {args.output}",
           file=sys.stderr)
@@ -68,7 +66,8 @@ DRY_RUN = dict(depth=10, width=1, epochs=2, train_per_class=10, batch_size=64)  
 
 def cmd_plan(args) -> int:
     from .gpu_queue import plan
-    print(plan(args.budget_s, context(args).store, args.data_root, overrides=DRY_RUN if args.dry_run else None).describe())
+    overrides = DRY_RUN if args.dry_run else None
+    print(plan(args.budget_s, context(args).store, args.data_root, overrides=overrides).describe())
     return 0
 
 
@@ -80,22 +79,20 @@ def cmd_lease(args) -> int:
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("export", help="records of finished runs (config, metrics, status; no checkpoints)")
+    p = command(sub, "export", cmd_export, "records of finished runs (config, metrics, status; no checkpoints)")
     p.add_argument("--output", required=True, help="a folder, or a file ending in .tar.gz")
     p.add_argument("--experiment", action="append", choices=EXPERIMENTS,
                    help="only this experiment's runs (repeatable; default: every run in --runs-dir)")
     p.add_argument("--preset", default="auto", choices=(*PRESETS, "auto"))
     add_store_arguments(p, data=False)
-    p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("pack", help="write a class subset as one .npz, or as a folder of parts "
-                                    "(use either as --data-root on a machine without the full data "
-                                    "set, e.g. a GPU node)")
+    p = command(sub, "pack", cmd_pack, "write a class subset as one .npz, or as a folder of parts (use "
+                "either as --data-root on a machine without the full data set, e.g. a GPU node)")
     p.add_argument("--classes", type=_classes, default="random", help="random | all | mammals | names")
     p.add_argument("--k", type=int, default=None, help="K, with --classes random")
     p.add_argument("--class-seed", type=int, default=0, help="seed of the random class draw")
-    p.add_argument("--train-per-class", type=int, default=None, help="first N per class (default all)")
-    p.add_argument("--test-per-class", type=int, default=None, help="first N per class (default all)")
+    for split in ("train", "test"):
+        p.add_argument(f"--{split}-per-class", type=int, default=None, help="first N per class (default all)")
     p.add_argument("--data-root", default=None)
     p.add_argument("--output", required=True,
                    help="a .npz to write (e.g. .carry/k25.npz), or a folder of parts (e.g. .carry/all)")
@@ -103,16 +100,14 @@ def add_commands(sub) -> None:
                    help="pack a copy whose content is not CIFAR-100's (a test stand-in)")
     p.add_argument("--part-mib", type=float, default=None,
                    help="with a folder output: the largest part in MiB (default 50)")
-    p.set_defaults(func=cmd_pack)
 
-    p = sub.add_parser("verify-pack", help="check a pack (.npz or a folder of parts): complete, "
-                                           "intact, and whether it is the real CIFAR-100")
-    p.add_argument("path")
-    p.set_defaults(func=cmd_verify_pack)
+    command(sub, "verify-pack", cmd_verify_pack, "check a pack (.npz or a folder of parts): complete, "
+            "intact, and whether it is the real CIFAR-100").add_argument("path")
 
-    for name, help_text in (("plan", "the next paper-scale GPU runs of the queue that fit a budget"),
-                            ("lease", "train the plan on a GPU, exporting the records after each run")):
-        p = sub.add_parser(name, help=help_text)
+    for name, func, help_text in (
+            ("plan", cmd_plan, "the next paper-scale GPU runs of the queue that fit a budget"),
+            ("lease", cmd_lease, "train the plan on a GPU, exporting the records after each run")):
+        p = command(sub, name, func, help_text)
         p.add_argument("--budget-s", type=float, required=True, help="seconds of training available")
         p.add_argument("--dry-run", action="store_true",
                        help=f"rehearse on a CPU: every run shrunk to {DRY_RUN} (estimates stay the real ones)")
@@ -120,12 +115,10 @@ def add_commands(sub) -> None:
         if name == "lease":
             p.add_argument("--output", required=True, help="folder for records.tar.gz (the job's $OUT)")
             p.add_argument("--device", default="cuda", help="cuda (default) | cuda:N | cpu")
-        p.set_defaults(func=cmd_plan if name == "plan" else cmd_lease)
 
-    p = sub.add_parser("import", help="add exported run records to a runs folder (checked first)")
+    p = command(sub, "import", cmd_import, "add exported run records to a runs folder (checked first)")
     p.add_argument("source", help="a .tar.gz made by export, or a folder of run folders")
     p.add_argument("--replace", action="store_true",
                    help="replace a stored run whose record differs from (or is damaged compared "
                         "with) the imported one; its checkpoint goes too")
     add_store_arguments(p, data=False)
-    p.set_defaults(func=cmd_import)
