@@ -1,12 +1,7 @@
-"""One way to make a figure: a `Figure` says which runs it needs, how to draw them and what table
-goes with them; a `FigureResult` holds the runs and owns seeds, caption, provenance and saving.
-
-Figs 1-3 (paper_figures.py), the K sweep (k_sweep.py), the weight sweep (loss_weights.py) and the
-theory notebook (registry.py) are instances; `registry.FIGURES` is the registry the CLI, `all`, the
-notebooks and the tests read. A new figure is one new instance.
-
-Runs are keyed by (*point, seed): a point is what a figure compares (a legend label, or a loss
-and a K), a seed the model initialisation and data order.
+"""The figure protocol: a `Figure` says which runs it needs, how to draw and tabulate them; a
+`FigureResult` holds the runs and owns seeds, caption, provenance and saving. Runs are keyed by
+(*point, seed): a point is what a figure compares (a legend label, or a loss and a K), a seed the
+model initialisation and data order. The instances: registry.FIGURES.
 """
 from __future__ import annotations
 
@@ -39,8 +34,7 @@ RUN_PARAMETERS = {
 # What "train" means in every training figure (train.py): the paper plots it the same way.
 TRAIN_METRICS_NOTE = ("train = running mean over each epoch's augmented batches in train mode "
                       "(not a clean pass over the training set)")
-CONTEXT_PARAMETERS = ("data_root", "verify_data", "device", "runs_dir", "figures_dir", "progress",
-                      "executor", "address", "runs_per_gpu")
+CONTEXT_PARAMETERS = tuple(name for name in RUN_PARAMETERS if name not in ("preset", "seed", "seeds"))
 
 
 @dataclass
@@ -75,19 +69,16 @@ class FigureResult:
         """name -> 'diverged at epoch N (lr X)' for each diverged run."""
         return {self.name(key): run.describe() for key, run in self.runs.items() if run.diverged}
 
-    def scale(self) -> str:
-        p = get_preset(self.preset)
-        scale = "the paper's model and data" if p.paper_scale else "NOT the paper's scale"
-        return f"preset '{self.preset}' ({scale})"
-
     def caption(self) -> str:
         """The scale, the seeds and the cards that made the figure (so a quick run is never taken
         for the paper's), and the runs still missing."""
+        paper = get_preset(self.preset).paper_scale
+        scale = "the paper's model and data" if paper else "NOT the paper's scale"
         seeds = (f"seed {self.seeds[0]}" if len(self.seeds) == 1 else
                  f"seeds {', '.join(map(str, self.seeds))} (mean, band +- 1 sd)")
         devices = sorted({r.status["device"] for r in self.runs.values() if r.status.get("device")})
         missing = self.missing()
-        return (f"{self.scale()}: {self.figure.sizes(self)}, {seeds}"
+        return (f"preset '{self.preset}' ({scale}): {self.figure.sizes(self)}, {seeds}"
                 + (f"; trained on {', '.join(devices)}" if devices else "")
                 + (f"\nNOT YET TRAINED: {', '.join(missing)}" if missing else ""))
 
@@ -143,9 +134,6 @@ class Figure:
     def __repr__(self) -> str:
         return f"<Figure {self.name}: {self.title}>"
 
-    def defaults(self) -> dict:
-        return {name: default for name, (default, _) in self.parameters.items()}
-
     def describe_parameters(self) -> str:
         """The parameters a notebook or `-p NAME VALUE` may set, their defaults and meanings."""
         return "\n".join(f"{name:<15} {default!r:<10} {meaning}"
@@ -153,14 +141,14 @@ class Figure:
 
     def prepare(self, **given) -> tuple[str, list[int], RunContext, dict, dict]:
         """Everything checked before a run starts: (preset, seeds, context, the figure's own
-        values, the configurations). `given` over the defaults (None keeps a default), the run
-        context built from its settings unless given as `ctx` (a RunContext); ValueError names
-        what is wrong, an unknown name among it."""
+        values, the configurations) from `given` over the defaults (None keeps one), the context
+        built from its settings unless given as `ctx`. ValueError names what is wrong."""
         ctx = given.pop("ctx", None)
         unknown = sorted(set(given) - set(self.parameters))
         if unknown:
             raise ValueError(f"unknown parameter(s) {unknown} for {self.name}; valid: {', '.join(self.parameters)}")
-        v = {name: default if given.get(name) is None else given[name] for name, default in self.defaults().items()}
+        v = {name: default if given.get(name) is None else given[name]
+             for name, (default, _) in self.parameters.items()}
         settings = {name: v.pop(name) for name in CONTEXT_PARAMETERS}
         if ctx is None:
             ctx = RunContext.of(**settings)
@@ -177,10 +165,9 @@ class Figure:
         and names the missing ones (`FigureResult.missing`); False never trains; True always does."""
         preset, seeds, ctx, own, configs = self.prepare(**given)
         configs, extra = self.settle(preset, seeds, ctx, own, configs, train)
-        several = len(seeds) > 1
-        runs = obtain(ctx, configs, self.name, train=train,
-                      name_of=lambda key: self.point_name(key[:-1]) + (f" (seed {key[-1]})" if several else ""))
-        return FigureResult(self, preset, ctx, configs, runs, extra)
+        result = FigureResult(self, preset, ctx, configs, dict.fromkeys(configs), extra)
+        result.runs = obtain(ctx, configs, self.name, train=train, name_of=result.name)
+        return result
 
     # what each figure defines
     def point_name(self, point: tuple) -> str:
@@ -196,12 +183,12 @@ class Figure:
         return configs, {}
 
     def sizes(self, result: FigureResult) -> str:
-        """The model, data and schedule for the caption."""
+        """The model, data and schedule, for the caption."""
         c = next(iter(result.configs.values()))
         return f"WRN-{c.depth}-{c.width}, {c.train_per_class or 500} train images/class, {c.epochs} epochs"
 
     def describe(self, result: FigureResult) -> dict:
-        """The figure's own provenance beside the runs'."""
+        """The figure's own provenance, beside the runs'."""
         return {}
 
     def plot(self, result: FigureResult):
@@ -216,3 +203,9 @@ class Figure:
 
     def extra_files(self, result: FigureResult) -> dict[str, pd.DataFrame]:
         return {}
+
+    def finish(self, fig, result: FigureResult, title: str | None = None):
+        """Give `fig` its title (default the figure's), the caption and what "train" means."""
+        fig.suptitle(f"{title or self.title}\n{result.caption()}\n{TRAIN_METRICS_NOTE}", fontsize=10)
+        fig.tight_layout()
+        return fig

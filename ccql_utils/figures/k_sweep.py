@@ -1,14 +1,10 @@
 """Beyond the paper (notebook 04): final accuracy and loss against the number of classes K.
 
-The paper shows its trend at two points (K = 25 and 100). Here every loss trains at every K of
-the preset's `K_SWEEP` entry (presets.py) on random classes, with the same images per class at
-every K. Because the stable LR of the summed square losses falls as K grows, one LR per loss
-would measure the LR, not the loss: each (loss, K) first gets a short probe over the preset's LR
-grid (`sweep.mark_best` picks), then the full run trains at the chosen LR, once per seed.
-
-Class draws are nested: for one class seed, the K = 5 classes are among the K = 10 ones, and so
-on (`data.random_classes` keeps the first K of one seeded order of the 100 classes), so a larger
-K adds classes to a smaller K's problem instead of drawing a new one.
+Every loss trains at every K of the preset's `K_SWEEP` entry on random classes, the same images
+per class at every K. The stable LR of the summed square losses falls as K grows, so each
+(loss, K) first gets a short probe over the preset's LR grid, then trains at the chosen LR once
+per seed. Class draws are nested (`data.random_classes`): a larger K adds classes to a smaller
+K's problem instead of drawing a new one.
 """
 from __future__ import annotations
 
@@ -18,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.config import TrainConfig
-from .figure import TRAIN_METRICS_NOTE, Figure
+from .figure import Figure
 from ..core.losses import LOSSES, default_ccql_weight
 from .presets import K_SWEEP, get_preset
 from ..execution.sweep import final_numbers, probe
@@ -36,9 +32,15 @@ def _is_int(value, low: int) -> bool:
 
 class SweepFigure(Figure):
     """A figure whose points (a loss and a K) each get their LR from a short probe over a grid
-    (`sweep.mark_best` picks), then train at it once per seed. Sizes: presets.K_SWEEP[preset]."""
+    (`sweep.mark_best` picks), then train at it once per seed. Sizes: presets.K_SWEEP[preset].
+    A sweep defines `grid(preset, point)`, the LRs to probe, and `row(result, name, k)`, the
+    columns that say what a point is in its data."""
 
-    sizes_of = K_SWEEP  # which presets the figure has, and their sizes
+    sizes_of = K_SWEEP  # which presets the figure has, and their K values
+    point_column = "loss"
+
+    def point_name(self, point: tuple) -> str:
+        return f"{LOSSES[point[0]].label} K={point[1]}"
 
     def k_values(self, preset: str, k_values) -> tuple:
         if preset not in self.sizes_of:
@@ -52,9 +54,6 @@ class SweepFigure(Figure):
             raise ValueError(f"K {unknown} not in the {preset} {self.title} {self.sizes_of[preset].k_values}")
         return tuple(k_values)
 
-    def grid(self, preset: str, point: tuple) -> tuple:
-        raise NotImplementedError
-
     def settle(self, preset, seeds, ctx, own, configs, train=None):
         """Probe every point's LRs (`sweep.probe`); the full runs at the chosen LR, once per seed.
         Probes that would take hours on a CPU that device 'auto' chose are refused (ValueError)
@@ -65,8 +64,18 @@ class SweepFigure(Figure):
         return full, {"lr_table": self.probe_table(table)}
 
     def probe_table(self, table: pd.DataFrame) -> pd.DataFrame:
-        """The probe's table (one row per point and LR, the point in `point`) as saved."""
-        raise NotImplementedError
+        """The probe's table (one row per point and LR) as saved: K first and the point's label
+        (`probe_label`) in `point_column`, in place of `point` (the key)."""
+        out = table.drop(columns="point")
+        out.insert(0, "K", table.point.map(lambda key: key[1]))
+        if self.point_column in out:
+            out[self.point_column] = table.point.map(self.probe_label)
+        else:
+            out.insert(0, self.point_column, table.point.map(self.probe_label))
+        return out
+
+    def probe_label(self, point: tuple) -> str:
+        return point[0]  # the K sweep's: the loss, even where it trains as another (trained_as)
 
     def sizes(self, result) -> str:
         p, sweep = get_preset(result.preset), K_SWEEP[result.preset]
@@ -83,12 +92,6 @@ class SweepFigure(Figure):
 
     def extra_files(self, result) -> dict:
         return {"lr_probe": result.extra["lr_table"].drop(columns="run_dir")}
-
-    point_column = "loss"
-
-    def row(self, result, name: str, k: int) -> dict:
-        """The columns that say what a point is, in the figure's data."""
-        raise NotImplementedError
 
     def data(self, result) -> pd.DataFrame:
         """One row per run: its point, K, seed, lr, state, final accuracies and normalized losses."""
@@ -111,14 +114,14 @@ class SweepFigure(Figure):
         out["gap_to_ce_points"] = gaps.groupby([by, "K"], sort=False).gap.mean().values
         return out
 
+    def finished_data(self, result) -> pd.DataFrame:
+        """The data of the finished runs, the ones the plots draw."""
+        t = self.data(result)
+        return t[t.state == "finished"]
+
 
 class KSweepFigure(SweepFigure):
     """Beyond the paper (notebook 04): final accuracy and loss of CE, QL and CCQL against K."""
-
-    LOSSES = ("ce", "ql", "ccql")
-
-    def point_name(self, point: tuple) -> str:
-        return f"{LOSSES[point[0]].label} K={point[1]}"
 
     def configs(self, preset, seeds, ctx, k_values=None, theory_d=64, theory_sigma=0.3):
         """(loss, K) -> the full run's config, its LR still the grid's first (the probe chooses it).
@@ -127,7 +130,8 @@ class KSweepFigure(SweepFigure):
             raise ValueError(f"theory_d must be an integer >= 2, got {theory_d!r}")
         if isinstance(theory_sigma, bool) or not isinstance(theory_sigma, (int, float)) or not 0 <= theory_sigma < float("inf"):
             raise ValueError(f"theory_sigma must be a number >= 0, got {theory_sigma!r}")
-        return sweep_configs(preset, seeds[0], ctx.device, self.k_values(preset, k_values), self.LOSSES)
+        k_values = self.k_values(preset, k_values)
+        return sweep_configs(preset, seeds[0], ctx.device, k_values, ("ce", "ql", "ccql"))
 
     def grid(self, preset, point):
         return K_SWEEP[preset].lr_grid[trained_as(*point)]
@@ -135,12 +139,7 @@ class KSweepFigure(SweepFigure):
     def settle(self, preset, seeds, ctx, own, configs, train=None):
         full, extra = super().settle(preset, seeds, ctx, own, configs, train)
         ks = sorted({k for _, k in configs})
-        return full, {**extra, "theory": theory_min_losses(ks, own.get("theory_d", 64), own.get("theory_sigma", 0.3))}
-
-    def probe_table(self, table):
-        table.insert(1, "K", table.point.map(lambda key: key[1]))
-        table["loss"] = table.point.map(lambda key: key[0])  # CCQL at K = 2 probes as QL (trained_as)
-        return table.drop(columns="point")
+        return full, {**extra, "theory": theory_min_losses(ks, own["theory_d"], own["theory_sigma"])}
 
     def row(self, result, name, k) -> dict:
         return {"loss": LOSSES[name].label}
@@ -152,7 +151,38 @@ class KSweepFigure(SweepFigure):
                     "a qualitative comparison", **theory.attrs}}
 
     def plot(self, result):
-        return plot_k_sweep(result)
+        """Four panels against K (log axis): test accuracy, training accuracy, normalized training
+        loss (with the linear model's minima, dotted, if set) and the gap to CE in test accuracy."""
+        import matplotlib.pyplot as plt
+        import seaborn as sns
+        COLOURS = {spec.label: spec.colour for spec in LOSSES.values()}
+        t, gaps = self.finished_data(result), self.table(result)
+        fig, axes = plt.subplots(1, 4, figsize=(19, 3.9))
+        panels = [("test_acc", "test accuracy"), ("train_acc", "training accuracy"),
+                  ("train_loss_norm", "normalized training loss")]
+        for ax, (column, name), letter in zip(axes, panels, "abc"):
+            sns.lineplot(data=t, x="K", y=column, hue="loss", palette=COLOURS, marker="o",
+                         errorbar="sd", ax=ax)
+            ax.set(ylabel=name, title=f"({letter}) final {name}")
+        chance = np.array(sorted(t.K.unique()))
+        for ax in axes[:2]:
+            ax.plot(chance, 1 / chance, color="grey", lw=0.6, ls=":", label="chance (1/K)")
+            ax.set_ylim(0, 1.02)
+        if result.extra.get("theory") is not None:
+            for loss, th in result.extra.get("theory").groupby("loss"):
+                axes[2].plot(th.K, th.min_loss_norm, color=COLOURS[loss], ls=":", marker=".",
+                             label=f"{loss}: linear-model minimum (qualitative)")
+        sns.lineplot(data=gaps[gaps.loss != "CE"], x="K", y="gap_to_ce_points", hue="loss",
+                     palette=COLOURS, marker="o", ax=axes[3])
+        axes[3].axhline(0, color="grey", lw=0.6)
+        axes[3].set(ylabel="CE minus loss, test accuracy (points)", title="(d) gap to CE")
+        for ax in axes:
+            ax.set_xscale("log")
+            ax.set_xticks(chance, [str(k) for k in chance])
+            ax.minorticks_off()
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        return self.finish(fig, result, "Beyond the paper: the losses against the number of classes K")
 
 
 def sweep_configs(preset: str, class_seed: int, device: str, k_values, losses) -> dict[tuple, TrainConfig]:
@@ -173,54 +203,12 @@ def theory_min_losses(k_values, d: int, sigma: float, seed: int = 0) -> pd.DataF
     qualitative stand-in: the network is not that model; d stands for its feature dimension."""
     from ..theory.model import ccql_normalized_min, ql_normalized_min, sample_centers
     M = sample_centers(max(k_values), d, 0.0, "random", seed=seed)
-    rows = []
-    for k in k_values:
-        rows.append({"K": k, "loss": "QL", "min_loss_norm": ql_normalized_min(M[:k], sigma)})
-        rows.append({"K": k, "loss": "CCQL",
-                     "min_loss_norm": ccql_normalized_min(M[:k], sigma, default_ccql_weight(k))})
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame([row for k in k_values for row in (
+        {"K": k, "loss": "QL", "min_loss_norm": ql_normalized_min(M[:k], sigma)},
+        {"K": k, "loss": "CCQL", "min_loss_norm": ccql_normalized_min(M[:k], sigma, default_ccql_weight(k))},
+    )])
     frame.attrs = {"d": d, "sigma": sigma, "centers": "random unit, rho 0", "seed": seed}
     return frame
-
-
-def plot_k_sweep(result):
-    """Four panels against K (log axis): test accuracy, training accuracy, normalized training
-    loss (with result.extra.get("theory")'s minima, dotted, if set) and the gap to CE in test accuracy."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-    COLOURS = {spec.label: spec.colour for spec in LOSSES.values()}
-    t = result.figure.data(result)
-    t = t[t.state == "finished"]
-    gaps = result.table()
-    fig, axes = plt.subplots(1, 4, figsize=(19, 3.9))
-    panels = [("test_acc", "test accuracy"), ("train_acc", "training accuracy"),
-              ("train_loss_norm", "normalized training loss")]
-    for ax, (column, name), letter in zip(axes, panels, "abc"):
-        sns.lineplot(data=t, x="K", y=column, hue="loss", palette=COLOURS, marker="o",
-                     errorbar="sd", ax=ax)
-        ax.set(ylabel=name, title=f"({letter}) final {name}")
-    chance = np.array(sorted(t.K.unique()))
-    for ax in axes[:2]:
-        ax.plot(chance, 1 / chance, color="grey", lw=0.6, ls=":", label="chance (1/K)")
-        ax.set_ylim(0, 1.02)
-    if result.extra.get("theory") is not None:
-        for loss, th in result.extra.get("theory").groupby("loss"):
-            axes[2].plot(th.K, th.min_loss_norm, color=COLOURS[loss], ls=":", marker=".",
-                         label=f"{loss}: linear-model minimum (qualitative)")
-    sns.lineplot(data=gaps[gaps.loss != "CE"], x="K", y="gap_to_ce_points", hue="loss",
-                 palette=COLOURS, marker="o", ax=axes[3])
-    axes[3].axhline(0, color="grey", lw=0.6)
-    axes[3].set(ylabel="CE minus loss, test accuracy (points)", title="(d) gap to CE")
-    for ax in axes:
-        ax.set_xscale("log")
-        ax.set_xticks(chance, [str(k) for k in chance])
-        ax.minorticks_off()
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(f"Beyond the paper: the losses against the number of classes K\n{result.caption()}\n"
-                 f"{TRAIN_METRICS_NOTE}", fontsize=10)
-    fig.tight_layout()
-    return fig
 
 
 K_SWEEP_FIGURE = KSweepFigure(

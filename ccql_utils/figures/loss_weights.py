@@ -1,21 +1,11 @@
 """Beyond the paper (notebook 05): the CCQL weight w, and Hui & Belkin's rescaled square loss.
 
-The paper's fix for the quadratic loss is a weight w on the correct class (CCQL, default
-w = sqrt(K-1) - 1). Hui & Belkin (ICLR 2021) fix the same loss by rescaling: (1/K) [k (f_y - M)^2
-+ sum_{i != y} f_i^2], with k = 1, M = 15 for many classes. Algebraically CCQL(w) is K/2 times the
-rescaled square loss with k = 1 + w, M = 1, so that setting differs from CCQL only in the
-gradient's scale, which a swept LR absorbs (up to the weight decay's relative size). This
-notebook trains, at each K of the preset's `LOSS_WEIGHTS` entry (presets.py), CE, CCQL at every w
-(w = 0 is QL) and the rescaled square loss at every (k, M), each at its own LR from a short probe
-(sweep.probe), on the K sweep's sizes and classes.
-
-LR grids (one place: `lr_grid`): CE, QL and default-w CCQL probe the K sweep's grids (they are
-the K sweep's own runs). Every other variant probes the K sweep's CCQL grid rescaled by the
-curvature of its correct-class term relative to default-w CCQL's: x (1 + w*) / (1 + w) for
-CCQL(w), and x (1 + w*) / k * K / 2 for the rescaled square loss (its 1/K and missing 1/2), with
-one more step down for the latter (M > 1 multiplies its first gradients by M); w* is the default
-weight. At the scaled LRs the weight decay (a fixed 5e-4 per unit LR) acts more strongly on the
-rescaled loss than on the CCQL it equals; this is part of what "in practice" means here.
+The paper weights the correct class (CCQL, default w = sqrt(K-1) - 1); Hui & Belkin (ICLR 2021)
+rescale: (1/K) [k (f_y - M)^2 + sum_{i != y} f_i^2], k = 1, M = 15 for many classes. CCQL(w) is
+K/2 times the rescaled loss with k = 1 + w, M = 1, so that setting differs from CCQL only in the
+gradient's scale, which a swept LR absorbs (up to the weight decay's relative size). At each K of
+the preset's `LOSS_WEIGHTS` entry: CE, CCQL at every w (w = 0 is QL) and the rescaled square loss
+at every (k, M), each at its own probed LR (`lr_grid`), on the K sweep's sizes and classes.
 """
 from __future__ import annotations
 
@@ -30,7 +20,7 @@ from .presets import K_SWEEP, K_WEIGHTS, LOSS_WEIGHTS
 @dataclass(frozen=True)
 class Variant:
     """One loss of the sweep: `name` is the same at every K (the key); w, k, M are its numbers at
-    this K (w for CE and the rescaled square loss: None)."""
+    this K (None where they do not apply)."""
 
     name: str
     loss: str
@@ -54,11 +44,9 @@ def variants(preset: str, num_classes: int) -> list[Variant]:
             out.append(Variant("QL (w = 0)", "ql", {}, w=0.0))
         elif w is None:
             out.append(Variant("CCQL w = sqrt(K-1)-1", "ccql", {}, w=w_star))
-        elif isinstance(w, str):
-            value = float(K_WEIGHTS[w](num_classes))
-            out.append(Variant(f"CCQL w = {w}", "ccql", {"w": value}, w=value))
-        else:
-            out.append(Variant(f"CCQL w = {w:g}", "ccql", {"w": float(w)}, w=float(w)))
+        else:  # a K_WEIGHTS name, or a number
+            name, value = (w, K_WEIGHTS[w](num_classes)) if isinstance(w, str) else (f"{w:g}", w)
+            out.append(Variant(f"CCQL w = {name}", "ccql", {"w": float(value)}, w=float(value)))
     for k, M in spec.rescaled:
         name = f"RS k = {'1+w*' if k is None else f'{k:g}'}, M = {M:g}"
         k = 1 + w_star if k is None else float(k)
@@ -72,7 +60,12 @@ def scaled_grid(lrs, scale: float) -> tuple:
 
 
 def lr_grid(preset: str, variant: Variant, num_classes: int) -> tuple:
-    """The LRs the probe tries for `variant` at K = num_classes (the rule: the module docstring)."""
+    """The LRs the probe tries for `variant` at K = num_classes. CE, QL and default-w CCQL: the K
+    sweep's grids (they are its runs). Others: the K sweep's CCQL grid times the curvature of their
+    correct-class term relative to default-w (w*) CCQL's: (1 + w*) / (1 + w) for CCQL(w), and
+    (1 + w*) / k * K / 2 for the rescaled square loss (its 1/K and missing 1/2), one step lower too
+    (M > 1 multiplies its first gradients by M). The weight decay (5e-4 per unit LR) then acts more
+    strongly on the rescaled loss than on the CCQL it equals: part of what "in practice" means."""
     grids, w_star = K_SWEEP[preset].lr_grid, default_ccql_weight(num_classes)
     if variant.loss in ("ce", "ql") or (variant.loss == "ccql" and not variant.options):
         return tuple(grids[variant.loss])
@@ -107,11 +100,6 @@ class WeightSweepFigure(SweepFigure):
     def grid(self, preset, point):
         return lr_grid(preset, self.variant(preset, *point), point[1])
 
-    def probe_table(self, table):
-        table.insert(0, "variant", table.point.map(lambda key: key[0]))
-        table.insert(1, "K", table.point.map(lambda key: key[1]))
-        return table.drop(columns="point")
-
     def point_name(self, point):
         return f"{point[0]} K={point[1]}"
 
@@ -124,49 +112,40 @@ class WeightSweepFigure(SweepFigure):
                 **super().describe(result)}
 
     def plot(self, result):
-        return plot_weight_sweep(result)
-
-
-def plot_weight_sweep(result):
-    """(a) test accuracy and (b) normalized training loss of CCQL against w (x axis 1 + w, log;
-    CE dashed), one colour per K; (c) test accuracy of CE, QL, default-w CCQL and the rescaled
-    square variants, grouped by K. Seeds: mean, +-1 sd."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-    from .figure import TRAIN_METRICS_NOTE
-    t = result.figure.data(result)
-    t = t[t.state == "finished"]
-    ks = sorted(t.K.unique())
-    colours = dict(zip(ks, sns.color_palette("viridis", len(ks))))
-    ccql = t[t.family == "CCQL"].assign(one_plus_w=lambda d: 1 + d.w)
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.2), gridspec_kw={"width_ratios": [1, 1, 1.5]})
-    for ax, (column, name), letter in zip(axes, [("test_acc", "test accuracy"),
-                                                 ("train_loss_norm", "normalized training loss")], "ab"):
-        for k in ks:
-            d = ccql[ccql.K == k]
-            sns.lineplot(data=d, x="one_plus_w", y=column, color=colours[k], marker="o",
-                         errorbar="sd", ax=ax, label=f"CCQL, K = {k}")
-            default = d[d.variant.str.contains("sqrt")]  # one star per K: the seeds' mean, as the line
-            ax.plot(default.one_plus_w.mean(), default[column].mean(), "*", color=colours[k], ms=12)
-            ce = t[(t.variant == "CE") & (t.K == k)][column]
-            if column == "test_acc" and len(ce):
-                ax.axhline(ce.mean(), color=colours[k], ls="--", lw=1, label=f"CE, K = {k}")
-        ax.set_xscale("log")
-        ax.set(xlabel="1 + w (w = 0: QL; star: the default sqrt(K-1) - 1)", ylabel=name,
-               title=f"({letter}) CCQL: final {name} against w")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    bars = t[~t.variant.str.startswith("CCQL w = ") | t.variant.str.contains("sqrt")]
-    sns.barplot(data=bars, x="variant", y="test_acc", hue="K", palette=colours, errorbar="sd",
-                ax=axes[2], order=list(dict.fromkeys(bars.variant)))
-    axes[2].set(xlabel="", ylabel="test accuracy", title="(c) CE, CCQL and the rescaled square loss (RS)")
-    axes[2].tick_params(axis="x", labelrotation=25, labelsize=7)
-    for ax in axes[::2]:
-        ax.set_ylim(0, None)
-    fig.suptitle(f"Beyond the paper: the CCQL weight and Hui & Belkin's rescaling\n{result.caption()}\n"
-                 f"{TRAIN_METRICS_NOTE}", fontsize=10)
-    fig.tight_layout()
-    return fig
+        """(a) test accuracy and (b) normalized training loss of CCQL against w (x axis 1 + w, log;
+        CE dashed), one colour per K; (c) test accuracy of CE, QL, default-w CCQL and the rescaled
+        square variants, grouped by K. Seeds: mean, +-1 sd."""
+        import matplotlib.pyplot as plt
+        import seaborn as sns
+        t = self.finished_data(result)
+        ks = sorted(t.K.unique())
+        colours = dict(zip(ks, sns.color_palette("viridis", len(ks))))
+        ccql = t[t.family == "CCQL"].assign(one_plus_w=lambda d: 1 + d.w)
+        fig, axes = plt.subplots(1, 3, figsize=(17, 4.2), gridspec_kw={"width_ratios": [1, 1, 1.5]})
+        for ax, (column, name), letter in zip(axes, [("test_acc", "test accuracy"),
+                                                     ("train_loss_norm", "normalized training loss")], "ab"):
+            for k in ks:
+                d = ccql[ccql.K == k]
+                sns.lineplot(data=d, x="one_plus_w", y=column, color=colours[k], marker="o",
+                             errorbar="sd", ax=ax, label=f"CCQL, K = {k}")
+                default = d[d.variant.str.contains("sqrt")]  # one star per K: the seeds' mean, as the line
+                ax.plot(default.one_plus_w.mean(), default[column].mean(), "*", color=colours[k], ms=12)
+                ce = t[(t.variant == "CE") & (t.K == k)][column]
+                if column == "test_acc" and len(ce):
+                    ax.axhline(ce.mean(), color=colours[k], ls="--", lw=1, label=f"CE, K = {k}")
+            ax.set_xscale("log")
+            ax.set(xlabel="1 + w (w = 0: QL; star: the default sqrt(K-1) - 1)", ylabel=name,
+                   title=f"({letter}) CCQL: final {name} against w")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        bars = t[~t.variant.str.startswith("CCQL w = ") | t.variant.str.contains("sqrt")]
+        sns.barplot(data=bars, x="variant", y="test_acc", hue="K", palette=colours, errorbar="sd",
+                    ax=axes[2], order=list(dict.fromkeys(bars.variant)))
+        axes[2].set(xlabel="", ylabel="test accuracy", title="(c) CE, CCQL and the rescaled square loss (RS)")
+        axes[2].tick_params(axis="x", labelrotation=25, labelsize=7)
+        for ax in axes[::2]:
+            ax.set_ylim(0, None)
+        return self.finish(fig, result, "Beyond the paper: the CCQL weight and Hui & Belkin's rescaling")
 
 
 WEIGHT_SWEEP_FIGURE = WeightSweepFigure(

@@ -1,18 +1,11 @@
 """Beyond the paper (notebook 06): the losses researchers compare with, on the paper's protocol.
 
-CE, QL and CCQL beside squentropy (Hui, Belkin and Wright 2023), CE with label smoothing, the
-focal loss, the Brier score and Hui & Belkin's rescaled square loss, and any loss a user registers
-(`user_losses.register_loss`): at each K of the preset's `LOSS_ZOO` entry, every loss at its own
-LR from a short probe (`sweep.probe`), on the K sweep's sizes and classes (presets
-K_SWEEP). A loss's probe grid is the K sweep's grid of its `lr_like` loss times its `lr_scale`
-(losses.LOSSES); the rescaled square loss's is the weight sweep's rule (loss_weights.lr_grid).
-
-Every zoo run also records the expected calibration error (ECE) of the softmax of its test
-outputs (15 equal-width bins, Guo et al., ICML 2017), which makes its runs distinct from the K
-sweep's (calibration_bins is part of a run's identity). For CE-like losses the softmax is the
-model's probability; QL, CCQL and the rescaled square loss are not trained as probabilities, so
-their ECE measures how far the softmax of raw regression outputs is from calibrated, not a
-calibration the loss aimed at.
+CE, QL and CCQL beside squentropy (Hui, Belkin and Wright 2023), label smoothing, the focal loss,
+the Brier score, Hui & Belkin's rescaled square loss and any user-registered loss, at each K of the
+preset's `LOSS_ZOO` entry, each at its own probed LR on the K sweep's sizes and classes. Each run
+also records the expected calibration error (ECE, Guo et al., ICML 2017) of the softmax of its test
+outputs, so its runs are not the K sweep's. QL, CCQL and the rescaled square loss are not trained
+as probabilities: their ECE says how far the softmax of raw regression outputs is from calibrated.
 """
 from __future__ import annotations
 
@@ -57,19 +50,16 @@ class LossZooFigure(SweepFigure):
                 for name in names for k in k_values}
 
     def grid(self, preset, point):
+        """The K sweep's grid of the loss's `lr_like` loss times its `lr_scale` (losses.LOSSES);
+        the rescaled square loss's by the weight sweep's rule (loss_weights.lr_grid)."""
         name, k = point
         if name == "rescaled_square":
             return lr_grid(preset, Variant("RS", name, RS_OPTIONS, k=RS_OPTIONS["k"], M=RS_OPTIONS["M"]), k)
         spec = LOSSES[name]
         return scaled_grid(K_SWEEP[preset].lr_grid[spec.lr_like], spec.lr_scale)
 
-    def point_name(self, point):
-        return f"{LOSSES[point[0]].label} K={point[1]}"
-
-    def probe_table(self, table):
-        table["loss"] = table.point.map(lambda key: LOSSES[key[0]].label)
-        table.insert(1, "K", table.point.map(lambda key: key[1]))
-        return table.drop(columns="point")
+    def probe_label(self, point):
+        return LOSSES[point[0]].label
 
     def row(self, result, name, k):
         return {"loss": LOSSES[name].label, "family": LOSSES[name].family}
@@ -89,32 +79,24 @@ class LossZooFigure(SweepFigure):
                 **super().describe(result)}
 
     def plot(self, result):
-        return plot_loss_zoo(result)
-
-
-def plot_loss_zoo(result):
-    """Four bar panels, a bar per loss and a colour per K (seeds: mean, +-1 sd): test accuracy,
-    training accuracy, normalized training loss, and the test ECE."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-    from .figure import TRAIN_METRICS_NOTE
-    t = result.figure.data(result)
-    t = t[t.state == "finished"]
-    fig, axes = plt.subplots(1, 4, figsize=(20, 4.4))
-    panels = [("test_acc", "test accuracy"), ("train_acc", "training accuracy"),
-              ("train_loss_norm", "normalized training loss"), ("test_ece", "test ECE (softmax, 15 bins)")]
-    order = list(dict.fromkeys(t.loss))
-    for ax, (column, name), letter in zip(axes, panels, "abcd"):
-        if len(t):
-            sns.barplot(data=t, x="loss", y=column, hue="K", order=order, palette="viridis",
-                        errorbar="sd", ax=ax)
-        ax.set(xlabel="", ylabel=name, title=f"({letter}) final {name}")
-        ax.tick_params(axis="x", labelrotation=35, labelsize=8)
-        ax.grid(alpha=0.3, axis="y")
-    fig.suptitle(f"Beyond the paper: the losses researchers compare with, each at its own probed LR\n"
-                 f"{result.caption()}\n{TRAIN_METRICS_NOTE}", fontsize=10)
-    fig.tight_layout()
-    return fig
+        """Four bar panels, a bar per loss and a colour per K (seeds: mean, +-1 sd): test accuracy,
+        training accuracy, normalized training loss, and the test ECE."""
+        import matplotlib.pyplot as plt
+        import seaborn as sns
+        t = self.finished_data(result)
+        fig, axes = plt.subplots(1, 4, figsize=(20, 4.4))
+        panels = [("test_acc", "test accuracy"), ("train_acc", "training accuracy"),
+                  ("train_loss_norm", "normalized training loss"), ("test_ece", "test ECE (softmax, 15 bins)")]
+        order = list(dict.fromkeys(t.loss))
+        for ax, (column, name), letter in zip(axes, panels, "abcd"):
+            if len(t):
+                sns.barplot(data=t, x="loss", y=column, hue="K", order=order, palette="viridis",
+                            errorbar="sd", ax=ax)
+            ax.set(xlabel="", ylabel=name, title=f"({letter}) final {name}")
+            ax.tick_params(axis="x", labelrotation=35, labelsize=8)
+            ax.grid(alpha=0.3, axis="y")
+        return self.finish(fig, result,
+                           "Beyond the paper: the losses researchers compare with, each at its own probed LR")
 
 
 LOSS_ZOO_FIGURE = LossZooFigure(

@@ -35,29 +35,20 @@ def _assigned_names(source: str) -> list[str]:
         tree = ast.parse(source)
     except SyntaxError:
         return []
-    names: list[str] = []
-    for node in tree.body:
-        targets = (node.targets if isinstance(node, ast.Assign)
-                   else [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else [])
-        for target in targets:
-            for leaf in ast.walk(target):
-                if isinstance(leaf, ast.Name) and leaf.id not in names:
-                    names.append(leaf.id)
-    return names
+    targets = [target for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign))
+               for target in (node.targets if isinstance(node, ast.Assign) else [node.target])]
+    return list(dict.fromkeys(leaf.id for target in targets for leaf in ast.walk(target)
+                              if isinstance(leaf, ast.Name)))
 
 
 def parameters_set_in(namespace: dict[str, Any], notebook: str | Path, valid=None) -> dict[str, Any]:
-    """The values of the parameters (`valid`, default: the names the notebook's `parameters` cell
-    declares) found in `namespace`; ValueError naming the valid ones for a name the parameters
-    cells set outside them.
+    """The values in `namespace` of the parameters `valid` (default: those the notebook's
+    `parameters` cell declares); ValueError naming the valid ones for another name they set.
 
-    Plain papermill only warns about an unknown `-p` name and injects it in a cell of its own
-    ("# Parameters"), then the notebook would run at its defaults. In IPython the names read are
-    those assigned by the cells run just before this one whose source starts with "# Parameters"
-    (the parameters cell and papermill's), so names of an earlier run's later cells in the same
-    kernel are not mistaken for parameters. Without IPython's history, every user-defined global
-    (not a module, function or class; not IPython's own names or underscore names) is read.
-    """
+    Plain papermill only warns of an unknown `-p` name, injected in a cell of its own. In IPython
+    the names read are those assigned by the cells run just before this one whose source starts
+    with "# Parameters" (so an earlier run's later cells in the same kernel do not count); without
+    IPython's history, every user-defined global that is not a module, routine or class."""
     valid = list(declared_names(notebook) if valid is None else valid)
     history = namespace.get("In")
     if isinstance(history, list) and history:

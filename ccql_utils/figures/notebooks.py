@@ -1,10 +1,8 @@
 """Executing the notebooks headlessly with papermill, refusing bad parameters before any cell runs.
 
-papermill passes parameters that a notebook does not declare silently (a typo such as `epoch=5`
-would run the preset's default), and a bad value would only fail deep inside a cell.
-`execute_notebook` checks every name against the notebook's figure (registry.FIGURES) or, for the
-theory notebook, its `parameters` cell, and builds the run configurations from the values first;
-either problem is a ValueError naming the parameter.
+papermill passes a name a notebook does not declare silently (a typo such as `epoch=5` would run
+at the default), and a bad value would only fail deep inside a cell, so `execute_notebook` first
+checks every name against the notebook's figure and builds its run configurations.
 """
 from __future__ import annotations
 
@@ -13,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.config import resolve_device
-from .notebook_parameters import declared_names
+from .notebook_parameters import parameters_set_in
 from .registry import figure_of_notebook
 
 
@@ -23,22 +21,16 @@ class NotebookFailed(RuntimeError):
 
 def trains(path: str | Path) -> bool:
     """Whether a notebook trains runs (and so takes the run parameters: preset, runs_dir, ...)."""
-    figure = figure_of_notebook(path)
-    return figure is not None and figure.trains
+    return getattr(figure_of_notebook(path), "trains", False)
 
 
 def check_parameters(path: str | Path, parameters: dict[str, Any]) -> None:
-    """ValueError for a name the notebook does not take, and for values its figure refuses
-    (the run context's settings, the preset, the seeds, the runs' configurations)."""
+    """ValueError for a name the notebook does not take, and for a value its figure refuses."""
     if not Path(path).is_file():
         raise ValueError(f"no notebook at {path}")
     figure = figure_of_notebook(path)
     if figure is None or not figure.trains:
-        declared = declared_names(path)
-        unknown = sorted(set(parameters) - set(declared))
-        if unknown:
-            raise ValueError(f"unknown parameter(s) {unknown} for {Path(path).name}; "
-                             f"it declares: {', '.join(declared)}")
+        parameters_set_in(parameters, path)  # the names its own parameters cell declares
         return
     try:
         preset, seeds, ctx, own, configs = figure.prepare(**parameters)
@@ -51,11 +43,8 @@ def execute_notebook(path: str | Path, output_path: str | Path, parameters: dict
                      cwd: str | Path | None = None, prepare_only: bool = False,
                      log_output: bool = True):
     """Run `path` with papermill into `output_path` (cwd: the notebook's folder by default).
-
-    Raises ValueError for bad parameters (before anything runs) and NotebookFailed when a cell
-    fails. prepare_only injects the parameters without executing (the tests then run the
-    prepared notebook under nbval).
-    """
+    ValueError for bad parameters (before anything runs), NotebookFailed when a cell fails.
+    prepare_only injects the parameters without executing (the tests run it under nbval)."""
     import logging
     import papermill
     parameters = dict(parameters or {})

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .figure import TRAIN_METRICS_NOTE, Figure, FigureResult
+from .figure import Figure, FigureResult
 from ..core.losses import colour_of
 from .presets import OVERRIDES, experiment_configs, get_experiment, seed_list
 
@@ -48,8 +48,11 @@ class PaperFigure(Figure):
         draws = overrides.pop("class_seeds", None)
         if len(seeds) > 1 and overrides.get("class_seed") is None:
             overrides["class_seed"] = seeds[0]
-        configs = {(label, s): c for s in seeds
-                   for label, c in experiment_configs(self.name, preset, s, device=ctx.device, **overrides).items()}
+
+        def runs(**draw):
+            return {(label, s): c for s in seeds for label, c in experiment_configs(
+                self.name, preset, s, device=ctx.device, **{**overrides, **draw}).items()}
+        configs = runs()
         if draws is None:
             return configs
         first = seeds[0] if overrides.get("class_seed") is None else overrides["class_seed"]
@@ -57,18 +60,15 @@ class PaperFigure(Figure):
             raise ValueError(f"class_seeds must start with the first draw, {first} (the runs the figure "
                              f"shares with the others), got {draws!r}")
         for d in seed_list(draws)[1:]:
-            more = {(label, s): c for s in seeds for label, c in experiment_configs(
-                self.name, preset, s, device=ctx.device, **{**overrides, "class_seed": d}).items()
-                if c.classes == "random"}
-            configs.update({(f"{label}{DRAW}{d})", s): c for (label, s), c in more.items()})
+            configs.update({(f"{label}{DRAW}{d})", s): c for (label, s), c in runs(class_seed=d).items()
+                            if c.classes == "random"})
         return configs
 
     def describe(self, result):
         return {"experiment": self.name}
 
     def data(self, result) -> pd.DataFrame:
-        """All runs' per-epoch metrics, with a `run` column (the legend label) and, with several
-        seeds, a `seed` column."""
+        """All runs' per-epoch metrics, with a `run` column (the label) and, with several seeds, `seed`."""
         several = len(result.seeds) > 1
         frames = [run.history.assign(run=label, **({"seed": seed} if several else {}))
                   for (label, seed), run in result.runs.items() if not run.history.empty]
@@ -133,9 +133,7 @@ class PaperFigure(Figure):
             ax.set_title(f"({letter}) {ylabel}", fontsize=10)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-        fig.suptitle(f"{self.title}\n{result.caption()}\n{TRAIN_METRICS_NOTE}", fontsize=10)
-        fig.tight_layout()
-        return fig
+        return self.finish(fig, result)
 
 
 def tidy_histories(result: FigureResult) -> pd.DataFrame:

@@ -1,9 +1,8 @@
 """The experiments (the paper's figures) and the presets (scales) that turn them into run configs.
 
-The one home of every experiment default: the protocol is `TrainConfig`'s defaults (config.py),
-each preset changes only what its scale needs (model size, epochs, images per class, LRs), and
-the CLI, the notebooks and `python -m ccql_utils all` call `experiment_configs(experiment,
-preset, **overrides)`. Learning rates and where they come from: results/README.md.
+The one home of every experiment default: the protocol is `TrainConfig`'s defaults (config.py);
+each preset changes only what its scale needs (model size, epochs, images per class, LRs), the
+sweeps' tables below their sizes. Learning rates and where they come from: results/README.md.
 """
 from __future__ import annotations
 
@@ -150,13 +149,13 @@ K_SWEEP = {
                    lr_grid={"ce": (0.05,), "ql": (0.02, 0.05), "ccql": (0.05,)}),
 }
 
+
 @dataclass(frozen=True)
 class WeightSweep:
-    """The loss-weight sweep (notebook 05) at one preset: its K values, CCQL weights w (0 is QL;
-    a K_WEIGHTS name is a weight that depends on K;
-    None is the default sqrt(K-1) - 1) and rescaled-square settings (k, M) (k None is 1 + the
-    default w, CCQL's equivalent). Images, epochs, probe and base LR grids are the preset's
-    K_SWEEP entry, so CE, QL and default-w CCQL are the K sweep's own runs."""
+    """The loss-weight sweep (notebook 05) at one preset: its K values, CCQL weights w (0 is QL,
+    a K_WEIGHTS name depends on K, None is the default sqrt(K-1) - 1) and rescaled-square settings
+    (k, M) (k None is 1 + the default w, CCQL's equivalent). Sizes, probe and base LR grids are the
+    preset's K_SWEEP entry, so CE, QL and default-w CCQL are the K sweep's own runs."""
 
     k_values: tuple
     weights: tuple
@@ -168,12 +167,9 @@ class WeightSweep:
 # beats "consistently"; "10K" a very large w, where the paper reports chance accuracy.
 WEIGHTS, RESCALED = (0, 1, None, 10, 30, "K-2", "10K"), ((1, 1), (1, 15), (None, 1))
 K_WEIGHTS = {"K-2": lambda k: k - 2, "10K": lambda k: 10 * k}
-LOSS_WEIGHTS = {
-    "paper": WeightSweep((25, 100), WEIGHTS, RESCALED),
-    "gpu-short": WeightSweep((25, 100), WEIGHTS, RESCALED),
-    "quick": WeightSweep((25, 100), WEIGHTS, RESCALED),
-    "tiny": WeightSweep((5,), (0, None, 10), ((1, 15), (None, 1))),
-}
+LOSS_WEIGHTS = {name: WeightSweep((25, 100), WEIGHTS, RESCALED) for name in ("paper", "gpu-short", "quick")}
+LOSS_WEIGHTS["tiny"] = WeightSweep((5,), (0, None, 10), ((1, 15), (None, 1)))
+
 
 @dataclass(frozen=True)
 class LossZoo:
@@ -185,14 +181,8 @@ class LossZoo:
 
 
 ZOO = ("ce", "ql", "ccql", "rescaled_square", "squentropy", "label_smoothing", "focal", "brier")
-LOSS_ZOO = {
-    "paper": LossZoo((25, 100), ZOO),
-    "gpu-short": LossZoo((25, 100), ZOO),
-    "quick": LossZoo((25, 100), ZOO),
-    "tiny": LossZoo((5,), ("ce", "ql", "focal", "brier")),  # the pipeline only, seconds under nbval
-}
-
-AUTO_PRESET = {"cuda": "paper", "cpu": "quick"}  # what preset='auto' means on each device type
+LOSS_ZOO = {name: LossZoo((25, 100), ZOO) for name in ("paper", "gpu-short", "quick")}
+LOSS_ZOO["tiny"] = LossZoo((5,), ("ce", "ql", "focal", "brier"))  # the pipeline only, seconds under nbval
 
 
 def get_experiment(name: str) -> Experiment:
@@ -208,13 +198,14 @@ def get_preset(name: str) -> Preset:
 
 
 def resolve_preset(preset: str, device: str = "auto") -> str:
-    """'auto' -> AUTO_PRESET of the device type named (or, for 'auto', available); others are checked."""
+    """'auto' -> paper on a CUDA device (for device 'auto': if one is available), else quick;
+    another name is checked."""
     if preset != "auto":
         return get_preset(preset).name
     if device == "auto":
         import torch
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return AUTO_PRESET["cuda" if str(device).startswith("cuda") else "cpu"]
+    return "paper" if str(device).startswith("cuda") else "quick"
 
 
 OVERRIDES = ("epochs", "depth", "width", "train_per_class", "batch_size", "lr", "w", "device",
@@ -224,11 +215,8 @@ OVERRIDES = ("epochs", "depth", "width", "train_per_class", "batch_size", "lr", 
 def experiment_configs(experiment: str, preset: str = "quick", seed: int = 0,
                        **overrides) -> dict[str, TrainConfig]:
     """The runs of `experiment` at `preset`, keyed by their legend label, resolved (validated).
-
-    overrides (None means: keep the preset's value): epochs, depth, width, train_per_class,
-    batch_size, lr (a number for every run or {loss: lr}), w (CCQL weight), device, compile,
-    precision, class_seed, clean_train_eval, checkpoint_every. Unknown names are errors.
-    """
+    overrides: OVERRIDES (None keeps the preset's value; lr a number or {loss: lr}, w CCQL's
+    weight); an unknown name is a ValueError."""
     unknown = sorted(set(overrides) - set(OVERRIDES))
     if unknown:
         raise ValueError(f"unknown override(s) {unknown}; valid: {', '.join(OVERRIDES)}")
@@ -243,17 +231,13 @@ def experiment_configs(experiment: str, preset: str = "quick", seed: int = 0,
             if unknown:
                 raise ValueError(f"lr has unknown loss name(s) {unknown}; use {', '.join(p.lr[k])}")
             lr = lr.get(loss, p.lr[k][loss])
-        loss_options = {"w": o["w"]} if loss == "ccql" and "w" in o else {}
-        config = TrainConfig(
-            **run, loss_options=loss_options, seed=seed, class_seed=o.get("class_seed"),
-            depth=o.get("depth", p.depth), width=o.get("width", p.width),
-            epochs=o.get("epochs", p.epochs[k]), batch_size=o.get("batch_size", p.batch_size),
-            train_per_class=o.get("train_per_class", p.train_per_class[k]),
-            test_per_class=p.test_per_class, lr=lr,
-            checkpoint_every=o.get("checkpoint_every", p.checkpoint_every),
-            clean_train_eval=o.get("clean_train_eval", p.clean_train_eval),
-            **{name: o[name] for name in ("device", "compile", "precision") if name in o})
-        configs[label] = config.resolved()
+        sized = {"depth": p.depth, "width": p.width, "epochs": p.epochs[k], "batch_size": p.batch_size,
+                 "train_per_class": p.train_per_class[k], "checkpoint_every": p.checkpoint_every,
+                 "clean_train_eval": p.clean_train_eval}
+        sized.update({name: o[name] for name in (*sized, "device", "compile", "precision") if name in o})
+        configs[label] = TrainConfig(
+            **run, **sized, loss_options={"w": o["w"]} if loss == "ccql" and "w" in o else {}, seed=seed,
+            class_seed=o.get("class_seed"), test_per_class=p.test_per_class, lr=lr).resolved()
     return configs
 
 
@@ -268,7 +252,3 @@ def seed_list(seeds, seed: int = 0) -> list[int]:
         raise ValueError(f"seeds must be distinct, got {list(seeds)}")
     return list(seeds)
 
-
-__all__ = ["EXPERIMENTS", "PRESETS", "Experiment", "Preset", "get_experiment", "get_preset",
-           "resolve_preset", "experiment_configs", "seed_list",
-           "K_SWEEP", "KSweep", "LOSS_WEIGHTS", "WeightSweep", "LOSS_ZOO", "LossZoo"]

@@ -1,10 +1,7 @@
-"""The registry of figures: the one table the CLI, `all`, the notebooks and the tests read.
+"""The registry of figures, the one table the CLI, `all`, the notebooks and the tests read:
 
     FIGURES["k25_random"].run(preset="quick", seeds=[0, 1, 2])   ->  a FigureResult
     result.plot(), result.save(fig), result.table()
-
-A notebook runs its figure with `run_notebook(name, globals())`: the names its parameters cell
-(and papermill's injected cell) set, checked against the figure's parameters.
 """
 from __future__ import annotations
 
@@ -24,14 +21,13 @@ class TheoryFigures(Figure):
 
     trains = False
 
-    def __init__(self, name, stems: tuple, notebook, title):
-        super().__init__(name, stems[0], notebook, title)
-        self.stems = stems
-        self.parameters = {n: (None, "see the notebook") for n in declared_names(notebook)}
+    def __init__(self):
+        super().__init__("theory", "theory_min_loss_vs_k", "00_theory.ipynb",
+                         "The linear mixture model (Sections 3-4)")
+        self.parameters = {n: (None, "see the notebook") for n in declared_names(self.notebook)}
 
 
-THEORY = TheoryFigures("theory", ("theory_min_loss_vs_k", "theory_ccql_vs_w", "theory_gd_dynamics"),
-                       "00_theory.ipynb", "The linear mixture model (Sections 3-4)")
+THEORY = TheoryFigures()
 FIGURES: dict[str, Figure] = {f.name: f for f in (THEORY, *PAPER_FIGURES, K_SWEEP_FIGURE, WEIGHT_SWEEP_FIGURE,
                                                  LOSS_ZOO_FIGURE)}
 TRAINING_FIGURES = tuple(name for name, f in FIGURES.items() if f.trains)
@@ -49,7 +45,7 @@ def figure_of_notebook(path: str | Path) -> Figure | None:
 
 
 def run_notebook(name: str, namespace: dict) -> FigureResult:
-    """What a training notebook runs: the parameters its first cells set (a name the figure does
-    not take is refused, naming the valid ones), over the figure's defaults."""
+    """What a training notebook runs (`run_notebook(name, globals())`): the figure at the
+    parameters its first cells set (notebook_parameters.parameters_set_in)."""
     figure = get_figure(name)
     return figure.run(**parameters_set_in(namespace, figure.notebook, figure.parameters))
