@@ -2,7 +2,7 @@
 
 The layout is the architecture; each layer imports only from those above it in this list:
 - provenance, progress, reference: what every layer shares (paths, records of how a file was
-  made, progress lines, the paper's bibliography)
+  made, progress lines, the closed forms the losses and the theory share)
 - core/:      the science of one run: losses, the WideResNet, CIFAR-100 subsets, `TrainConfig`, the
               `Trainer` (and several small ones stacked as one program)
 - theory/:    the linear mixture model of Sections 3-4 (numpy only)
@@ -24,11 +24,11 @@ load torch.
 """
 import importlib
 
-_HOMES = {"TrainConfig": "core.config", "DataError": "core.data", "load_cifar100": "core.data", "make_subset": "core.data",
-          "select_classes": "core.data", "DeviceLoader": "core.loader", "default_ccql_weight": "core.losses",
-          "make_loss": "core.losses", "register_loss": "core.user_losses", "Run": "execution.store", "RunStore": "execution.store",
-          "load_run": "execution.store", "RunError": "core.train", "RunDiverged": "core.train", "Trainer": "core.train",
-          "WideResNet": "core.wrn", "count_parameters": "core.wrn"}
+_MODULES = {"core.config": "TrainConfig", "core.data": "DataError load_cifar100 make_subset select_classes",
+            "core.loader": "DeviceLoader", "core.losses": "default_ccql_weight make_loss",
+            "core.user_losses": "register_loss", "core.train": "RunError RunDiverged Trainer",
+            "core.wrn": "WideResNet count_parameters", "execution.store": "Run RunStore load_run"}
+_HOMES = {name: module for module, names in _MODULES.items() for name in names.split()}
 __all__ = sorted(_HOMES)
 
 

@@ -1,12 +1,7 @@
-"""What a researcher sees while runs train.
-
-Per run, one display updated once per epoch (epoch, loss, accuracy): a bar updated in place in a
-terminal or in JupyterLab (`tqdm.auto`: a widget there), or one line per epoch where the output
-is a log (papermill's headless runs, pipes, CI). Never a line per batch.
-
-progress: True or None -> 'auto' (a bar in a terminal or an interactive notebook kernel, else
-lines), or 'bar', 'lines', False / 'off'.
-"""
+"""What a researcher sees while runs train: per run, one display updated once per epoch (epoch,
+loss, accuracy), a bar updated in place in a terminal or in JupyterLab (`tqdm.auto`: a widget
+there), or one line per epoch where the output is a log (papermill's headless runs, pipes, CI).
+Never a line per batch."""
 from __future__ import annotations
 
 import sys
@@ -20,7 +15,8 @@ def _interactive_kernel() -> bool:
 
 
 def progress_mode(progress: bool | str | None) -> str:
-    """One of 'bar', 'lines', 'off'."""
+    """'bar', 'lines' or 'off' for `progress`: True, None or 'auto' (a bar in a terminal or an
+    interactive notebook kernel, else lines), 'bar', 'lines', False or 'off'."""
     if progress is False or progress == "off":
         return "off"
     if progress in (None, True, "auto"):

@@ -44,13 +44,9 @@ def environment_record() -> dict[str, Any]:
     """Versions of Python and the packages that shape results, the host and the date (UTC)."""
     import numpy
     record: dict[str, Any] = {
-        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "commit": git_commit(),
-        "python": platform.python_version(),
-        "numpy": numpy.__version__,
-        "host": platform.node(),
-        "platform": platform.platform(),
-    }
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "commit": git_commit(),
+        "python": platform.python_version(), "numpy": numpy.__version__, "host": platform.node(),
+        "platform": platform.platform()}
     try:
         from importlib.metadata import version
         record["ccql_utils"] = version("ccql_utils")
@@ -72,7 +68,7 @@ def describe_device(device) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    """Make numpy scalars/arrays, paths and dataclasses JSON-serialisable."""
+    """Numpy scalars/arrays, paths and dataclasses made JSON-serialisable."""
     import dataclasses
     import numpy as np
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -86,27 +82,18 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, (str, Path)) and Path(value).is_absolute():
-        return _portable_path(Path(value))
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def _portable_path(path: Path) -> str:
-    """A path as a reader elsewhere can use it: relative to the repository when inside it, else
-    only its last part (an absolute path says nothing to a reader and would leak a home folder)."""
-    try:
-        return str(path.resolve().relative_to(PROJECT_ROOT))
-    except ValueError:
-        return f"<outside the repository>/{path.name}"
+        # relative to the repository, else only its last part: an absolute path says nothing to a
+        # reader elsewhere and would leak a home folder
+        try:
+            return str(Path(value).resolve().relative_to(PROJECT_ROOT))
+        except ValueError:
+            return f"<outside the repository>/{Path(value).name}"
+    return str(value) if isinstance(value, Path) else value
 
 
 def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
-    """Write `data` to `path` so readers see the old or the new file, never a partial one.
-
-    On any failure (a full disk, no permission) the temporary file is removed and the old file
-    is left as it was; the OSError propagates.
-    """
+    """Write `data` to `path` so readers see the old or the new file, never a partial one; on a
+    failure (a full disk, no permission) the old file is left as it was and the OSError propagates."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -142,18 +129,15 @@ def atomic_open(path: Path):
 
 def save_figure(fig, name: str, data=None, params: Mapping[str, Any] | None = None,
                 figures_dir: str | Path | None = None, caption: str = "") -> dict[str, Path]:
-    """Save `fig` as PNG and PDF, `data` (a pandas DataFrame) as CSV, and a provenance JSON.
-
-    name: file stem, e.g. 'fig1_k25_random'; params: everything that determined the figure
-    (preset, hyper-parameters, seeds, class names, ...); caption: one line on what it shows.
-    Returns the paths written, keyed 'png', 'pdf', 'csv' (if data), 'provenance'.
-    """
+    """Save `fig` as PNG and PDF, `data` (a pandas DataFrame) as CSV, and a provenance JSON; returns
+    the paths written, keyed 'png', 'pdf', 'csv' (if data), 'provenance'. name: the file stem (e.g.
+    'fig1_k25_random'); params: everything that determined the figure (preset, hyper-parameters,
+    seeds, class names, ...); caption: one line on what it shows."""
     out_dir = Path(figures_dir) if figures_dir is not None else DEFAULT_FIGURES_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"png": out_dir / f"{name}.png", "pdf": out_dir / f"{name}.pdf",
              "provenance": out_dir / f"{name}.provenance.json"}
-    # Each file is drawn in memory and published atomically: a kill or a full disk leaves the
-    # previous file (or none), never a truncated one beside a provenance record that names it.
+    # drawn in memory, published atomically: never a truncated file beside a record naming it
     for kind, options in (("png", {"dpi": 150}),
                           # a fixed CreationDate keeps the PDF byte-stable when the figure did not change
                           ("pdf", {"metadata": {"CreationDate": None}})):

@@ -1,14 +1,11 @@
 """Where runs, data and figures live, and how runs execute: one `RunContext` per command or
-notebook, built once and passed down.
-
-Every default has one meaning wherever a command starts: runs in `<repository>/runs`, figures in
-`<repository>/figures` (a `tiny` result in `<repository>/outputs/tiny/figures`, never beside the
-committed figures), data from `$CCQL_DATA_ROOT`, else `<repository>/data` (data.py). A relative
-path given by the user is relative to the folder the command runs in, and is made absolute here.
-"""
+notebook, built once and passed down. A default (the field comments below) means the same
+wherever a command starts; a relative path given by the user is relative to the folder the
+command runs in, and is made absolute here."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
+from functools import cached_property
 from pathlib import Path
 
 from ..provenance import PROJECT_ROOT
@@ -32,7 +29,6 @@ class RunContext:
     address: str | None = None       # the Ray cluster to join (default $RAY_ADDRESS, else a local one)
     runs_per_gpu: int | None = None  # runs stacked on one GPU (None: 32 small ones on a GPU, else 1)
     progress: bool | str | None = None  # progress.py: True/None auto, 'bar', 'lines', False
-    _store: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         for name in ("runs_dir", "figures_dir", "data_root"):
@@ -52,19 +48,16 @@ class RunContext:
     @classmethod
     def of(cls, **values) -> "RunContext":
         """A context from keyword values where None means the default (a notebook's or a CLI's)."""
-        names = {f.name for f in fields(cls) if f.init}
+        names = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
             raise ValueError(f"unknown run setting(s) {unknown}; valid: {', '.join(sorted(names))}")
         return cls(**{k: v for k, v in values.items() if v is not None})
 
-    @property
-    def store(self):
-        """The run store of runs_dir (store.RunStore), made once."""
-        if "store" not in self._store:
-            self._store["store"] = RunStore(self.runs_dir, data_root=self.data_root,
-                                            verify_data=self.verify_data, progress=self.progress)
-        return self._store["store"]
+    @cached_property  # made once; cached_property writes __dict__, which a frozen dataclass allows
+    def store(self) -> RunStore:
+        return RunStore(self.runs_dir, data_root=self.data_root, verify_data=self.verify_data,
+                        progress=self.progress)
 
     def figures_for(self, preset: str) -> Path:
         """Where a figure at `preset` is saved."""

@@ -1,17 +1,15 @@
 """Obtaining runs: `obtain(ctx, configs)` is the one way to get the runs of a set of configurations.
 
-Finished and diverged runs are read from the store (store.py) without loading data; the others
-resume from their checkpoints or train, here one after another (executor `local`) or as tasks on
-a Ray cluster (`ray`, one GPU per task, else one CPU). Small models that differ only in loss, LR,
-seed or classes train up to `runs_per_gpu` at a time as one stacked program (stacked.py: 10x one
-WRN-10-1 run's images/s on a GPU, where Ray's processes sharing it reached 4.4x), a task per stack.
+Finished and diverged runs are read from the store without loading data; the others resume from
+their checkpoints or train, here one after another (executor `local`) or as Ray tasks (`ray`, one
+GPU per task, else one CPU). Small models that differ only in loss, LR, seed or classes train up
+to `runs_per_gpu` at a time as one stacked program (stacked.py: 10x one WRN-10-1 run's images/s
+on a GPU, where Ray's processes sharing it reached 4.4x), a task per stack.
 
-Every figure and sweep is a set of independent runs, so one run per GPU is the unit of scale-out
-(data parallelism would split the paper's batch of 128, starve each GPU and change BatchNorm's
-statistics). The runs folder stays the single source of truth, so it (and the data) must be on
-a filesystem every Ray worker sees: a task trains there exactly as `local` does, each run under
-its lock (a run another process trains is waited for, never trained twice), and a task whose
-worker died is retried and resumes from the last checkpoint.
+A run per GPU is the unit of scale-out: data parallelism would split the paper's batch of 128 and
+change BatchNorm's statistics. The runs folder (and the data) must be on a filesystem every Ray
+worker sees: a task trains there as `local` does, each run under its lock (never trained twice),
+and a task whose worker died is retried and resumes from the last checkpoint.
 """
 from __future__ import annotations
 
@@ -34,6 +32,7 @@ from ..core.stacked import StackedTrainer, plan_stacks
 from ..core.train import RunDiverged, RunError, Trainer
 
 TASK_RETRIES = 3  # Ray re-runs a task whose worker died this often; each retry resumes the run
+RAY_ADVICE = "start one with `ray start --head`, check --address / RAY_ADDRESS, or use --executor local"
 
 
 class ExecutorError(RuntimeError):
@@ -42,16 +41,15 @@ class ExecutorError(RuntimeError):
 
 def obtain(ctx: RunContext, configs: dict, name: str = "", name_of: Callable = str,
            train: bool | None = True) -> dict[object, Run]:
-    """The run of every configuration in `configs`, under the same keys (any hashable: a label,
-    (label, seed), (loss, K, seed), ...), from `ctx.store`, trained where needed by `ctx.executor`.
+    """The run of every configuration in `configs`, under the same keys (any hashable), from
+    `ctx.store`, trained where needed by `ctx.executor`; name: the set's name in progress lines,
+    name_of(key) a run's.
 
-    Runs that would take hours on a CPU that device 'auto' chose are refused before anything
-    trains (estimates.check_cpu_time): with train=True a ValueError, with train=None the stored
-    runs are returned as they are and the missing ones named on stderr; train=False never
-    trains. name: the set's name in progress lines, name_of(key) a run's. A diverged run is
-    returned as such, never as finished. Raises RunError for damaged runs and failed writes,
-    RunInterrupted on Ctrl-C (the runs resume on the next call), ExecutorError when Ray cannot start.
-    """
+    Runs that would take hours on a CPU that device 'auto' chose (estimates.check_cpu_time) are,
+    with train=True, a ValueError before anything trains; with train=None the stored runs are
+    returned and the missing ones named on stderr; train=False never trains. RunError for damaged
+    runs and failed writes, RunInterrupted on Ctrl-C (resumed by the next call), ExecutorError
+    when Ray cannot start."""
     store = ctx.store
     resolved = {key: store.resolve(c) for key, c in configs.items()}
     stored = {key: load_run(store.runs_dir / c.run_id()) for key, c in resolved.items()}
@@ -92,9 +90,9 @@ def obtain(ctx: RunContext, configs: dict, name: str = "", name_of: Callable = s
 
 
 def _train(store: RunStore, configs: dict, names: dict, name: str) -> dict[object, Run]:
-    """Train one planned stack (`configs`, resolved, equal stacked.stack_key), each run under its
-    lock: runs at the same epoch together as one program, a run alone plainly. A run that another
-    process holds is left to it and then waited for (and resumed if it stopped unfinished)."""
+    """Train one planned stack (`configs`, resolved), each run under its lock, runs at the same
+    epoch as one program. A run another process holds is left to it, then waited for (and
+    resumed if it stopped unfinished)."""
     data = store.data  # before creating anything, so a data error leaves no empty run folder
     alone = len(configs) == 1
     with contextlib.ExitStack() as locks:
@@ -117,8 +115,8 @@ def _train(store: RunStore, configs: dict, names: dict, name: str) -> dict[objec
 
 
 def _train_group(group: list, progress, name: str) -> None:
-    """Train (trainer, files) pairs at one epoch, their locks held, keeping their files up to
-    date: one plainly, two or more as one stacked program."""
+    """Train (trainer, files) pairs at one epoch, their locks held: one plainly, two or more as
+    one stacked program."""
     trainers, files = [t for t, _ in group], [f for _, f in group]
     live = [True] * len(group)
 
@@ -154,18 +152,13 @@ def _train_group(group: list, progress, name: str) -> None:
 
 
 # ----------------------------------------------------------------------------- Ray
-def _import_ray():
+def connect(address: str | None = None):
+    """ray.init: join `address` (or $RAY_ADDRESS) if given, else start a local cluster."""
     try:
         import ray
     except ImportError:
         raise ExecutorError("the ray executor needs Ray: pip install -e '.[cluster]' (or "
                             "pip install 'ray[default]'), or use --executor local") from None
-    return ray
-
-
-def connect(address: str | None = None):
-    """ray.init: join `address` (or $RAY_ADDRESS) if given, else start a local cluster."""
-    ray = _import_ray()
     if ray.is_initialized():
         return ray
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -178,9 +171,8 @@ def connect(address: str | None = None):
                  include_dashboard=False, **local)
     except Exception as exc:  # ConnectionError, RuntimeError, Ray's own start-up timeouts, ...
         where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
-        raise ExecutorError(f"could not connect to {where} ({str(exc).splitlines()[0]}); start it "
-                            f"with `ray start --head`, check --address / RAY_ADDRESS, or use "
-                            f"--executor local") from None
+        raise ExecutorError(f"could not connect to {where} ({str(exc).splitlines()[0]}); "
+                            f"{RAY_ADVICE}") from None
     return ray
 
 
@@ -193,11 +185,10 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """ExecutorError unless host:port answers as a gRPC server within timeout_s: an unreachable
     address makes Ray retry for minutes, and a port that is not Ray's makes it wait forever."""
     host, _, port = address.removeprefix("ray://").rpartition(":")
-    advice = "start one with `ray start --head`, check --address / RAY_ADDRESS, or use --executor local"
     try:
         conn = socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s)
     except (OSError, ValueError) as exc:
-        raise ExecutorError(f"no Ray cluster answers at {address} ({exc}); {advice}") from None
+        raise ExecutorError(f"no Ray cluster answers at {address} ({exc}); {RAY_ADVICE}") from None
     with conn:
         try:
             conn.sendall(HTTP2_PREFACE)
@@ -206,14 +197,13 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
             reply = b""
     if len(reply) < 4 or reply[3] != 4:
         raise ExecutorError(f"{address} answers, but not as a Ray cluster (no gRPC reply within "
-                            f"{timeout_s:.0f} s); {advice}")
+                            f"{timeout_s:.0f} s); {RAY_ADVICE}")
 
 
 def _train_task(runs_dir: str, data_root: str | None, verify_data: bool, runs: list,
                 user_losses: tuple = ()) -> dict:
-    """A Ray task: train a stack of runs (or one run), given as (name, config) pairs, through the
-    store as `local` does, with the user's losses they need (their specs, shipped by value);
-    says where it ran."""
+    """A Ray task: train `runs`, (name, config) pairs of one stack, as `local` does, with the
+    user's losses they need (shipped by value); says where it ran."""
     import ray
     LOSSES.update({spec.name: spec for spec in user_losses})
     store = RunStore(runs_dir, data_root=data_root, verify_data=verify_data, progress=False)
@@ -223,9 +213,8 @@ def _train_task(runs_dir: str, data_root: str | None, verify_data: bool, runs: l
 
 
 def _train_on_ray(ctx: RunContext, todo: dict, names: dict, name: str) -> dict:
-    """Train `todo` as Ray tasks, a stack per task where runs stack (stacked.plan_stacks: up to
-    runs_per_gpu, by default 32 small models on a GPU cluster); key -> {"node", "pid"} of the
-    task that trained it."""
+    """Train `todo` as Ray tasks, a stack per task (stacked.plan_stacks); key -> {"node", "pid"}
+    of the task that trained it."""
     store, runs_per_gpu = ctx.store, ctx.runs_per_gpu
     ray = connect(ctx.address)
     gpus = ray.cluster_resources().get("GPU", 0)

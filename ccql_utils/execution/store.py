@@ -7,12 +7,9 @@
         checkpoint.pt model, optimizer, history, RNG states and config.json's record
         .lock         held (flock) by the one process that trains the run
 
-This module reads, checks and writes run folders; scheduler.py decides what trains where, and
-records.py moves finished records between machines. Every file is written atomically (temporary
-file + rename), so a kill at any moment leaves each file complete. Nothing read back is trusted:
-`load_run` checks a run's files against each other (folder name and config hash, status against
-the metric rows), rebuilds what the checkpoint holds, and raises `RunError` with the folder and
-the fix for what it cannot rebuild; a partial history is never reported as finished.
+Every file is written atomically (temporary file + rename), so a kill at any moment leaves each
+file complete. Nothing read back is trusted (`load_run`); a partial history is never reported as
+finished.
 """
 from __future__ import annotations
 
@@ -134,8 +131,7 @@ def _is_locked(run_dir: Path) -> bool:
     """True while a process holds the run's training lock."""
     try:
         with open(run_dir / ".lock", "rb") as handle:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released on close
     except BlockingIOError:
         return True
     except OSError:
@@ -144,13 +140,11 @@ def _is_locked(run_dir: Path) -> bool:
 
 
 def load_run(run_dir: str | Path) -> Run:
-    """Read and check a run directory (any state) without training.
-
-    Rebuilds config.json or metrics.csv from the checkpoint when they are damaged and the
-    checkpoint holds them; raises RunError (one line: the folder and the fix) when a finished or
-    diverged run's files disagree and cannot be rebuilt. A 'running' run whose lock nobody holds
-    is reported as 'interrupted'.
-    """
+    """Read and check a run directory (any state) without training: the folder name against the
+    config hash, the status against the metric rows. Rebuilds config.json or metrics.csv from the
+    checkpoint when they are damaged and it holds them; RunError (one line: the folder and the fix)
+    when a finished or diverged run's files disagree and cannot be rebuilt. A 'running' run whose
+    lock nobody holds is reported as 'interrupted'."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return Run(run_dir, {}, {}, pd.DataFrame())
@@ -268,11 +262,9 @@ class _RunFiles:
 class RunStore:
     """The runs of one folder: where a configuration's run lives, and what is stored there.
 
-    data_root / verify_data say where CIFAR-100 comes from (see data.py); `data` loads it once,
-    when a run first needs training (or pass `data` already loaded). Unverified data (a stand-in,
-    a pack that is not the real data) gets run ids of its own, tied to its content. progress: the
-    per-epoch display of runs trained for this store (progress.py).
-    """
+    `data` (CIFAR-100 from data_root, see data.py) is loaded when a run first needs training, unless
+    given. Unverified data (a stand-in, a pack that is not the real data) gets run ids of its own,
+    tied to its content. progress: the display of runs trained here (progress.py)."""
 
     def __init__(self, runs_dir: str | Path = "runs", data_root: str | os.PathLike | None = None,
                  verify_data: bool = True, data: Cifar100 | None = None,

@@ -32,11 +32,9 @@ def sweep_lr(config: TrainConfig, lrs: Sequence[float], ctx: RunContext,
 
 def sweep_lr_grid(points: dict, ctx: RunContext, tolerance: float = TOLERANCE, name_of=str,
                   train: bool | None = True) -> pd.DataFrame:
-    """Several sweeps obtained at once: `points` maps a key to (config, LRs).
-
-    One row per (point, LR), columns as `sweep_lr`'s plus `point` (the key); the best marked per
-    point. name_of(key) names a point in progress lines; train as scheduler.obtain's.
-    """
+    """Several sweeps obtained at once, `points`: key -> (config, LRs). Rows as `sweep_lr`'s plus
+    `point` (the key), the best marked per point; name_of(point) names a point in progress lines,
+    train as scheduler.obtain's."""
     configs = {}
     for point, (config, lrs) in points.items():
         lrs = sorted(float(x) for x in lrs)
@@ -62,14 +60,10 @@ def sweep_lr_grid(points: dict, ctx: RunContext, tolerance: float = TOLERANCE, n
 
 
 def probe(ctx: RunContext, base: dict, grids: dict, probe_epochs: int, seeds, name_of=str, train=True):
-    """What the sweep figures (notebooks 04-06) do at every point of their grid before training.
-
-    base: key -> config (any LR); grids: key -> LRs. Every key is trained for `probe_epochs` at
-    each of its LRs (all probes obtained at once; train as scheduler.obtain's), `mark_best` picks
-    the LR. Returns (the probe table, one row per (key, LR) with the key in `point`; the full
-    configs at the chosen LRs keyed by (*key, seed)). A key whose probes all diverged (or are
-    not trained) gets no full config.
-    """
+    """The LR probe of the sweep figures (notebooks 04-06): every key of `base` (key -> config)
+    trained for `probe_epochs` at each of its LRs in `grids`, `mark_best` picking one. Returns
+    (the `sweep_lr_grid` table; the full configs at the chosen LRs keyed by (*key, seed), none for
+    a key whose probes all diverged or are not trained)."""
     points = {key: (dataclasses.replace(c, epochs=probe_epochs), grids[key]) for key, c in base.items()}
     table = sweep_lr_grid(points, ctx, name_of=name_of, train=train)
     best = {row.point: row.lr for row in table[table.best].itertuples()}
@@ -99,12 +93,9 @@ def mark_best(table: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.DataFrame
 
 
 def probe_summary(history: pd.DataFrame, num_classes: int) -> pd.DataFrame:
-    """One row per run of an LR probe's per-epoch table (results/lr_probe_*.csv: columns run,
-    loss, lr_initial, epoch, train_loss, test_loss, test_acc).
-
-    `trained` is True when every epoch's losses are finite and the final test accuracy is at
-    least 5x chance (a run that collapses to a constant output sits at chance).
-    """
+    """One row per run of an LR probe's per-epoch table (results/lr_probe_*.csv); `trained` when
+    every epoch's losses are finite and the final test accuracy is at least 5x chance (a run that
+    collapses to a constant output sits at chance)."""
     rows = []
     for run, h in history.groupby("run", sort=False):
         finite = h[["train_loss", "test_loss"]].notna().all().all()
