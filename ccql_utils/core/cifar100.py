@@ -1,6 +1,5 @@
 """The published CIFAR-100: its class names, the checksums of its content, reading a copy in
-torchvision's layout into a `Cifar100`, and the per-class image caps. `packs` and `data` build on
-this module.
+torchvision's layout into a `Cifar100`, and the per-class image caps (`packs` and `data` build on it).
 """
 from __future__ import annotations
 
@@ -24,6 +23,9 @@ CONTENT_SHA256 = {
              "fine_labels": "4dad7d09c7c97d33f6cb928d705cf4196221316fd6e31bdd978a08ed9103ee0b",
              "coarse_labels": "48df17fb3bf299f43dd7e131db11ca0ea8b07d750be8b6dcf7ad6ff1b4cc721d"},
 }
+# The end of every error about a missing or damaged copy: how to name another one.
+HOW_TO_POINT = (f"Point the project at a copy in torchvision's layout ({FOLDER_NAME}/ with train, test, "
+                f"meta) with --data-root PATH or the environment variable {DATA_ROOT_ENV}=PATH.")
 SPLIT_SIZES = {"train": 50_000, "test": 10_000}
 IMAGES_PER_CLASS = {"train": 500, "test": 100}   # in every CIFAR-100 class
 
@@ -61,12 +63,6 @@ class DataError(RuntimeError):
     """CIFAR-100 is missing, truncated or not the published content."""
 
 
-def how_to_point() -> str:
-    """The end of every error about a missing or damaged copy: how to name another one."""
-    return (f"Point the project at a copy in torchvision's layout ({FOLDER_NAME}/ with train, "
-            f"test, meta) with --data-root PATH or the environment variable {DATA_ROOT_ENV}=PATH.")
-
-
 @dataclass(frozen=True)
 class Cifar100:
     """The whole data set in memory. Images uint8 [N, 3, 32, 32]; labels int64 [N]."""
@@ -101,20 +97,20 @@ def _read_pickle(path: Path) -> dict:
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
             ImportError, IndexError, MemoryError) as exc:
         raise DataError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc}). Replace "
-                        f"it with a complete copy. {how_to_point()}") from exc
+                        f"it with a complete copy. {HOW_TO_POINT}") from exc
 
 
 def _read_split(folder: Path, split: str, verify: bool):
     raw = _read_pickle(folder / split)
     if not isinstance(raw, dict) or not {"data", "fine_labels", "coarse_labels"} <= set(raw):
         raise DataError(f"{folder / split} is not a CIFAR-100 pickle (needs data, fine_labels, "
-                        f"coarse_labels). {how_to_point()}")
+                        f"coarse_labels). {HOW_TO_POINT}")
     data = np.asarray(raw["data"])
     fine = np.asarray(raw["fine_labels"])
     coarse = np.asarray(raw["coarse_labels"])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise DataError(f"{folder / split}: data must be uint8 [N, 3072], got {data.dtype} "
-                        f"{list(data.shape)}; the file is corrupt. {how_to_point()}")
+                        f"{list(data.shape)}; the file is corrupt. {HOW_TO_POINT}")
     if not (len(fine) == len(coarse) == len(data)):
         raise DataError(f"{folder / split}: {len(data)} images but {len(fine)} fine and "
                         f"{len(coarse)} coarse labels; the file is corrupt.")
@@ -123,24 +119,21 @@ def _read_split(folder: Path, split: str, verify: bool):
     if verify:
         if len(data) != SPLIT_SIZES[split]:
             raise DataError(f"{folder / split} holds {len(data)} images, CIFAR-100's {split} split "
-                            f"has {SPLIT_SIZES[split]}: the copy is truncated. {how_to_point()}")
+                            f"has {SPLIT_SIZES[split]}: the copy is truncated. {HOW_TO_POINT}")
         arrays = {"data": data, "fine_labels": fine.astype(np.uint8),
                   "coarse_labels": coarse.astype(np.uint8)}
         for key, array in arrays.items():
             if array_sha256(array) != CONTENT_SHA256[split][key]:
                 raise DataError(f"{folder / split}: the decoded {key} differ from the published "
                                 f"CIFAR-100 content (sha256 mismatch); the copy is corrupt or "
-                                f"not CIFAR-100. {how_to_point()}")
-    images = data.reshape(-1, 3, 32, 32)
-    return images, fine.astype(np.int64), coarse.astype(np.int64)
+                                f"not CIFAR-100. {HOW_TO_POINT}")
+    return data.reshape(-1, 3, 32, 32), fine.astype(np.int64), coarse.astype(np.int64)
 
 
 def read_folder(folder: Path, verify: bool) -> Cifar100:
-    """Read and check the train, test and meta pickles of a `cifar-100-python` folder.
-
-    verify=True accepts only the published content (50,000/10,000 images whose decoded arrays
-    match CONTENT_SHA256, the published class names); verify=False checks structure only.
-    """
+    """Read and check the train, test and meta pickles of a `cifar-100-python` folder. verify=True
+    accepts only the published content (SPLIT_SIZES images, CONTENT_SHA256, the published class
+    names); verify=False checks structure only."""
     meta = _read_pickle(folder / "meta")
     if not isinstance(meta, dict) or "fine_label_names" not in meta or "coarse_label_names" not in meta:
         raise DataError(f"{folder / 'meta'} lacks fine_label_names/coarse_label_names; corrupt.")
@@ -158,11 +151,8 @@ def read_folder(folder: Path, verify: bool) -> Cifar100:
 
 
 def resolve_cap(split: str, cap: int | None) -> int | None:
-    """A cap on images per class of `split`: None when it keeps them all, ValueError past the data.
-
-    CIFAR-100 has 500 training and 100 test images per class; a larger cap would silently
-    train on fewer images than the configuration says, so it is an error.
-    """
+    """A cap on images per class of `split`: None when it keeps them all; ValueError past the data
+    (a larger cap would silently train on fewer images than the configuration says)."""
     available = IMAGES_PER_CLASS[split]
     if cap is None or (not isinstance(cap, bool) and cap == available):
         return None
@@ -170,3 +160,12 @@ def resolve_cap(split: str, cap: int | None) -> int | None:
         raise ValueError(f"{split}_per_class must be an integer from 1 to {available} (CIFAR-100 "
                          f"has {available} {split} images per class) or None for all, got {cap}")
     return int(cap)
+
+
+def first_per_class(fine: np.ndarray, counts: dict[int, int | None]) -> np.ndarray:
+    """Boolean mask over the labels `fine`: the first counts[c] (None: all) images of each class c,
+    in the published order. Subsets (`data.make_subset`) and packs take their images this way."""
+    keep = np.zeros(len(fine), dtype=bool)
+    for c, n in counts.items():
+        keep[np.flatnonzero(fine == c)[:n]] = True
+    return keep

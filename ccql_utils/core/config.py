@@ -1,14 +1,9 @@
 """The configuration of one training run, its identity (run id) and its LR schedule.
 
-`TrainConfig` names everything a run computes with; its field defaults are the paper's protocol
-(docs/protocol.md): WRN-28-10, SGD with momentum 0.9 and weight decay 5e-4, batch 128, 200
-epochs, LR divided by 4 after epochs 50, 80, 110, 150 and 170. The presets (presets.py) start
-from these defaults and change only what a smaller scale needs.
-
-`resolved()` fills in what the other fields imply (K of a named subset, the class seed, CCQL's
-weight) and asks each owner to validate its part: the data (classes, images per class), the
-model (depth, width, dropout) and the loss (its options). A resolved config is validated once;
-`run_id()` hashes its identity (every field except the execution-only ones).
+`TrainConfig`'s defaults are the paper's protocol (docs/protocol.md); the presets (presets.py)
+change only what a smaller scale needs. `resolved()` fills in what the other fields imply (K of a
+named subset, the class seed, CCQL's weight) and asks each owner to validate its part: the data,
+the model and the loss. `run_id()` hashes the identity (every field but the execution-only ones).
 """
 from __future__ import annotations
 
@@ -135,10 +130,8 @@ class TrainConfig:
         return c
 
     def identity(self) -> dict[str, Any]:
-        """The fields that define what the run computes (resolved), as JSON-able values.
-
-        Fields left at None are omitted, so adding an optional field later keeps old run ids.
-        """
+        """The fields that define what the run computes (resolved), as JSON-able values. Fields
+        left at None are omitted, so adding an optional field later keeps old run ids."""
         d = {k: v for k, v in dataclasses.asdict(self.resolved()).items() if v is not None}
         for name in EXECUTION_FIELDS:
             d.pop(name)
@@ -171,12 +164,9 @@ def _is_number(value) -> bool:
 
 
 def lr_at_epoch(config: TrainConfig, epoch: int) -> float:
-    """Learning rate of 0-based `epoch`: lr * lr_factor ** (milestones passed).
-
-    Milestone fraction f falls after epoch max(1, round-half-up(f * epochs)): with 200 epochs
-    the LR is divided by 4 after epochs 50, 80, 110, 150 and 170 (the paper's schedule); the
-    first epoch of a short run always uses the initial LR.
-    """
+    """Learning rate of 0-based `epoch`: lr * lr_factor ** (milestones passed). Milestone fraction
+    f falls after epoch max(1, round-half-up(f * epochs)): with 200 epochs after epochs 50, 80,
+    110, 150 and 170 (the paper's schedule); a short run's first epoch keeps the initial LR."""
     passed = sum(epoch >= max(1, math.floor(f * config.epochs + 0.5)) for f in config.lr_milestones)
     return config.lr * config.lr_factor ** passed
 

@@ -20,8 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .cifar100 import (COARSE_NAMES, DATA_ROOT_ENV, FINE_NAMES, FINE_TO_COARSE, FOLDER_NAME,
-                       IMAGES_PER_CLASS, Cifar100, DataError, how_to_point, read_folder, resolve_cap)
+from .cifar100 import (COARSE_NAMES, DATA_ROOT_ENV, FINE_NAMES, FINE_TO_COARSE, FOLDER_NAME, HOW_TO_POINT,
+                       IMAGES_PER_CLASS, Cifar100, DataError, first_per_class, read_folder, resolve_cap)
 from .packs import MANIFEST, is_pack, load_packed
 from ..provenance import PROJECT_ROOT
 
@@ -47,20 +47,22 @@ def _as_cifar_folder(root: Path) -> Path | None:
     return None
 
 
+def _explicit_root(data_root):
+    """The root the caller or CCQL_DATA_ROOT names, or None (the default folder)."""
+    return data_root if data_root is not None else os.environ.get(DATA_ROOT_ENV) or None
+
+
 def locate_cifar100(data_root: str | os.PathLike | None = None, download: bool = True) -> Path:
     """Return the `cifar-100-python` folder, downloading into the default folder if needed.
-
-    An explicit root (argument or CCQL_DATA_ROOT) that holds no copy is an error: the user
-    asked for that copy, and nothing is downloaded or overwritten there.
-    """
-    explicit = data_root if data_root is not None else os.environ.get(DATA_ROOT_ENV) or None
+    An explicit root that holds no copy is an error: nothing is downloaded or overwritten there."""
+    explicit = _explicit_root(data_root)
     if explicit is not None:
         root = Path(explicit).expanduser()
         folder = _as_cifar_folder(root)
         if folder is None:
             source = "--data-root" if data_root is not None else DATA_ROOT_ENV
             raise DataError(f"No CIFAR-100 copy at {root} (from {source}): expected "
-                            f"{root / FOLDER_NAME}/train, test and meta. {how_to_point()}")
+                            f"{root / FOLDER_NAME}/train, test and meta. {HOW_TO_POINT}")
         return folder
     folder = _as_cifar_folder(DEFAULT_DATA_ROOT)
     if folder is not None:
@@ -68,55 +70,45 @@ def locate_cifar100(data_root: str | os.PathLike | None = None, download: bool =
     if (DEFAULT_DATA_ROOT / FOLDER_NAME).exists():
         raise DataError(f"{DEFAULT_DATA_ROOT / FOLDER_NAME} exists but is incomplete (train, test "
                         f"and meta expected); it is not overwritten. Remove it to download "
-                        f"again, or: {how_to_point()}")
+                        f"again, or: {HOW_TO_POINT}")
     if not download:
-        raise DataError(f"CIFAR-100 not found under {DEFAULT_DATA_ROOT}. {how_to_point()}")
+        raise DataError(f"CIFAR-100 not found under {DEFAULT_DATA_ROOT}. {HOW_TO_POINT}")
     try:
         import torchvision
         DEFAULT_DATA_ROOT.mkdir(parents=True, exist_ok=True)
         torchvision.datasets.CIFAR100(str(DEFAULT_DATA_ROOT), train=True, download=True)
     except Exception as exc:  # offline machines fail here with URLError / OSError
         raise DataError(f"Could not download CIFAR-100 into {DEFAULT_DATA_ROOT} ({exc}). "
-                        f"{how_to_point()}") from exc
+                        f"{HOW_TO_POINT}") from exc
     folder = _as_cifar_folder(DEFAULT_DATA_ROOT)
     if folder is None:
         raise DataError(f"The download into {DEFAULT_DATA_ROOT} did not produce {FOLDER_NAME}/. "
-                        f"{how_to_point()}")
+                        f"{HOW_TO_POINT}")
     return folder
 
 
 def data_source(data_root: str | os.PathLike | None = None) -> Path:
-    """What `load_cifar100(data_root)` reads: a packed subset (.npz) or the located folder."""
-    explicit = data_root if data_root is not None else os.environ.get(DATA_ROOT_ENV) or None
+    """What `load_cifar100(data_root)` reads: a pack or the located folder."""
+    explicit = _explicit_root(data_root)
     if is_pack(explicit):
         return Path(explicit).expanduser()
     return locate_cifar100(data_root, download=False)
 
 
-
 def load_cifar100(data_root: str | os.PathLike | None = None, verify: bool = True,
                   download: bool = True) -> Cifar100:
-    """Locate (see module docstring), read and check CIFAR-100.
-
-    verify=True (the default) accepts only the published content: 50,000/10,000 images whose
-    decoded arrays match CONTENT_SHA256. verify=False checks structure only (for synthetic
-    stand-ins in tests). Takes about half a second. A data_root ending in `.npz` is a packed
-    subset, and a folder holding a parts manifest a pack in parts (see `packs.pack_subset`), for
-    machines without a full copy.
-    """
-    if is_pack(data_root if data_root is not None else os.environ.get(DATA_ROOT_ENV) or None):
-        return load_packed(data_source(data_root))
+    """Locate (see module docstring), read and check CIFAR-100, in about half a second.
+    verify=False checks structure only (synthetic stand-ins); a pack is verified by `load_packed`."""
+    explicit = _explicit_root(data_root)
+    if is_pack(explicit):
+        return load_packed(explicit)
     return read_folder(locate_cifar100(data_root, download=download), verify)
 
 
 # ----------------------------------------------------------------------------- class subsets
 def random_classes(k: int, seed: int, num_classes: int = 100) -> list[int]:
-    """k of range(num_classes) drawn uniformly without replacement, sorted ascending.
-
-    The draw orders classes by sha256("seed:class") and keeps the first k: a uniformly random
-    permutation that depends on nothing but (seed, class), so every machine and every version
-    of numpy/torch/Python picks the same classes.
-    """
+    """k of range(num_classes) drawn uniformly without replacement, sorted ascending: the first k
+    in the order of sha256("seed:class"), so every machine and numpy/torch/Python version agrees."""
     if int(k) != k or not 2 <= k <= num_classes:
         raise ValueError(f"a random subset needs 2 <= k <= {num_classes} classes, got {k}")
     keys = {c: hashlib.sha256(f"{int(seed)}:{c}".encode()).hexdigest() for c in range(num_classes)}
@@ -125,33 +117,28 @@ def random_classes(k: int, seed: int, num_classes: int = 100) -> list[int]:
 
 def select_classes(kind: str | Sequence[str], data: Cifar100 | None, k: int | None = None,
                    seed: int = 0) -> list[int]:
-    """Original fine-class indices (ascending) of a subset.
-
-    kind: 'random' (k classes from seed), 'all' (100), 'mammals' (the 25 fine classes of the
-    five mammal superclasses, read off the coarse labels), or a list of fine class names.
-    data: the names and superclasses to read; None: the published ones (see
-    `published_class_indices`).
-    """
+    """Original fine-class indices (ascending) of a subset. kind: 'random' (k classes from seed),
+    'all', 'mammals' (the fine classes of the five mammal superclasses, read off the coarse labels)
+    or a list of fine class names. data: whose names and superclasses to read (None: the published)."""
     fine_names, coarse_names, fine_to_coarse = (
         (FINE_NAMES, COARSE_NAMES, np.asarray(FINE_TO_COARSE)) if data is None else
         (data.fine_names, data.coarse_names, data.fine_to_coarse))
     if isinstance(kind, str):
+        if kind not in SUBSET_SIZES:
+            raise ValueError(f"unknown class subset {kind!r}: choose one of {', '.join(SUBSET_KINDS)} "
+                             f"or give a list of CIFAR-100 class names")
         if kind == "random":
             if k is None:
                 raise ValueError("the 'random' class subset needs k (the number of classes)")
             return random_classes(k, seed, len(fine_names))
         if kind == "all":
-            if k not in (None, len(fine_names)):
-                raise ValueError(f"'all' means K = {len(fine_names)}, got k = {k}")
-            return list(range(len(fine_names)))
-        if kind == "mammals":
+            chosen = list(range(len(fine_names)))
+        else:
             coarse = [coarse_names.index(name) for name in MAMMAL_SUPERCLASSES]
             chosen = sorted(np.flatnonzero(np.isin(fine_to_coarse, coarse)).tolist())
-            if k not in (None, len(chosen)):
-                raise ValueError(f"'mammals' has {len(chosen)} classes, got k = {k}")
-            return chosen
-        raise ValueError(f"unknown class subset {kind!r}: choose one of {', '.join(SUBSET_KINDS)} "
-                         f"or give a list of CIFAR-100 class names")
+        if k not in (None, len(chosen)):
+            raise ValueError(f"'{kind}' means K = {len(chosen)}, got k = {k}")
+        return chosen
     names = check_class_names(kind, fine_names)
     if k not in (None, len(names)):
         raise ValueError(f"{len(names)} class names given but k = {k}")
@@ -181,8 +168,7 @@ def resolve_classes(classes: str | Sequence[str], num_classes: int | None) -> tu
 
 
 def published_class_indices(classes: str | Sequence[str], k: int, class_seed: int) -> list[int]:
-    """What `select_classes` picks on the real CIFAR-100, from its published names alone (no data
-    needed): e.g. to tell whether a pack holds a run's classes."""
+    """What `select_classes` picks on the real CIFAR-100, without its data (does a pack hold them?)."""
     return select_classes(classes, None, k, class_seed)
 
 
@@ -209,37 +195,21 @@ class ClassificationSubset:
     class_indices: tuple[int, ...]
     class_names: tuple[str, ...]
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_indices)
-
 
 def make_subset(data: Cifar100, class_indices: Sequence[int], train_per_class: int | None = None,
                 test_per_class: int | None = None) -> ClassificationSubset:
     """Keep the images of `class_indices` (original fine indices), labels remapped to 0..K-1 in
-    ascending original index. train_per_class / test_per_class cap the images per class (the
-    first ones in the original order); None keeps them all (the paper's protocol).
-    """
+    ascending original index; at most the first `*_per_class` images of each class (None: all,
+    the paper's protocol)."""
     classes = sorted(int(c) for c in class_indices)
-    train_per_class = resolve_cap("train", train_per_class)
-    test_per_class = resolve_cap("test", test_per_class)
+    caps = {"train": resolve_cap("train", train_per_class), "test": resolve_cap("test", test_per_class)}
     remap = np.full(len(data.fine_names), -1, dtype=np.int64)
     remap[classes] = np.arange(len(classes))
-
-    def pick(images, fine, cap):
-        keep = np.isin(fine, classes)
-        if cap is not None:
-            # rank of each image within its class, in original order
-            rank = np.zeros(len(fine), dtype=np.int64)
-            for c in classes:
-                members = np.flatnonzero(fine == c)
-                rank[members] = np.arange(len(members))
-            keep &= rank < cap
-        return np.ascontiguousarray(images[keep]), remap[fine[keep]]
-
-    train_images, train_labels = pick(data.train_images, data.train_fine, train_per_class)
-    test_images, test_labels = pick(data.test_images, data.test_fine, test_per_class)
-    for split, labels, cap in (("train", train_labels, train_per_class), ("test", test_labels, test_per_class)):
+    arrays = []
+    for split, cap in caps.items():
+        fine = getattr(data, f"{split}_fine")
+        keep = first_per_class(fine, dict.fromkeys(classes, cap))
+        labels = remap[fine[keep]]
         counts = np.bincount(labels, minlength=len(classes))
         # Real CIFAR-100 (or a packed part of it) must give every class its full count: a packed
         # subset lacking classes or images would otherwise train on less than the config says.
@@ -249,9 +219,8 @@ def make_subset(data: Cifar100, class_indices: Sequence[int], train_per_class: i
             raise DataError(f"{data.folder} has fewer than {expected} {split} images of class(es) "
                             f"{short[:5]}{' ...' if len(short) > 5 else ''}: pack a subset that "
                             f"holds these classes and images per class")
-    return ClassificationSubset(train_images, train_labels, test_images, test_labels,
-                                tuple(classes), tuple(data.fine_names[c] for c in classes))
-
+        arrays += [np.ascontiguousarray(getattr(data, f"{split}_images")[keep]), labels]
+    return ClassificationSubset(*arrays, tuple(classes), tuple(data.fine_names[c] for c in classes))
 
 
 def content_fingerprint(data_root: str | os.PathLike | None = None) -> str:
@@ -278,12 +247,9 @@ def _fingerprint(stats: tuple) -> str:
 # ----------------------------------------------------------------------------- synthetic stand-in
 def write_synthetic_cifar100(root: str | os.PathLike, train_per_class: int = 20,
                              test_per_class: int = 5, seed: int = 0) -> Path:
-    """Write a small learnable stand-in in torchvision's layout under `root/cifar-100-python`.
-
-    Each class is a fixed random low-frequency colour pattern plus pixel noise, so a small
-    network learns it in a few epochs. Load it with `load_cifar100(root, verify=False)`.
-    It uses CIFAR-100's class names and superclass map, so every subset kind works on it.
-    """
+    """Write a small learnable stand-in (CIFAR-100's names and superclasses; each class a random
+    low-frequency colour pattern plus pixel noise) in torchvision's layout under `root`. Load it
+    with `load_cifar100(root, verify=False)`."""
     rng = np.random.default_rng(seed)
     fine_to_coarse = np.asarray(FINE_TO_COARSE, dtype=np.int64)
     low_res = rng.integers(30, 226, size=(100, 3, 4, 4)).astype(np.float64)

@@ -17,11 +17,8 @@ from .data import CIFAR100_MEAN, CIFAR100_STD
 
 def crop_and_flip(padded: torch.Tensor, indices, dy, dx, flip) -> torch.Tensor:
     """Images `indices` [B] of `padded` (uint8 [N, 3, 40, 40]), each cropped to 32x32 at (dy, dx)
-    [B] and mirrored where flip [B]: uint8 [B, 3, 32, 32].
-
-    Builds flat indices into `padded` and takes them with one torch.take, which is 2-3x faster
-    than the equivalent 4-D advanced indexing.
-    """
+    [B] and mirrored where flip [B]: uint8 [B, 3, 32, 32]. One torch.take of flat indices, 2-3x
+    faster than the equivalent 4-D advanced indexing."""
     side = padded.shape[-1]
     steps = torch.arange(32, device=padded.device)
     rows = dy[:, None] + steps                                           # [B, 32]
@@ -33,14 +30,10 @@ def crop_and_flip(padded: torch.Tensor, indices, dy, dx, flip) -> torch.Tensor:
 
 
 class DeviceLoader:
-    """One split held on `device` as uint8, batched and augmented there.
-
-    Each epoch draws a permutation, crop offsets and flips from a CPU generator seeded by
-    (seed, epoch), so epoch e is the same on every run and device, and resuming needs no
-    loader state. Augmentation: random 32x32 crop of the 4-pixel zero-padded image and a
-    horizontal flip with probability 1/2, done for a whole batch by one gather; then
-    normalisation with the CIFAR-100 training mean/std.
-    """
+    """One split held on `device` as uint8, batched and augmented there: a random 32x32 crop of
+    the 4-pixel zero-padded image and a horizontal flip with probability 1/2, then normalisation
+    with the CIFAR-100 training mean/std. Epoch e's order, crops and flips come from a CPU generator
+    seeded by (seed, e): the same on every device, and resuming needs no loader state."""
 
     PAD = 4
 
@@ -63,8 +56,8 @@ class DeviceLoader:
 
     @functools.cached_property
     def padded(self) -> torch.Tensor:
-        """The images zero-padded for cropping, uint8 [N, 3, 40, 40]: made on the first training
-        epoch (an evaluation-only split, such as the test set, never needs it)."""
+        """The images zero-padded for cropping, uint8 [N, 3, 40, 40] (made on first use: the test
+        split never needs it)."""
         return torch.nn.functional.pad(self.images, (self.PAD,) * 4)
 
     def normalize(self, images_uint8: torch.Tensor, runs: int = 1) -> torch.Tensor:
@@ -80,18 +73,15 @@ class DeviceLoader:
         order = torch.randperm(n, generator=gen)
         offsets = torch.randint(0, 2 * self.PAD + 1, (2, n), generator=gen)
         flip = torch.rand(n, generator=gen) < 0.5
-        plan = (order, offsets[0], offsets[1], flip)
-        return tuple(t.to(self.device, non_blocking=True) for t in plan)
+        return tuple(t.to(self.device, non_blocking=True) for t in (order, *offsets, flip))
 
     def augmented_batch(self, indices, dy, dx, flip) -> torch.Tensor:
         """Crop-and-flip of images `indices` by one gather: uint8 [B, 3, 32, 32]."""
         return crop_and_flip(self.padded, indices, dy, dx, flip)
 
     def train_batches(self, epoch: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Shuffled, augmented batches (float [B, 3, 32, 32], int64 [B]) of one epoch.
-
-        The last batch may be smaller; a final batch of one image is dropped (BatchNorm needs two).
-        """
+        """Shuffled, augmented batches (float [B, 3, 32, 32], int64 [B]) of one epoch; a final
+        batch of one image is dropped (BatchNorm needs two)."""
         indices, dy, dx, flip = self.epoch_plan(epoch)
         for start in range(0, len(indices), batch_size):
             sl = slice(start, start + batch_size)
@@ -111,12 +101,10 @@ class StackedLoader:
     """The batches of N DeviceLoaders of one length, stacked for stacked.py's N runs: images
     [B, 3N, 32, 32] (run n in channels 3n..3n+2) and labels [B, N].
 
-    Each run's part is exactly the batch its own loader gives (its order, crops and flips), made
-    for all N runs by one gather from the runs' images concatenated: about 40 tensor operations
-    per step instead of about 40 per run (torch.profiler, 8 runs: 43 vs 8 x 39), which matters
-    where a step is bound by launches, not arithmetic (small models on a GPU; the `stacked_data`
-    table of benchmarks/bench.py's `stacked` part). The concatenation is a second copy of the
-    runs' images on the device (each loader keeps its own for the run alone).
+    Each run's part is exactly its own loader's batch, made for all N runs by one gather from the
+    runs' images concatenated (a second copy on the device): about 40 tensor operations per step
+    instead of 40 per run (torch.profiler, 8 runs: 43 vs 8 x 39; the `stacked_data` table of
+    benchmarks/bench.py's `stacked` part), which matters where launches bound a step.
     """
 
     def __init__(self, loaders: list[DeviceLoader]):

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from .cifar100 import (COARSE_NAMES, FINE_NAMES, FINE_TO_COARSE, Cifar100, DataError, array_sha256,
-                       resolve_cap)
+                       first_per_class, resolve_cap)
 from ..provenance import atomic_write_bytes
 
 PACKED_ARRAYS = ("train_images", "train_fine", "train_coarse", "test_images", "test_fine", "test_coarse")
@@ -53,10 +53,7 @@ def matches_real_data(arrays: dict[str, np.ndarray]) -> bool:
             if not np.array_equal(coarse, np.asarray(FINE_TO_COARSE)[fine]):
                 return False
             real = index[f"{split}_fine"]
-            keep = np.zeros(len(real), dtype=bool)
-            for c, n in zip(*np.unique(fine, return_counts=True)):
-                keep[np.flatnonzero(real == c)[:n]] = True
-            rows = np.flatnonzero(keep)
+            rows = np.flatnonzero(first_per_class(real, dict(zip(*np.unique(fine, return_counts=True)))))
             if len(rows) != len(fine) or not np.array_equal(real[rows], fine):
                 return False
             if not np.array_equal(_image_digests(arrays[f"{split}_images"]), index[f"{split}_digest"][rows]):
@@ -66,16 +63,14 @@ def matches_real_data(arrays: dict[str, np.ndarray]) -> bool:
 
 def pack_arrays(data: Cifar100, class_indices: Sequence[int], train_per_class: int | None = None,
                 test_per_class: int | None = None) -> tuple[dict[str, np.ndarray], dict]:
-    """The images of `class_indices` (the first N per class, as `make_subset` picks them) with their
-    original labels, and a description (classes, caps, per-array sha256 to detect damage)."""
+    """The images of `class_indices` (`first_per_class`) with their original labels, and a
+    description (classes, caps, per-array sha256 to detect damage)."""
     classes = sorted(int(c) for c in class_indices)
     caps = {"train": resolve_cap("train", train_per_class), "test": resolve_cap("test", test_per_class)}
     arrays = {}
     for split in ("train", "test"):
         fine = getattr(data, f"{split}_fine")
-        keep = np.zeros(len(fine), dtype=bool)
-        for c in classes:
-            keep[np.flatnonzero(fine == c)[:caps[split]]] = True
+        keep = first_per_class(fine, dict.fromkeys(classes, caps[split]))
         arrays[f"{split}_images"] = np.ascontiguousarray(getattr(data, f"{split}_images")[keep])
         arrays[f"{split}_fine"] = fine[keep].astype(np.int64)
         arrays[f"{split}_coarse"] = getattr(data, f"{split}_coarse")[keep].astype(np.int64)
@@ -88,13 +83,10 @@ def pack_arrays(data: Cifar100, class_indices: Sequence[int], train_per_class: i
 def pack_subset(data: Cifar100, path: str | os.PathLike, class_indices: Sequence[int],
                 train_per_class: int | None = None, test_per_class: int | None = None,
                 part_mib: float | None = None) -> Path:
-    """Write a class subset (see `pack_arrays`) atomically: to `path` as one uncompressed .npz, or,
-    when `path` does not end in .npz, as a folder of parts of at most `part_mib` MiB and a
-    manifest (each part's size and sha256, and the whole's).
-
-    `load_cifar100(path)` reads it back as a Cifar100 holding only these images, so run configs
-    select exactly the subsets they select on the full data set (and get the same run ids).
-    """
+    """Write a class subset (`pack_arrays`) atomically: as one uncompressed .npz, or, when `path`
+    does not end in .npz, as a folder of parts of at most `part_mib` MiB and a manifest (each
+    part's size and sha256, and the whole's). Run configs select the same subsets (and run ids)
+    from `load_cifar100(path)` as from the full data set."""
     path = Path(path)
     arrays, meta = pack_arrays(data, class_indices, train_per_class, test_per_class)
     buffer = io.BytesIO()
@@ -192,11 +184,8 @@ def _reassemble(folder: Path) -> bytes:
 
 
 def load_packed(path: str | os.PathLike) -> Cifar100:
-    """A Cifar100 holding a pack's images (all 100 class names); DataError if damaged.
-
-    `verified` is decided here, from the images and labels themselves (`matches_real_data`),
-    never taken from the pack.
-    """
+    """A Cifar100 holding a pack's images (all 100 class names); DataError if damaged. `verified`
+    is decided from the images and labels themselves (`matches_real_data`), never read from the pack."""
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"no pack at {path}: pack one with `python -m ccql_utils pack`")

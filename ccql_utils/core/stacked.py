@@ -1,20 +1,18 @@
 """Several runs of one shape trained as one program: how sweeps of small models fill a GPU.
 
-One WRN-10-1 run uses a sliver of a GPU: its step is bound by kernel launches, not arithmetic.
-Stacking N such models makes every convolution one grouped convolution (groups = N), every
-BatchNorm one over N x C channels and the classifiers one batched matmul; model n reads channels
-3n..3n+2 of the input. The parameters are disjoint, so the sum of the N losses gives each model
-exactly its own gradient: the stack computes the same N functions as N separate models (up to the
-order of float sums), with one launch per layer instead of N: 32 stacked WRN-10-1 train at 10.4x
-the images/s of one (measured: benchmarks/results/gpu_round3-h200-2026-11-27.md).
+A small run's step is bound by kernel launches, not arithmetic. Stacking N models makes every
+convolution one grouped convolution (groups = N), every BatchNorm one over N x C channels and the
+classifiers one batched matmul; model n reads channels 3n..3n+2 of the input. The parameters are
+disjoint, so the sum of the N losses gives each model exactly its own gradient: the stack computes
+the same N functions as N separate models (up to the order of float sums), with one launch per
+layer instead of N (the gains measured: DEFAULT_STACK).
 
 Each run keeps its own `Trainer` (config, classes, data order and augmentation, loss, LR, history,
-checkpoint); one `loader.StackedLoader` makes the N runs' batches with one gather per step. The
-stack takes their weights and momentum buffers at the start and gives them back before each
-checkpoint, so a stacked run's checkpoint is a plain run's checkpoint and a run can be resumed
-alone or in a stack. What may differ within a stack: loss and its options, LR, seeds and
-class draw; everything else must agree (`stack_key`). Dropout, if any, draws from the shared
-global RNG, so it is the one thing that is not the same draw as a run trained alone.
+checkpoint); one `loader.StackedLoader` makes the N runs' batches. The stack takes their weights
+and momentum buffers at the start and gives them back before each checkpoint, so a stacked run's
+checkpoint is a plain run's and a run can be resumed alone or in a stack. The runs may differ in
+PER_RUN_FIELDS only (`stack_key`). Dropout, if any, draws from the shared global RNG: the one thing
+that is not the same draw as a run trained alone.
 """
 from __future__ import annotations
 
@@ -30,7 +28,7 @@ from .config import TrainConfig, clean_eval_due, lr_at_epoch, resolve_device
 from .loader import StackedLoader
 from .losses import at_least_float32
 from ..progress import EpochProgress
-from .train import EpochSums, RunDiverged, Trainer, compiled_forward
+from .train import EpochSums, RunDiverged, Trainer, compiled_forward, run_pass
 from .wrn import WideResNet, count_parameters
 
 # The fields a stack's runs may differ in; the rest of TrainConfig must agree.
@@ -50,11 +48,10 @@ def stack_key(config: TrainConfig) -> tuple:
 
 
 def default_stack(config: TrainConfig, cuda: bool | None = None) -> int:
-    """How many runs like `config` to stack by default: DEFAULT_STACK for a model under
-    SMALL_MODEL_PARAMETERS on a GPU, else 1: a CPU has no kernel launches to save and runs grouped
+    """DEFAULT_STACK for a model under SMALL_MODEL_PARAMETERS on a GPU (cuda None: whether
+    `config.device` means one here), else 1: a CPU has no launches to save and runs grouped
     convolutions slower (4 stacked WRN-10-1 trained at 0.77x one model's images/s with
-    benchmarks/bench.py's `stacked` part on a CPU; docs/scale.md, on stacking).
-    cuda: whether the runs train on a GPU (None: whether `config.device` means one here)."""
+    benchmarks/bench.py's `stacked` part on a CPU; docs/scale.md, on stacking)."""
     c = config.resolved()
     if cuda is None:
         cuda = resolve_device(c.device).type == "cuda"
@@ -172,9 +169,8 @@ class StackedSGD:
 
 class StackedTrainer:
     """Trains the runs of `trainers` (equal `stack_key`, equal epochs done) as one stacked model.
-
-    on_diverged(index, exc) is called when run `index` diverges (its row is recorded, as a plain
-    run's is); the others go on. `run()` returns when every run finished or diverged."""
+    on_diverged(index, exc) is called when run `index` diverges (its row recorded as a plain run's
+    is); the others go on. `run()` returns when every run finished or diverged."""
 
     def __init__(self, trainers: list[Trainer], progress=None, name: str = "",
                  on_diverged: Callable[[int, RunDiverged], None] | None = None):
@@ -185,7 +181,7 @@ class StackedTrainer:
         self.trainers, self.n = trainers, len(trainers)
         self.on_diverged, self.progress, self.name = on_diverged, progress, name
         first = trainers[0]
-        self.config, self.device = first.config, first.device
+        self.config, self.device, self._autocast = first.config, first.device, first._autocast
         self.model = stack_models([t.model for t in trainers])
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -223,16 +219,10 @@ class StackedTrainer:
                                 for t, live in zip(self.trainers, self.live)])
         live = torch.tensor(self.live, device=self.device)
         self.model.train()
+        batches = self.loaders["train"].train_batches(epoch, self.config.batch_size)
         sums = EpochSums.zeros(self.device, (self.n,))
-        for images, labels in self.loaders["train"].train_batches(epoch, self.config.batch_size):
-            with self.trainers[0]._autocast():
-                outputs = self.model_fn(images)
-            losses = self._losses(outputs, labels)
-            self.optimizer.zero_grad()
-            torch.where(live, losses, 0.0).sum().backward()  # a diverged model gets no gradient
-            self.optimizer.step()
-            sums.add(losses, outputs, labels)
-        return sums.read()
+        # the sum of the live runs' losses: a diverged model gets no gradient
+        return run_pass(self, batches, sums, lambda losses: torch.where(live, losses, 0.0).sum())
 
     @torch.no_grad()
     def evaluate(self, split: str):
@@ -240,12 +230,8 @@ class StackedTrainer:
         and [ECE] * N for the test split of runs with calibration_bins (equal within a stack)."""
         bins = self.config.calibration_bins if split == "test" else None
         self.model.eval()
-        sums = EpochSums.zeros(self.device, (self.n,), bins)
-        for images, labels in self.loaders[split].eval_batches(self.config.eval_batch_size):
-            with self.trainers[0]._autocast():
-                outputs = self.model_fn(images)
-            sums.add(self._losses(outputs, labels), outputs, labels)
-        return (*sums.read(), sums.ece()) if bins else sums.read()
+        batches = self.loaders[split].eval_batches(self.config.eval_batch_size)
+        return run_pass(self, batches, EpochSums.zeros(self.device, (self.n,), bins))
 
     def give_back(self) -> None:
         """Copy the stack's weights, BatchNorm statistics and momentum buffers into each run's own
@@ -285,7 +271,6 @@ class StackedTrainer:
                     self.live[i] = False
                     if self.on_diverged:
                         self.on_diverged(i, exc)
-            live = [t.history[-1] for t, alive in zip(self.trainers, self.live) if alive]
-            if live:
-                display.update(live[0])
+            if any(self.live):
+                display.update(self.trainers[self.live.index(True)].history[-1])
         display.close()

@@ -1,20 +1,16 @@
 """The training loop of one run (SGD, step schedule, checkpoint/resume); config.py defines the run.
 
-One epoch = one pass over the shuffled, augmented training subset, then
-one pass over the test subset. Per epoch the history records (accuracies are fractions):
+An epoch is one pass over the shuffled, augmented training subset, then one over the test subset.
+Per epoch the history records (accuracies are fractions; `*_norm`: the loss divided by the loss's
+`reference_value`, its value at zero outputs):
 
     epoch, lr, train_loss, train_acc, test_loss, test_acc, train_loss_norm, test_loss_norm, seconds
 
-`train_loss`/`train_acc` are running averages over the augmented epoch, in train mode (the
-weights change during the epoch), as most papers plot them. With `clean_train_eval` (True: every
-epoch; N: every N epochs and the last) the history also has `train_clean_loss`, `train_clean_acc`
-(, `_norm`): one extra pass over the training images without augmentation, in eval mode, after the
-epoch; empty on the other epochs. `*_norm` = loss divided by
-the loss's `reference_value` (its value at zero outputs). With `calibration_bins` the history also
-has `test_ece`, the expected calibration error of the softmax of the test outputs.
-
-Metrics are accumulated on the device as sums and counts and read once per epoch (no host sync
-per step).
+`train_loss`/`train_acc` are running averages over the augmented epoch in train mode, as most
+papers plot them. `clean_train_eval` adds `train_clean_loss`, `train_clean_acc` (, `_norm`): a
+pass over the un-augmented training images in eval mode after the epochs it names (empty on the
+others); `calibration_bins` adds `test_ece`, the expected calibration error of the test softmax.
+Metrics are summed on the device and read once per pass (no host sync per step).
 """
 from __future__ import annotations
 
@@ -37,11 +33,11 @@ from .losses import at_least_float32, make_loss
 from ..provenance import atomic_write_bytes
 from .wrn import WideResNet
 
-# torch.compile's `dynamic`. False: each batch shape (train 128 and the epoch's last batch; eval
-# and its last batch) gets its own graph. With torch's default (None) the smaller last batch
-# recompiles the forward with a symbolic batch size, which the later full batches then run: for
-# WRN-28-10 at `paper` the first epoch took 60.1 s with None and 34.5 s with False, and steady
-# epochs 1.63-1.81 s against 1.60-1.70 s (measured: benchmarks/results/gpu_round4-h200-2026-11-28.md).
+# torch.compile's `dynamic`. False: each batch shape (full and last, train and eval) gets its own
+# graph. With torch's default (None) the smaller last batch recompiles the forward with a symbolic
+# batch size that the later full batches then run: WRN-28-10 at `paper` took 60.1 s (None) against
+# 34.5 s (False) for the first epoch, 1.63-1.81 s against 1.60-1.70 s for steady epochs
+# (measured: benchmarks/results/gpu_round4-h200-2026-11-28.md).
 COMPILE_DYNAMIC = False
 
 
@@ -72,12 +68,9 @@ def plain(value):
         return [plain(item) for item in value]
     if value is None or type(value) in (str, bool, int, float) or isinstance(value, torch.Tensor):
         return value
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
+    for kind, cast in ((np.bool_, bool), (numbers.Integral, int), (numbers.Real, float)):
+        if isinstance(value, kind):
+            return cast(value)
     raise TypeError(f"a checkpoint holds only tensors and plain values, not {type(value).__name__}")
 
 
@@ -139,26 +132,36 @@ class EpochSums:
         return loss.tolist(), acc.tolist()
 
 
-class Trainer:
-    """Trains one run in `run_dir`, resuming from its checkpoint if one is there.
+def run_pass(runner, batches, sums: EpochSums, objective: Callable | None = None) -> tuple:
+    """One pass of a Trainer or StackedTrainer over `batches`: sums.read() (and the ECE with
+    calibration bins). With `objective` (the batch's losses -> the scalar to differentiate), a
+    training pass: one SGD step per batch."""
+    for images, labels in batches:
+        with runner._autocast():
+            outputs = runner.model_fn(images)
+        losses = runner._losses(outputs, labels)
+        if objective is not None:
+            runner.optimizer.zero_grad()
+            objective(losses).backward()
+            runner.optimizer.step()
+        sums.add(losses, outputs, labels)
+    return (*sums.read(), sums.ece()) if sums.calibration is not None else sums.read()
 
-    data: the loaded CIFAR-100 (see data.load_cifar100). on_epoch(history) is called after each
-    epoch with the history so far (the run store writes metrics.csv from it). progress and name:
-    the per-epoch display (progress.py) and its label (default: the run id).
-    """
+
+class Trainer:
+    """Trains one run in `run_dir`, resuming from its checkpoint if one is there. on_epoch(history)
+    is called after each epoch with the history so far (the run store writes metrics.csv from it);
+    progress and name: the per-epoch display (progress.py) and its label."""
 
     def __init__(self, config: TrainConfig, data: Cifar100, run_dir: str | Path,
                  progress: bool | str | None = None, name: str | None = None,
                  on_epoch: Callable[[list[dict]], None] | None = None):
-        self.config = config.resolved()
-        self.run_dir = Path(run_dir)
-        self.progress = progress
-        self.name = name or self.config.run_id()
-        self.on_epoch = on_epoch
-        c = self.config
+        self.config = c = config.resolved()
+        self.run_dir, self.progress, self.on_epoch = Path(run_dir), progress, on_epoch
+        self.name = name or c.run_id()
         self.device = resolve_device(c.device)
-        self.use_bf16 = c.precision == "bf16" or (c.precision == "auto" and self.device.type == "cuda")
         cuda = self.device.type == "cuda"
+        self.use_bf16 = c.precision == "bf16" or (c.precision == "auto" and cuda)
         if cuda:
             torch.backends.cudnn.benchmark = True
         else:
@@ -196,14 +199,12 @@ class Trainer:
         return self.run_dir / "checkpoint.pt"
 
     def _save_checkpoint(self) -> None:
-        """Write the checkpoint atomically: serialised in memory first, so a full disk surfaces
-        as an OSError from a plain file write (torch.save reports it as an opaque RuntimeError),
-        the previous checkpoint stays intact and no temporary file is left behind. It holds only
-        tensors and plain values (`plain`), so it loads with torch.load(weights_only=True)."""
+        """Write the checkpoint atomically, serialised in memory first: a full disk is then an
+        OSError of a plain write (torch.save's is an opaque RuntimeError) and the previous
+        checkpoint stays intact. Tensors and plain values only (`plain`, `load_checkpoint`)."""
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "history": plain(self.history), "identity": plain(self.config.identity()),
-                 "record": plain(self.record),
-                 "cpu_rng": torch.get_rng_state(),
+                 "record": plain(self.record), "cpu_rng": torch.get_rng_state(),
                  "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
         buffer = io.BytesIO()
         torch.save(state, buffer)
@@ -233,8 +234,7 @@ class Trainer:
                            f"the run folder or use another runs folder")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.history = history
-        self.checkpointed_epochs = len(history)
+        self.history, self.checkpointed_epochs = history, len(history)
         torch.set_rng_state(state["cpu_rng"])
         if state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -243,35 +243,24 @@ class Trainer:
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16)
 
+    def _losses(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(at_least_float32(outputs), labels)
+
     def train_epoch(self, epoch: int) -> tuple[float, float]:
         """One augmented pass in train mode; returns (mean loss, accuracy) as running averages."""
-        c = self.config
-        lr = lr_at_epoch(c, epoch)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr_at_epoch(self.config, epoch)
         self.model.train()
-        sums = EpochSums.zeros(self.device)
-        for images, labels in self.train_loader.train_batches(epoch, c.batch_size):
-            with self._autocast():
-                outputs = self.model_fn(images)
-            loss = self.loss_fn(at_least_float32(outputs), labels)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            sums.add(loss, outputs, labels)
-        return sums.read()
+        batches = self.train_loader.train_batches(epoch, self.config.batch_size)
+        return run_pass(self, batches, EpochSums.zeros(self.device), objective=lambda loss: loss)
 
     @torch.no_grad()
     def evaluate(self, loader: DeviceLoader, bins: int | None = None) -> tuple:
         """(mean loss, accuracy) over `loader` in eval mode, no augmentation; with `bins`, the
         expected calibration error over that many bins as a third number."""
         self.model.eval()
-        sums = EpochSums.zeros(self.device, bins=bins)
-        for images, labels in loader.eval_batches(self.config.eval_batch_size):
-            with self._autocast():
-                outputs = self.model_fn(images)
-            sums.add(self.loss_fn(at_least_float32(outputs), labels), outputs, labels)
-        return (*sums.read(), sums.ece()) if bins else sums.read()
+        batches = loader.eval_batches(self.config.eval_batch_size)
+        return run_pass(self, batches, EpochSums.zeros(self.device, bins=bins))
 
     @torch.no_grad()
     def output_means(self) -> dict[str, float]:

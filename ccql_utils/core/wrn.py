@@ -11,10 +11,8 @@ import torch.nn.functional as F
 
 
 class WideBasicBlock(nn.Module):
-    """BN-ReLU-conv3x3(stride)-BN-ReLU-dropout-conv3x3, plus the (projected) shortcut.
-
-    When the shape changes, the shortcut is a 1x1 convolution of the pre-activated input.
-    """
+    """BN-ReLU-conv3x3(stride)-BN-ReLU-dropout-conv3x3, plus the shortcut: when the shape changes,
+    a 1x1 convolution of the pre-activated input."""
 
     def __init__(self, in_planes: int, out_planes: int, stride: int, dropout: float = 0.0):
         super().__init__()
@@ -30,12 +28,10 @@ class WideBasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         preact = F.relu(self.bn1(x))
         residual = x if self.shortcut is None else self.shortcut(preact)
-        out = self.conv1(preact)
-        out = F.relu(self.bn2(out))
+        out = F.relu(self.bn2(self.conv1(preact)))
         if self.dropout > 0:
             out = F.dropout(out, p=self.dropout, training=self.training)
-        out = self.conv2(out)
-        return out + residual
+        return self.conv2(out) + residual
 
 
 class WideResNet(nn.Module):
@@ -84,11 +80,9 @@ class WideResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv1(x)
-        out = self.group3(self.group2(self.group1(out)))
+        out = self.group3(self.group2(self.group1(self.conv1(x))))
         out = F.relu(self.bn(out))
-        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
-        return self.fc(out)
+        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
 def count_parameters(model: nn.Module) -> int:
