@@ -13,7 +13,7 @@ from itertools import accumulate
 from pathlib import Path
 
 from ..core.config import TrainConfig
-from ..core.data import FINE_NAMES, published_class_indices
+from ..core.data import FINE_NAMES, select_classes
 from ..core.estimates import estimate_seconds
 from ..core.packs import is_pack, pack_contents
 from ..figures.presets import experiment_configs
@@ -82,7 +82,7 @@ def data_serves(data_root, config: TrainConfig) -> bool:
         return True
     held = pack_contents(data_root)
     c = config.resolved()
-    needed = {FINE_NAMES[i] for i in published_class_indices(c.classes, c.num_classes, c.class_seed)}
+    needed = {FINE_NAMES[i] for i in select_classes(c.classes, None, c.num_classes, c.class_seed)}
     enough = all(have is None or (want is not None and want <= have) for have, want in
                  ((held["train_per_class"], c.train_per_class), (held["test_per_class"], c.test_per_class)))
     return needed <= set(held["classes"]) and enough

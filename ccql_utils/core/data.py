@@ -167,11 +167,6 @@ def resolve_classes(classes: str | Sequence[str], num_classes: int | None) -> tu
     return classes, int(k)
 
 
-def published_class_indices(classes: str | Sequence[str], k: int, class_seed: int) -> list[int]:
-    """What `select_classes` picks on the real CIFAR-100, without its data (does a pack hold them?)."""
-    return select_classes(classes, None, k, class_seed)
-
-
 def check_class_names(names: Sequence[str], valid: Sequence[str] = FINE_NAMES) -> list[str]:
     """The names as a list if they are >= 2 distinct CIFAR-100 fine class names, else ValueError."""
     names = list(names)
