@@ -121,7 +121,8 @@ def cmd_all(args) -> int:
         raise ValueError(f"--only {args.only!r} matches no notebook in {NOTEBOOKS_DIR}")
     figures = [figure_of_notebook(p) for p in notebooks]
     if args.executor != "local":  # every run in one call, so that a cluster trains them side by side
-        trained, configs = [f for f in figures if f.trains and f.name in EXPERIMENTS], {}
+        trained = [f for f in figures if f.trains and f.name in EXPERIMENTS]
+        configs = {}
         for figure in trained:
             *_, own_configs = figure.prepare(preset=preset, seeds=args.seeds, device=args.device, lr=args.lr)
             for c in own_configs.values():
@@ -159,9 +160,8 @@ def cmd_all(args) -> int:
 def summarise(figures_dir: Path, runs_dir: Path, preset: str | None = None) -> int:
     """Each figure's path (from its provenance record) and each run's state and final test accuracy."""
     from ..execution.store import load_run
-    records = [(path, record) for path in sorted(Path(figures_dir).glob("*.provenance.json"))
-               for record in [json.loads(path.read_text())]
-               if not preset or record["parameters"].get("preset", preset) == preset]
+    records = [(p, json.loads(p.read_text())) for p in sorted(Path(figures_dir).glob("*.provenance.json"))]
+    records = [(p, r) for p, r in records if not preset or r["parameters"].get("preset", preset) == preset]
     if not records:
         print(f"no figures in {figures_dir}", file=sys.stderr)
         return 1

@@ -157,7 +157,9 @@ class Trainer:
                  progress: bool | str | None = None, name: str | None = None,
                  on_epoch: Callable[[list[dict]], None] | None = None):
         self.config = c = config.resolved()
-        self.run_dir, self.progress, self.on_epoch = Path(run_dir), progress, on_epoch
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.on_epoch = on_epoch
         self.name = name or c.run_id()
         self.device = resolve_device(c.device)
         cuda = self.device.type == "cuda"
@@ -234,7 +236,8 @@ class Trainer:
                            f"the run folder or use another runs folder")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.history, self.checkpointed_epochs = history, len(history)
+        self.history = history
+        self.checkpointed_epochs = len(history)
         torch.set_rng_state(state["cpu_rng"])
         if state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])

@@ -205,7 +205,8 @@ def printed_vs_corrected(K: int = 10, d: int = 20, sigma: float = 0.3, n: int = 
     R = ce_lemma32_radius(K, gamma, 0.01)
     y = np.arange(K).repeat(20)
     Xb = M[y] + adversarial_noise(M, y, gamma)
-    ce_worst, ce_bound = float(per_sample_loss(R * M, Xb, y, "ce").max()), ce_lemma32_bound(K, R, gamma)
+    ce_worst = float(per_sample_loss(R * M, Xb, y, "ce").max())
+    ce_bound = ce_lemma32_bound(K, R, gamma)
     sigma33 = gamma / math.sqrt(2 * math.log(4 * K * n))  # where Lemma 3.3's bound is 0.5
     mc = lemma33_monte_carlo(M, n, sigma33, R, trials, seed=rng)
     p33 = lemma33_success_bound(K, n, gamma, sigma33)
