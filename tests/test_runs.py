@@ -218,7 +218,8 @@ def wait_for_first_epoch_to_start(runs_dir: Path, proc, timeout=120) -> Path:
 
 @pytest.mark.slow
 # SIGTERM stands for Ctrl-C too: the CLI turns it into the KeyboardInterrupt that Ctrl-C raises
-# (signal.default_int_handler in cli.main), so both take one path; a SIGINT case was dropped to keep CI under 15 minutes.
+# (signal.default_int_handler in cli.main), so both take one path; a SIGINT case was dropped to
+# keep CI under 15 minutes.
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_a_run_interrupted_in_its_first_epoch_resumes_to_the_uninterrupted_result(
         data_args, tmp_path, sig, uninterrupted_epoch1):

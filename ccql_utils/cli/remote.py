@@ -79,7 +79,8 @@ def cmd_lease(args) -> int:
 
 
 def add_commands(sub) -> None:
-    p = command(sub, "export", cmd_export, "records of finished runs (config, metrics, status; no checkpoints)")
+    p = command(sub, "export", cmd_export,
+                "records of finished runs (config, metrics, status; no checkpoints)")
     p.add_argument("--output", required=True, help="a folder, or a file ending in .tar.gz")
     p.add_argument("--experiment", action="append", choices=EXPERIMENTS,
                    help="only this experiment's runs (repeatable; default: every run in --runs-dir)")

@@ -50,11 +50,11 @@ class FigureResult:
 
     @property
     def seeds(self) -> list[int]:
-        return list(dict.fromkeys(key[-1] for key in self.runs))
+        return list(dict.fromkeys(key[-1] for key in self.configs))
 
     @property
     def points(self) -> list[tuple]:
-        return list(dict.fromkeys(key[:-1] for key in self.runs))
+        return list(dict.fromkeys(key[:-1] for key in self.configs))
 
     def name(self, key: tuple) -> str:
         """A run's name in tables, messages and provenance: its point, and its seed when there are several."""
@@ -165,7 +165,7 @@ class Figure:
         and names the missing ones (`FigureResult.missing`); False never trains; True always does."""
         preset, seeds, ctx, own, configs = self.prepare(**given)
         configs, extra = self.settle(preset, seeds, ctx, own, configs, train)
-        result = FigureResult(self, preset, ctx, configs, dict.fromkeys(configs), extra)
+        result = FigureResult(self, preset, ctx, configs, {}, extra)  # its run names come from configs
         result.runs = obtain(ctx, configs, self.name, train=train, name_of=result.name)
         return result
 

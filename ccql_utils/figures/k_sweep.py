@@ -203,10 +203,12 @@ def theory_min_losses(k_values, d: int, sigma: float, seed: int = 0) -> pd.DataF
     qualitative stand-in: the network is not that model; d stands for its feature dimension."""
     from ..theory.model import ccql_normalized_min, ql_normalized_min, sample_centers
     M = sample_centers(max(k_values), d, 0.0, "random", seed=seed)
-    frame = pd.DataFrame([row for k in k_values for row in (
-        {"K": k, "loss": "QL", "min_loss_norm": ql_normalized_min(M[:k], sigma)},
-        {"K": k, "loss": "CCQL", "min_loss_norm": ccql_normalized_min(M[:k], sigma, default_ccql_weight(k))},
-    )])
+    rows = []
+    for k in k_values:
+        rows.append({"K": k, "loss": "QL", "min_loss_norm": ql_normalized_min(M[:k], sigma)})
+        rows.append({"K": k, "loss": "CCQL",
+                     "min_loss_norm": ccql_normalized_min(M[:k], sigma, default_ccql_weight(k))})
+    frame = pd.DataFrame(rows)
     frame.attrs = {"d": d, "sigma": sigma, "centers": "random unit, rho 0", "seed": seed}
     return frame
 
