@@ -5,7 +5,6 @@ import pandas as pd
 import pytest
 
 from ccql_utils.figures.presets import PRESETS, experiment_configs
-from ccql_utils.execution.sweep import probe_summary
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
@@ -13,6 +12,20 @@ RESULTS = Path(__file__).resolve().parent.parent / "results"
 # experiment, K, the probe's per-epoch table, the number of test images it measured accuracy on
 PROBES = {25: ("k25_random", "lr_probe_paper_k25_h200.csv", 2500),
           100: ("k100", "lr_probe_paper_k100_capped_h200.csv", 1000)}
+
+
+def probe_summary(history: pd.DataFrame, num_classes: int) -> pd.DataFrame:
+    """One row per run of an LR probe's per-epoch table (results/lr_probe_*.csv); `trained` when
+    every epoch's losses are finite and the final test accuracy is at least 5x chance (a run that
+    collapses to a constant output sits at chance)."""
+    rows = []
+    for run, h in history.groupby("run", sort=False):
+        finite = h[["train_loss", "test_loss"]].notna().all().all()
+        final = h.sort_values("epoch").iloc[-1]
+        rows.append({"run": run, "loss": final.loss, "lr": final.lr_initial, "epochs": len(h),
+                     "test_acc": final.test_acc,
+                     "trained": bool(finite and final.test_acc >= 5 / num_classes)})
+    return pd.DataFrame(rows)
 
 
 def probe(k):

@@ -91,16 +91,3 @@ def mark_best(table: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.DataFrame
         table.loc[good.lr.idxmin(), "best"] = True
     return table
 
-
-def probe_summary(history: pd.DataFrame, num_classes: int) -> pd.DataFrame:
-    """One row per run of an LR probe's per-epoch table (results/lr_probe_*.csv); `trained` when
-    every epoch's losses are finite and the final test accuracy is at least 5x chance (a run that
-    collapses to a constant output sits at chance)."""
-    rows = []
-    for run, h in history.groupby("run", sort=False):
-        finite = h[["train_loss", "test_loss"]].notna().all().all()
-        final = h.sort_values("epoch").iloc[-1]
-        rows.append({"run": run, "loss": final.loss, "lr": final.lr_initial, "epochs": len(h),
-                     "test_acc": final.test_acc,
-                     "trained": bool(finite and final.test_acc >= 5 / num_classes)})
-    return pd.DataFrame(rows)
